@@ -1,0 +1,60 @@
+# Encore — `make help` lists the targets.
+SHELL := /bin/bash
+PORT ?= 8000
+HOST ?= 127.0.0.1
+OPENAPI_OUT ?= openapi/openapi.json
+PYTHON ?= python3
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+# uv comes from PyPI into .tools/ when it is not already on PATH: nothing installed by hand.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
+VENV := .venv
+STAMP := $(VENV)/.synced
+
+.PHONY: help setup run serve migrate test unit integration bench openapi lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.tools/uv/bin/uv:
+	$(PYTHON) -m venv .tools/uv
+	.tools/uv/bin/pip install --quiet --disable-pip-version-check 'uv>=0.5'
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $(STAMP)
+
+setup: $(STAMP) ## install everything (uv, Python packages) into .venv
+
+run: $(STAMP) ## start the API on an embedded PostgreSQL (or ENCORE_DATABASE_URL), PORT=8000
+	$(VENV)/bin/encore run --host $(HOST) --port $(PORT)
+
+migrate: $(STAMP) ## apply the Piccolo migrations
+	$(VENV)/bin/encore migrate
+
+test: $(STAMP) ## install and run the whole test suite
+	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/mypy service
+	$(VENV)/bin/pytest
+
+unit: $(STAMP) ## only the pure-logic tests
+	$(VENV)/bin/pytest tests/unit
+
+bench: $(STAMP) ## benchmarks (pgbench baseline, HTTP load); results in bench/results/
+	$(VENV)/bin/python -m bench.run
+
+openapi: $(STAMP) ## write the OpenAPI document (OPENAPI_OUT=path to write elsewhere)
+	$(VENV)/bin/encore openapi --out $(OPENAPI_OUT)
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/ruff format --check service tests bench
+	$(VENV)/bin/mypy service
+
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff format service tests bench
+	$(VENV)/bin/ruff check --fix service tests bench
+
+clean: ## remove the virtualenv and tools (keeps .data/)
+	rm -rf $(VENV) .tools

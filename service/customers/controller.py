@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, put
+from litestar import get as get_route
+
+from service.core import db
+from service.core.auth import Principal, requires
+from service.core.clock import Clock
+from service.customers import service, status
+from service.customers.schemas import CustomerOut, CustomerProfile, CustomerStatus
+from service.outbox.service import emit
+
+
+class CustomerController(Controller):
+    path = "/v1/customers"
+    tags = ["customers"]
+
+    @put(
+        "/{external_id:str}",
+        guards=[requires("server")],
+        summary="Create or update a customer by the shop's id",
+    )
+    async def upsert_customer(
+        self, request: Request[Principal, Any, Any], external_id: str, data: CustomerProfile, clock: Clock
+    ) -> CustomerOut:
+        now = clock.now()
+        program_id = request.user.program_id
+        status.check_external_id(external_id)
+        async with db.transaction() as conn:
+            row, _, events = await service.upsert(
+                conn, program_id, external_id, service.profile_changes(data), now
+            )
+            await emit(conn, program_id, events, now)
+        return service.to_out(row)
+
+    @get_route(
+        "/{external_id:str}",
+        guards=[requires("read")],
+        summary="The customer's whole status in one call: points, pending, expiry, orders, recent entries",
+    )
+    async def customer_status(
+        self, request: Request[Principal, Any, Any], external_id: str
+    ) -> CustomerStatus:
+        async with db.connection() as conn:
+            return await status.customer_status(conn, request.user.program_id, external_id)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+
+from service.core import db, idempotency
+from service.core.auth import Principal, requires
+from service.core.clock import Clock
+from service.core.errors import InvalidInput
+from service.core.pagination import decode_cursor, encode_cursor
+from service.customers import service as customers
+from service.ledger import domain, service
+from service.ledger.schemas import AdjustmentIn, AdjustmentOut, LedgerPage, entry_out
+from service.orders.controller import IdempotencyKeyHeader
+from service.outbox.service import emit
+from service.programs import service as programs
+
+
+class LedgerController(Controller):
+    path = "/v1/customers/{external_id:str}"
+    tags = ["ledger"]
+
+    @post(
+        "/adjustments",
+        guards=[requires("admin")],
+        status_code=201,
+        summary="Manual goodwill credit or correction debit, with a required reason",
+    )
+    async def adjust(
+        self,
+        request: Request[Principal, Any, Any],
+        external_id: str,
+        data: AdjustmentIn,
+        clock: Clock,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[AdjustmentOut]:
+        program_id = request.user.program_id
+        now = clock.now()
+
+        async def operation(conn: db.Connection) -> AdjustmentOut:
+            if data.points == 0:
+                raise InvalidInput("an adjustment of 0 points changes nothing", field="points")
+            if not data.reason.strip():
+                raise InvalidInput("say why: the reason is shown in the customer's ledger", field="reason")
+            program = await programs.load(conn, program_id)
+            customer = customers.ledger_customer(await customers.get(conn, program_id, external_id))
+            available_at, expires_at = domain.lot_dates(now, now, 0, program.points_expire_after_days)
+            result = await service.adjust(
+                conn,
+                customer,
+                data.points,
+                reason=data.reason.strip(),
+                actor=data.actor or f"api key {request.user.key_id}",
+                now=now,
+                available_at=available_at,
+                expires_at=expires_at,
+            )
+            await emit(conn, program_id, result.events, now)
+            balance = await service.balance(conn, customer.id)
+            return AdjustmentOut(
+                entries=[entry_out(row) for row in await service.entries(conn, result.entry_ids)],
+                available=balance.available,
+                pending=balance.pending,
+                debt=balance.debt,
+            )
+
+        return await idempotency.run(  # type: ignore[return-value]
+            program_id=program_id,
+            key=idempotency.check_key(idempotency_key),
+            request_hash=idempotency.fingerprint("POST", request.url.path, data),
+            now=now,
+            status_code=201,
+            operation=operation,
+        )
+
+    @get("/ledger", guards=[requires("read")], summary="The customer's ledger entries, newest first")
+    async def ledger(
+        self,
+        request: Request[Principal, Any, Any],
+        external_id: str,
+        limit: Annotated[int, Parameter(ge=1, le=200, query="limit")] = 50,
+        cursor: Annotated[str | None, Parameter(query="cursor")] = None,
+    ) -> LedgerPage:
+        before = decode_cursor(cursor)
+        async with db.connection() as conn:
+            customer = await customers.get(conn, request.user.program_id, external_id)
+            rows = await service.history(conn, request.user.program_id, customer["id"], before, limit + 1)
+        items = [entry_out(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+        return LedgerPage(items=items, next_cursor=next_cursor)

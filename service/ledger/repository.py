@@ -1,0 +1,265 @@
+"""Ledger queries. Every function runs on the caller's connection (usually inside its transaction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from service.core.db import Connection
+from service.ledger.domain import Draw, Lot
+
+
+@dataclass(slots=True)
+class Balance:
+    customer_id: UUID
+    available: int
+    pending: int
+    debt: int
+    lifetime_earned: int
+
+
+async def lock_balance(conn: Connection, program_id: UUID, customer_id: UUID, now: datetime) -> Balance:
+    """Create-or-lock the customer's balance row: the per-customer mutex every ledger change takes."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO customer_balance (customer_id, program_id, available, pending, debt, lifetime_earned,
+                                      updated_at)
+        VALUES ($1, $2, 0, 0, 0, 0, $3)
+        ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
+        RETURNING customer_id, available, pending, debt, lifetime_earned
+        """,
+        customer_id,
+        program_id,
+        now,
+    )
+    assert row is not None
+    return Balance(**dict(row))
+
+
+async def get_balance(conn: Connection, customer_id: UUID) -> Balance | None:
+    row = await conn.fetchrow(
+        "SELECT customer_id, available, pending, debt, lifetime_earned FROM customer_balance WHERE customer_id = $1",
+        customer_id,
+    )
+    return None if row is None else Balance(**dict(row))
+
+
+async def update_balance(
+    conn: Connection,
+    customer_id: UUID,
+    now: datetime,
+    *,
+    available: int = 0,
+    pending: int = 0,
+    debt: int = 0,
+    lifetime: int = 0,
+) -> None:
+    await conn.execute(
+        """
+        UPDATE customer_balance SET available = available + $2, pending = pending + $3, debt = debt + $4,
+               lifetime_earned = lifetime_earned + $5, updated_at = $6
+        WHERE customer_id = $1
+        """,
+        customer_id,
+        available,
+        pending,
+        debt,
+        lifetime,
+        now,
+    )
+
+
+async def open_lots(conn: Connection, customer_id: UUID) -> list[Lot]:
+    rows = await conn.fetch(
+        """
+        SELECT id, points, remaining, state, available_at, expires_at, created_at, order_id
+        FROM points_lot WHERE customer_id = $1 AND remaining > 0
+        """,
+        customer_id,
+    )
+    return [Lot(**dict(r)) for r in rows]
+
+
+@dataclass(slots=True)
+class NewEntry:
+    program_id: UUID
+    customer_id: UUID
+    kind: str
+    points: int
+    reason: str
+    explanation: str
+    created_at: datetime
+    debt_change: int = 0
+    order_id: UUID | None = None
+    refund_id: UUID | None = None
+    lot_id: UUID | None = None
+    actor: str | None = None
+    details: Any = None
+
+
+_ENTRY_COLUMNS = (
+    "program_id, customer_id, kind, points, debt_change, order_id, refund_id, lot_id, reason, explanation, "
+    "actor, details, created_at"
+)
+
+
+def _entry_args(e: NewEntry) -> tuple[Any, ...]:
+    details = None if e.details is None else msgspec.json.encode(e.details).decode()
+    return (
+        e.program_id,
+        e.customer_id,
+        e.kind,
+        e.points,
+        e.debt_change,
+        e.order_id,
+        e.refund_id,
+        e.lot_id,
+        e.reason,
+        e.explanation,
+        e.actor,
+        details,
+        e.created_at,
+    )
+
+
+async def insert_credit(
+    conn: Connection,
+    entry: NewEntry,
+    lot_id: UUID,
+    state: str,
+    available_at: datetime,
+    expires_at: datetime | None,
+) -> int:
+    """Entry + its lot + the allocation that fills the lot, in one statement. Returns the entry id."""
+    entry_id: int = await conn.fetchval(
+        f"""
+        WITH lot AS (
+            INSERT INTO points_lot (id, program_id, customer_id, order_id, points, remaining, state,
+                                    available_at, expires_at, created_at)
+            VALUES ($8, $1, $2, $6, $4, $4, $14, $15, $16, $13)
+            RETURNING id
+        ), entry AS (
+            INSERT INTO points_entry ({_ENTRY_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+            RETURNING id
+        ), allocation AS (
+            INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
+            SELECT $1, entry.id, lot.id, $4 FROM entry, lot
+        )
+        SELECT id FROM entry
+        """,
+        *_entry_args(entry),
+        state,
+        available_at,
+        expires_at,
+    )
+    return entry_id
+
+
+async def insert_debit(conn: Connection, entry: NewEntry, draws: tuple[Draw, ...]) -> int:
+    """Entry + one negative allocation per drawn lot + the lots' new remainders, in one statement."""
+    entry_id: int = await conn.fetchval(
+        f"""
+        WITH entry AS (
+            INSERT INTO points_entry ({_ENTRY_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+            RETURNING id
+        ), draws AS (
+            SELECT * FROM unnest($14::uuid[], $15::bigint[]) AS d(lot_id, points)
+        ), allocation AS (
+            INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
+            SELECT $1, entry.id, draws.lot_id, -draws.points FROM entry, draws
+        ), lots AS (
+            UPDATE points_lot l SET remaining = l.remaining - draws.points
+            FROM draws WHERE l.id = draws.lot_id
+        )
+        SELECT id FROM entry
+        """,
+        *_entry_args(entry),
+        [d.lot_id for d in draws],
+        [d.points for d in draws],
+    )
+    return entry_id
+
+
+async def insert_entry(conn: Connection, entry: NewEntry) -> int:
+    """An entry that touches no lot (a clawback debt recorded with nothing left to draw)."""
+    entry_id: int = await conn.fetchval(
+        f"""
+        INSERT INTO points_entry ({_ENTRY_COLUMNS})
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+        RETURNING id
+        """,
+        *_entry_args(entry),
+    )
+    return entry_id
+
+
+ENTRY_FIELDS = """
+    e.id, e.kind, e.points, e.debt_change, e.reason, e.explanation, e.actor, e.details, e.created_at,
+    e.lot_id, o.external_id AS order_external_id, r.external_id AS refund_external_id
+"""
+ENTRY_JOINS = """
+    LEFT JOIN orders o ON o.id = e.order_id
+    LEFT JOIN refund r ON r.id = e.refund_id
+"""
+
+
+async def entries_by_ids(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {ENTRY_FIELDS} FROM points_entry e {ENTRY_JOINS} WHERE e.id = ANY($1::bigint[]) ORDER BY e.id",
+        ids,
+    )
+    return [dict(r) for r in rows]
+
+
+async def list_entries(
+    conn: Connection, program_id: UUID, customer_id: UUID, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""
+        SELECT {ENTRY_FIELDS} FROM points_entry e {ENTRY_JOINS}
+        WHERE e.customer_id = $1 AND e.program_id = $2 AND ($3::bigint IS NULL OR e.id < $3)
+        ORDER BY e.id DESC LIMIT $4
+        """,
+        customer_id,
+        program_id,
+        before_id,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def status(conn: Connection, customer_id: UUID, recent: int) -> dict[str, Any]:
+    """Balance, pending points by date, the next expiry and the last entries — one round trip."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT b.available, b.pending, b.debt, b.lifetime_earned,
+          (SELECT coalesce(json_agg(json_build_object('points', p.points, 'available_at', p.available_at)
+                                    ORDER BY p.available_at), '[]')
+             FROM (SELECT available_at, sum(remaining) AS points FROM points_lot
+                   WHERE customer_id = $1 AND state = 'pending' AND remaining > 0
+                   GROUP BY available_at) p) AS pending_lots,
+          (SELECT json_build_object('points', sum(remaining), 'expires_at', expires_at)
+             FROM points_lot WHERE customer_id = $1 AND remaining > 0 AND state = 'available'
+                  AND expires_at IS NOT NULL
+             GROUP BY expires_at ORDER BY expires_at LIMIT 1
+          ) AS next_expiry,
+          (SELECT coalesce(json_agg(x ORDER BY x.id DESC), '[]') FROM (
+             SELECT {ENTRY_FIELDS} FROM points_entry e {ENTRY_JOINS}
+             WHERE e.customer_id = $1 ORDER BY e.id DESC LIMIT $2) x) AS recent_entries
+        FROM customer_balance b WHERE b.customer_id = $1
+        """,
+        customer_id,
+        recent,
+    )
+    return {} if row is None else dict(row)
+
+
+async def entry_ids_for_refund(conn: Connection, refund_id: UUID) -> list[int]:
+    rows = await conn.fetch("SELECT id FROM points_entry WHERE refund_id = $1 ORDER BY id", refund_id)
+    return [r["id"] for r in rows]

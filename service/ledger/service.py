@@ -1,0 +1,307 @@
+"""Ledger use cases: credit, debit (FIFO), reversal with clawback debt, adjustments, history, status.
+
+Each function takes the caller's transaction connection and never commits; it locks the customer's
+balance row first, so every change to one customer's points is serialised. Domain events are returned
+to the caller, which writes all of a use case's events in one outbox insert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from service.core.db import Connection
+from service.core.errors import InsufficientPoints
+from service.ledger import domain, repository
+from service.ledger.repository import NewEntry
+from service.outbox.service import Event
+
+
+def plural_points(points: int) -> str:
+    return f"{points} point" if abs(points) == 1 else f"{points} points"
+
+
+@dataclass(slots=True)
+class LedgerResult:
+    entry_ids: list[int] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    debt_recorded: int = 0
+    debt_settled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """What the ledger needs to know of a customer (ids for rows, external id for event payloads)."""
+
+    program_id: UUID
+    id: UUID
+    external_id: str
+
+
+async def credit(
+    conn: Connection,
+    customer: Customer,
+    points: int,
+    *,
+    kind: str,
+    reason: str,
+    explanation: str,
+    now: datetime,
+    available_at: datetime,
+    expires_at: datetime | None,
+    topic: str,
+    order_id: UUID | None = None,
+    actor: str | None = None,
+    details: Any = None,
+) -> LedgerResult:
+    """Add a lot of `points`; an outstanding clawback debt is settled from it first."""
+    result = LedgerResult()
+    if points <= 0:
+        return result
+    balance = await repository.lock_balance(conn, customer.program_id, customer.id, now)
+    state = "available" if available_at <= now else "pending"
+    lot_id = uuid4()
+    entry_id = await repository.insert_credit(
+        conn,
+        NewEntry(
+            customer.program_id,
+            customer.id,
+            kind,
+            points,
+            reason,
+            explanation,
+            now,
+            order_id=order_id,
+            lot_id=lot_id,
+            actor=actor,
+            details=details,
+        ),
+        lot_id,
+        state,
+        available_at,
+        expires_at,
+    )
+    result.entry_ids.append(entry_id)
+    result.events.append(
+        Event(
+            topic,
+            {
+                "customer": customer.external_id,
+                "points": points,
+                "entry_id": entry_id,
+                "state": state,
+                "available_at": available_at,
+                "expires_at": expires_at,
+                "explanation": explanation,
+            },
+        )
+    )
+    settled = domain.debt_settlement(balance.debt, points)
+    if settled:
+        settle_id = await repository.insert_debit(
+            conn,
+            NewEntry(
+                customer.program_id,
+                customer.id,
+                "debt_settled",
+                -settled,
+                "clawback debt settled",
+                f"{plural_points(settled)} settled the debt left by an earlier refund of spent points",
+                now,
+                debt_change=-settled,
+                order_id=order_id,
+                lot_id=lot_id,
+            ),
+            (domain.Draw(lot_id, settled, state),),
+        )
+        result.entry_ids.append(settle_id)
+        result.debt_settled = settled
+        result.events.append(
+            Event(
+                "points.debt_settled",
+                {"customer": customer.external_id, "points": settled, "entry_id": settle_id},
+            )
+        )
+    held = points - settled
+    await repository.update_balance(
+        conn,
+        customer.id,
+        now,
+        available=held if state == "available" else 0,
+        pending=held if state == "pending" else 0,
+        debt=-settled,
+        lifetime=points,
+    )
+    return result
+
+
+def _balance_deltas(draws: tuple[domain.Draw, ...]) -> tuple[int, int]:
+    available = -sum(d.points for d in draws if d.state == "available")
+    pending = -sum(d.points for d in draws if d.state == "pending")
+    return available, pending
+
+
+async def debit(
+    conn: Connection,
+    customer: Customer,
+    points: int,
+    *,
+    kind: str,
+    reason: str,
+    explanation: str,
+    now: datetime,
+    topic: str,
+    actor: str | None = None,
+    details: Any = None,
+) -> LedgerResult:
+    """Spend `points` from available lots, FIFO by expiry. Never overdraws: raises InsufficientPoints."""
+    await repository.lock_balance(conn, customer.program_id, customer.id, now)
+    lots = await repository.open_lots(conn, customer.id)
+    try:
+        draws = domain.plan_spend(lots, points)
+    except domain.NotEnoughPoints as exc:
+        raise InsufficientPoints(
+            f"{plural_points(points)} requested, only {exc.available} available",
+            field="points",
+            extra={"available": exc.available},
+        ) from exc
+    entry_id = await repository.insert_debit(
+        conn,
+        NewEntry(
+            customer.program_id,
+            customer.id,
+            kind,
+            -points,
+            reason,
+            explanation,
+            now,
+            actor=actor,
+            details=details,
+        ),
+        draws,
+    )
+    available, pending = _balance_deltas(draws)
+    await repository.update_balance(conn, customer.id, now, available=available, pending=pending)
+    return LedgerResult(
+        [entry_id],
+        [Event(topic, {"customer": customer.external_id, "points": -points, "entry_id": entry_id})],
+    )
+
+
+async def reverse(
+    conn: Connection,
+    customer: Customer,
+    points: int,
+    *,
+    order_id: UUID,
+    refund_id: UUID,
+    reason: str,
+    explanation: str,
+    now: datetime,
+    details: Any = None,
+) -> LedgerResult:
+    """Take back what a refunded part of an order earned; what was already spent becomes a debt."""
+    if points <= 0:
+        return LedgerResult()
+    await repository.lock_balance(conn, customer.program_id, customer.id, now)
+    lots = await repository.open_lots(conn, customer.id)
+    plan = domain.plan_reversal(lots, order_id, points)
+    if plan.debt:
+        explanation += (
+            f"; {plural_points(plan.debt)} had already been spent and are recorded as a debt "
+            "that the next points earned settle first"
+        )
+    entry = NewEntry(
+        customer.program_id,
+        customer.id,
+        "reverse",
+        -plan.drawn,
+        reason,
+        explanation,
+        now,
+        debt_change=plan.debt,
+        order_id=order_id,
+        refund_id=refund_id,
+        details=details,
+    )
+    if plan.draws:
+        entry_id = await repository.insert_debit(conn, entry, plan.draws)
+    else:
+        entry_id = await repository.insert_entry(conn, entry)
+    available, pending = _balance_deltas(plan.draws)
+    await repository.update_balance(
+        conn, customer.id, now, available=available, pending=pending, debt=plan.debt, lifetime=-points
+    )
+    payload = {
+        "customer": customer.external_id,
+        "points": -points,
+        "debt_recorded": plan.debt,
+        "entry_id": entry_id,
+        "explanation": explanation,
+    }
+    return LedgerResult([entry_id], [Event("points.reversed", payload)], debt_recorded=plan.debt)
+
+
+async def adjust(
+    conn: Connection,
+    customer: Customer,
+    points: int,
+    *,
+    reason: str,
+    actor: str,
+    now: datetime,
+    available_at: datetime,
+    expires_at: datetime | None,
+) -> LedgerResult:
+    """A manual goodwill credit or correction debit; a debit that would overdraw raises InsufficientPoints."""
+    explanation = f"Manual adjustment by {actor}: {reason}"
+    if points > 0:
+        return await credit(
+            conn,
+            customer,
+            points,
+            kind="adjust",
+            reason=reason,
+            explanation=explanation,
+            now=now,
+            available_at=available_at,
+            expires_at=expires_at,
+            topic="points.adjusted",
+            actor=actor,
+        )
+    return await debit(
+        conn,
+        customer,
+        -points,
+        kind="adjust",
+        reason=reason,
+        explanation=explanation,
+        now=now,
+        topic="points.adjusted",
+        actor=actor,
+    )
+
+
+async def entries(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
+    return await repository.entries_by_ids(conn, ids)
+
+
+async def entries_for_refund(conn: Connection, refund_id: UUID) -> list[dict[str, Any]]:
+    return await repository.entries_by_ids(conn, await repository.entry_ids_for_refund(conn, refund_id))
+
+
+async def history(
+    conn: Connection, program_id: UUID, customer_id: UUID, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    return await repository.list_entries(conn, program_id, customer_id, before_id, limit)
+
+
+async def status(conn: Connection, customer_id: UUID, recent: int = 5) -> dict[str, Any]:
+    return await repository.status(conn, customer_id, recent)
+
+
+async def balance(conn: Connection, customer_id: UUID) -> repository.Balance:
+    found = await repository.get_balance(conn, customer_id)
+    return found or repository.Balance(customer_id, 0, 0, 0, 0)

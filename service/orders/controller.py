@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+
+from service.core import db, idempotency
+from service.core.auth import Principal, requires
+from service.core.clock import Clock
+from service.orders import service
+from service.orders.schemas import OrderCreated, OrderIn, OrderOut, RefundIn, RefundOut
+from service.programs import service as programs
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Parameter(
+        header=idempotency.IDEMPOTENCY_HEADER,
+        required=False,
+        description="Replaying a request with the same key and body returns the first response; nothing is written twice.",
+    ),
+]
+
+
+class OrderController(Controller):
+    path = "/v1/orders"
+    tags = ["orders"]
+
+    @post("/", guards=[requires("server")], status_code=201, summary="Record an order and earn its points")
+    async def create_order(
+        self,
+        request: Request[Principal, Any, Any],
+        data: OrderIn,
+        clock: Clock,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[OrderCreated]:
+        program_id = request.user.program_id
+        now = clock.now()
+
+        async def operation(conn: db.Connection) -> OrderCreated:
+            program = await programs.load(conn, program_id)
+            return await service.create_order(conn, program, data, now)
+
+        return await idempotency.run(  # type: ignore[return-value]
+            program_id=program_id,
+            key=idempotency.check_key(idempotency_key),
+            request_hash=idempotency.fingerprint("POST", request.url.path, data),
+            now=now,
+            status_code=201,
+            operation=operation,
+        )
+
+    @get(
+        "/{external_id:str}", guards=[requires("read")], summary="An order with its lines and refunds so far"
+    )
+    async def get_order(self, request: Request[Principal, Any, Any], external_id: str) -> OrderOut:
+        async with db.connection() as conn:
+            return await service.get_order(conn, request.user.program_id, external_id)
+
+    @post(
+        "/{external_id:str}/refunds",
+        guards=[requires("server")],
+        status_code=201,
+        summary="Refund lines or an amount; reverses exactly the points the refunded part earned",
+        description="Idempotent by the refund's `external_id`: the same body again answers 200 with the first refund.",
+    )
+    async def refund_order(
+        self, request: Request[Principal, Any, Any], external_id: str, data: RefundIn, clock: Clock
+    ) -> Response[RefundOut]:
+        async with db.transaction() as conn:
+            program = await programs.load(conn, request.user.program_id)
+            refund, created = await service.refund(conn, program, external_id, data, clock.now())
+        return Response(refund, status_code=201 if created else 200)

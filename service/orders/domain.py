@@ -1,0 +1,219 @@
+"""Pure order arithmetic: eligible amounts, points per line, and what a refund takes back.
+
+A discount is spread over the lines in proportion to their amounts; points are earned on the
+eligible amount (lines − discount, never shipping) and attributed to the lines in proportion, so a
+refund reverses exactly what the refunded units earned, and refunding everything reverses every point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import ROUND_FLOOR, Decimal
+
+from service.core.errors import InvalidInput
+from service.core.money import allocate, exponent, format_money
+
+
+@dataclass(frozen=True, slots=True)
+class LineInput:
+    sku: str
+    quantity: int
+    unit_amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricedLine:
+    sku: str
+    quantity: int
+    unit_amount: int
+    line_amount: int
+    discount_amount: int
+    eligible_amount: int
+    points: int
+    refunded_quantity: int = 0
+    refunded_amount: int = 0
+    refunded_points: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PricedOrder:
+    subtotal_amount: int
+    eligible_amount: int
+    points: int
+    lines: tuple[PricedLine, ...]
+    explanation: str
+
+
+def points_for(eligible_amount: int, rate: Decimal, currency: str) -> int:
+    """Points for an amount in minor units at `rate` points per major unit, rounded down."""
+    major = Decimal(eligible_amount) / (Decimal(10) ** exponent(currency))
+    return int((major * rate).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def describe_rate(rate: Decimal, currency: str) -> str:
+    one_unit = format_money(10 ** exponent(currency), currency)
+    number = format(rate.normalize(), "f")
+    return f"{number} {'point' if rate == 1 else 'points'} per {one_unit}"
+
+
+def price_order(
+    lines: Sequence[LineInput],
+    *,
+    discount_amount: int,
+    shipping_amount: int,
+    total_amount: int,
+    currency: str,
+    rate: Decimal | None,
+) -> PricedOrder:
+    """Check that the amounts add up and work out the points; raises InvalidInput naming the field."""
+    if not lines:
+        raise InvalidInput("an order needs at least one line", field="lines")
+    seen: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        if line.sku in seen:
+            raise InvalidInput(
+                f"sku {line.sku!r} appears on lines {seen[line.sku]} and {index}; put it on one line",
+                field=f"lines[{index}].sku",
+            )
+        seen[line.sku] = index
+    amounts = [line.quantity * line.unit_amount for line in lines]
+    subtotal = sum(amounts)
+    if discount_amount > subtotal:
+        raise InvalidInput(
+            f"discount {format_money(discount_amount, currency)} exceeds the lines' "
+            f"{format_money(subtotal, currency)}",
+            field="discount_amount",
+        )
+    expected_total = subtotal - discount_amount + shipping_amount
+    if expected_total != total_amount:
+        raise InvalidInput(
+            f"total_amount {format_money(total_amount, currency)} does not equal lines − discount + shipping "
+            f"= {format_money(expected_total, currency)}",
+            field="total_amount",
+        )
+    discounts = allocate(discount_amount, amounts)
+    eligible = [amount - discount for amount, discount in zip(amounts, discounts, strict=True)]
+    eligible_total = subtotal - discount_amount
+    if rate is None:
+        points = 0
+        explanation = (
+            f"No earn rate is set for {currency}: no points on {format_money(eligible_total, currency)}"
+        )
+    else:
+        points = points_for(eligible_total, rate, currency)
+        explanation = f"{describe_rate(rate, currency)} on {format_money(eligible_total, currency)}"
+    line_points = allocate(points, eligible) if eligible_total else [0 for _ in lines]
+    priced = tuple(
+        PricedLine(line.sku, line.quantity, line.unit_amount, amount, discount, elig, pts)
+        for line, amount, discount, elig, pts in zip(
+            lines, amounts, discounts, eligible, line_points, strict=True
+        )
+    )
+    return PricedOrder(subtotal, eligible_total, points, priced, explanation)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundLine:
+    sku: str
+    quantity: int
+    amount: int
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPlan:
+    lines: tuple[RefundLine, ...]
+    updated: tuple[PricedLine, ...]  # every line of the order after the refund
+    shipping_amount: int
+    amount: int
+    points: int
+
+
+def _refund_line(line: PricedLine, quantity: int, amount: int) -> tuple[PricedLine, RefundLine]:
+    """Move `quantity` units and `amount` of eligible money of a line to refunded; points follow the money."""
+    refunded_amount = line.refunded_amount + amount
+    # Cumulative, so the parts of several refunds add up to exactly the line's points at the end.
+    refunded_points = line.points * refunded_amount // line.eligible_amount if line.eligible_amount else 0
+    points = refunded_points - line.refunded_points
+    updated = replace(
+        line,
+        refunded_quantity=line.refunded_quantity + quantity,
+        refunded_amount=refunded_amount,
+        refunded_points=refunded_points,
+    )
+    return updated, RefundLine(line.sku, quantity, amount, points)
+
+
+def plan_line_refund(
+    lines: Sequence[PricedLine], requested: Sequence[tuple[str, int]], currency: str
+) -> RefundPlan:
+    """Refund units by sku: each unit takes back its share of the line's eligible amount and points."""
+    by_sku = {line.sku: i for i, line in enumerate(lines)}
+    updated = list(lines)
+    refunded: list[RefundLine] = []
+    seen: set[str] = set()
+    for index, (sku, quantity) in enumerate(requested):
+        if sku not in by_sku:
+            raise InvalidInput(f"sku {sku!r} is not on this order", field=f"lines[{index}].sku")
+        if sku in seen:
+            raise InvalidInput(f"sku {sku!r} is listed twice", field=f"lines[{index}].sku")
+        seen.add(sku)
+        line = updated[by_sku[sku]]
+        left = line.quantity - line.refunded_quantity
+        if quantity > left:
+            raise InvalidInput(
+                f"{quantity} of {sku!r} to refund but only {left} of {line.quantity} left to refund",
+                field=f"lines[{index}].quantity",
+            )
+        units_after = line.refunded_quantity + quantity
+        target = line.eligible_amount * units_after // line.quantity
+        # An amount refund may already have taken more of this line's money than these units are worth.
+        amount = max(0, target - line.refunded_amount)
+        updated[by_sku[sku]], refund_line = _refund_line(line, quantity, amount)
+        refunded.append(refund_line)
+    return RefundPlan(
+        tuple(refunded),
+        tuple(updated),
+        0,
+        sum(r.amount for r in refunded),
+        sum(r.points for r in refunded),
+    )
+
+
+def plan_amount_refund(
+    lines: Sequence[PricedLine], amount: int, shipping_left: int, currency: str
+) -> RefundPlan:
+    """Refund a sum of money: spread over the lines' unrefunded eligible amounts, then shipping."""
+    line_left = [line.eligible_amount - line.refunded_amount for line in lines]
+    refundable = sum(line_left) + shipping_left
+    if amount > refundable:
+        raise InvalidInput(
+            f"refund of {format_money(amount, currency)} exceeds the {format_money(refundable, currency)} "
+            "left to refund on this order",
+            field="amount",
+        )
+    on_lines = min(amount, sum(line_left))
+    shares = allocate(on_lines, line_left) if on_lines else [0 for _ in lines]
+    updated = list(lines)
+    refunded: list[RefundLine] = []
+    for index, share in enumerate(shares):
+        if share:
+            updated[index], refund_line = _refund_line(lines[index], 0, share)
+            refunded.append(refund_line)
+    return RefundPlan(
+        tuple(refunded),
+        tuple(updated),
+        amount - on_lines,
+        amount,
+        sum(r.points for r in refunded),
+    )
+
+
+def fully_refunded(lines: Sequence[PricedLine]) -> bool:
+    """All merchandise returned: every line's money back, and every unit of lines that cost nothing."""
+    return all(
+        line.refunded_amount == line.eligible_amount
+        and (line.eligible_amount > 0 or line.refunded_quantity == line.quantity)
+        for line in lines
+    )

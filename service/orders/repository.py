@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from service.core.db import Connection
+from service.orders.domain import PricedLine, PricedOrder
+
+ORDER_FIELDS = """o.id, o.external_id, c.external_id AS customer_external_id, o.customer_id, o.currency, o.placed_at,
+    o.status, o.subtotal_amount, o.discount_amount, o.shipping_amount, o.total_amount, o.eligible_amount,
+    o.points_earned, o.earn_explanation, o.refunded_amount, o.refunded_shipping_amount, o.points_reversed,
+    o.created_at"""
+LINE_FIELDS = """sku, name, category, quantity, unit_amount, line_amount, discount_amount, eligible_amount, points,
+    refunded_quantity, refunded_amount, refunded_points"""
+
+
+async def insert_order(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    program_id: UUID,
+    customer_id: UUID,
+    external_id: str,
+    currency: str,
+    placed_at: datetime,
+    priced: PricedOrder,
+    discount_amount: int,
+    shipping_amount: int,
+    total_amount: int,
+    names: list[str | None],
+    categories: list[str | None],
+    now: datetime,
+) -> bool:
+    """Insert the order and its lines; False when the program already has an order with this external id."""
+    inserted = await conn.fetchval(
+        """
+        WITH o AS (
+            INSERT INTO orders (id, program_id, customer_id, external_id, currency, placed_at, subtotal_amount,
+                                discount_amount, shipping_amount, total_amount, eligible_amount, points_earned,
+                                refunded_amount, refunded_shipping_amount, points_reversed, status,
+                                earn_explanation, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 'placed', $13, $14)
+            ON CONFLICT (program_id, external_id) DO NOTHING
+            RETURNING id
+        ), l AS (
+            INSERT INTO order_line (id, program_id, order_id, position, sku, name, category, quantity, unit_amount,
+                                    line_amount, discount_amount, eligible_amount, points, refunded_quantity,
+                                    refunded_amount, refunded_points)
+            SELECT gen_random_uuid(), $2, o.id, x.position, x.sku, x.name, x.category, x.quantity, x.unit_amount,
+                   x.line_amount, x.discount_amount, x.eligible_amount, x.points, 0, 0, 0
+            FROM o, unnest($15::int[], $16::text[], $17::text[], $18::text[], $19::int[], $20::bigint[],
+                           $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[])
+                 AS x(position, sku, name, category, quantity, unit_amount, line_amount, discount_amount,
+                      eligible_amount, points)
+        )
+        SELECT id FROM o
+        """,
+        order_id,
+        program_id,
+        customer_id,
+        external_id,
+        currency,
+        placed_at,
+        priced.subtotal_amount,
+        discount_amount,
+        shipping_amount,
+        total_amount,
+        priced.eligible_amount,
+        priced.points,
+        priced.explanation,
+        now,
+        list(range(len(priced.lines))),
+        [line.sku for line in priced.lines],
+        names,
+        categories,
+        [line.quantity for line in priced.lines],
+        [line.unit_amount for line in priced.lines],
+        [line.line_amount for line in priced.lines],
+        [line.discount_amount for line in priced.lines],
+        [line.eligible_amount for line in priced.lines],
+        [line.points for line in priced.lines],
+    )
+    return inserted is not None
+
+
+async def get_order(
+    conn: Connection, program_id: UUID, external_id: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"""
+        SELECT {ORDER_FIELDS} FROM orders o JOIN customer c ON c.id = o.customer_id
+        WHERE o.program_id = $1 AND o.external_id = $2 {"FOR UPDATE OF o" if lock else ""}
+        """,
+        program_id,
+        external_id,
+    )
+    return None if row is None else dict(row)
+
+
+async def get_lines(conn: Connection, order_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {LINE_FIELDS} FROM order_line WHERE order_id = $1 ORDER BY position", order_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def customer_order_stats(conn: Connection, customer_id: UUID) -> tuple[int, datetime | None]:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, max(placed_at) AS last FROM orders WHERE customer_id = $1", customer_id
+    )
+    assert row is not None
+    return row["n"], row["last"]
+
+
+REFUND_FIELDS = """id, external_id, request_hash, amount, shipping_amount, points_reversed, debt_recorded, lines,
+    created_at"""
+
+
+async def get_refund(conn: Connection, order_id: UUID, external_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {REFUND_FIELDS} FROM refund WHERE order_id = $1 AND external_id = $2", order_id, external_id
+    )
+    if row is None:
+        return None
+    data = dict(row)
+    data["lines"] = msgspec.json.decode(data["lines"])
+    return data
+
+
+async def insert_refund(
+    conn: Connection,
+    *,
+    refund_id: UUID,
+    program_id: UUID,
+    order_id: UUID,
+    external_id: str,
+    request_hash: str,
+    amount: int,
+    shipping_amount: int,
+    points: int,
+    lines: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO refund (id, program_id, order_id, external_id, request_hash, amount, shipping_amount,
+                            points_reversed, debt_recorded, lines, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9::jsonb, $10)
+        """,
+        refund_id,
+        program_id,
+        order_id,
+        external_id,
+        request_hash,
+        amount,
+        shipping_amount,
+        points,
+        msgspec.json.encode(lines).decode(),
+        now,
+    )
+
+
+async def record_refund_debt(conn: Connection, refund_id: UUID, debt: int) -> None:
+    await conn.execute("UPDATE refund SET debt_recorded = $2 WHERE id = $1", refund_id, debt)
+
+
+async def apply_refund(
+    conn: Connection,
+    order_id: UUID,
+    lines: tuple[PricedLine, ...],
+    amount: int,
+    shipping: int,
+    points: int,
+    fully_refunded: bool,
+) -> str:
+    """Write the lines' refunded figures and the order's totals; returns the order's new status."""
+    status: str = await conn.fetchval(
+        """
+        WITH lines AS (
+            UPDATE order_line l SET refunded_quantity = x.qty, refunded_amount = x.amount, refunded_points = x.points
+            FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS x(sku, qty, amount, points)
+            WHERE l.order_id = $1 AND l.sku = x.sku
+        )
+        UPDATE orders SET refunded_amount = refunded_amount + $6,
+                          refunded_shipping_amount = refunded_shipping_amount + $7,
+                          points_reversed = points_reversed + $8,
+                          status = CASE WHEN $9 THEN 'refunded' ELSE 'partially_refunded' END
+        WHERE id = $1 RETURNING status
+        """,
+        order_id,
+        [line.sku for line in lines],
+        [line.refunded_quantity for line in lines],
+        [line.refunded_amount for line in lines],
+        [line.refunded_points for line in lines],
+        amount,
+        shipping,
+        points,
+        fully_refunded,
+    )
+    return status

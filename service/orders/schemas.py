@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from service.customers.schemas import CustomerProfile, ExternalId
+from service.ledger.schemas import LedgerEntryOut
+
+Amount = Annotated[int, Meta(ge=0, le=1_000_000_000_000, description="minor units of the order's currency")]
+Quantity = Annotated[int, Meta(gt=0, le=1_000_000)]
+Sku = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class OrderLineIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    sku: Sku
+    quantity: Quantity
+    unit_amount: Amount
+    name: Annotated[str, Meta(max_length=500)] | None = None
+    category: Annotated[str, Meta(max_length=200)] | None = None
+
+
+class OrderCustomerIn(CustomerProfile, kw_only=True, forbid_unknown_fields=True):
+    external_id: ExternalId
+
+
+class OrderIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    external_id: ExternalId
+    customer: OrderCustomerIn
+    currency: Annotated[str, Meta(min_length=3, max_length=3, description="ISO 4217 code")]
+    placed_at: Annotated[datetime, Meta(tz=True)]
+    lines: Annotated[list[OrderLineIn], Meta(min_length=1, max_length=500)]
+    total_amount: Amount
+    discount_amount: Amount = 0
+    shipping_amount: Amount = 0
+
+
+class OrderLineOut(Struct, kw_only=True):
+    sku: str
+    name: str | None
+    category: str | None
+    quantity: int
+    unit_amount: int
+    line_amount: int
+    discount_amount: int
+    eligible_amount: int
+    points: int
+    refunded_quantity: int
+    refunded_amount: int
+    refunded_points: int
+
+
+class OrderOut(Struct, kw_only=True):
+    external_id: str
+    customer_external_id: str
+    currency: str
+    placed_at: datetime
+    status: str
+    subtotal_amount: int
+    discount_amount: int
+    shipping_amount: int
+    total_amount: int
+    eligible_amount: int
+    points_earned: int
+    earn_explanation: str
+    refunded_amount: int
+    points_reversed: int
+    lines: list[OrderLineOut]
+    created_at: datetime
+
+
+class OrderCreated(Struct, kw_only=True):
+    order: OrderOut
+    entries: list[LedgerEntryOut]
+
+
+class RefundLineIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    sku: Sku
+    quantity: Quantity
+
+
+class RefundIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Either `lines` (sku and quantity) or `amount` (minor units), not both."""
+
+    external_id: ExternalId
+    lines: Annotated[list[RefundLineIn], Meta(min_length=1, max_length=500)] | UnsetType = UNSET
+    amount: Annotated[int, Meta(gt=0, le=1_000_000_000_000)] | UnsetType = UNSET
+
+
+class RefundLineOut(Struct, kw_only=True):
+    sku: str
+    quantity: int
+    amount: int
+    points: int
+
+
+class RefundOut(Struct, kw_only=True):
+    external_id: str
+    order_external_id: str
+    currency: str
+    amount: int
+    shipping_amount: int
+    points_reversed: int
+    debt_recorded: int
+    lines: list[RefundLineOut]
+    created_at: datetime
+    entries: list[LedgerEntryOut]

@@ -1,0 +1,262 @@
+"""Orders and refunds: the facts points react to. Each use case runs in the caller's transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import msgspec
+
+from service.core.db import Connection
+from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.money import format_money, is_currency
+from service.customers import service as customers
+from service.ledger import domain as ledger_domain
+from service.ledger import service as ledger
+from service.ledger.schemas import LedgerEntryOut, entry_out
+from service.orders import domain, repository
+from service.orders.schemas import (
+    OrderCreated,
+    OrderIn,
+    OrderLineOut,
+    OrderOut,
+    RefundIn,
+    RefundLineOut,
+    RefundOut,
+)
+from service.outbox.service import Event, emit
+from service.programs.service import Program
+
+MAX_FUTURE = timedelta(days=1)
+
+
+def _order_out(order: dict[str, Any], lines: list[dict[str, Any]]) -> OrderOut:
+    return OrderOut(
+        **{k: order[k] for k in OrderOut.__struct_fields__ if k != "lines"},
+        lines=[OrderLineOut(**line) for line in lines],
+    )
+
+
+def entries_out(rows: list[dict[str, Any]]) -> list[LedgerEntryOut]:
+    return [entry_out(row) for row in rows]
+
+
+async def create_order(conn: Connection, program: Program, data: OrderIn, now: datetime) -> OrderCreated:
+    if not is_currency(data.currency):
+        raise InvalidInput(f"{data.currency!r} is not an ISO 4217 currency", field="currency")
+    if data.placed_at > now + MAX_FUTURE:
+        raise InvalidInput("placed_at is more than a day in the future", field="placed_at")
+    priced = domain.price_order(
+        [domain.LineInput(line.sku, line.quantity, line.unit_amount) for line in data.lines],
+        discount_amount=data.discount_amount,
+        shipping_amount=data.shipping_amount,
+        total_amount=data.total_amount,
+        currency=data.currency,
+        rate=program.earn_rate(data.currency),
+    )
+    profile = customers.profile_changes(data.customer, "customer.")
+    profile.pop("external_id", None)
+    customer_row, _, events = await customers.upsert(
+        conn, program.id, data.customer.external_id, profile, now
+    )
+    customer = customers.ledger_customer(customer_row)
+    order_id = uuid4()
+    inserted = await repository.insert_order(
+        conn,
+        order_id=order_id,
+        program_id=program.id,
+        customer_id=customer.id,
+        external_id=data.external_id,
+        currency=data.currency,
+        placed_at=data.placed_at,
+        priced=priced,
+        discount_amount=data.discount_amount,
+        shipping_amount=data.shipping_amount,
+        total_amount=data.total_amount,
+        names=[line.name for line in data.lines],
+        categories=[line.category for line in data.lines],
+        now=now,
+    )
+    if not inserted:
+        existing = await repository.get_order(conn, program.id, data.external_id)
+        raise Conflict(
+            f"order {data.external_id!r} already exists (placed {existing['placed_at'].isoformat() if existing else '?'})",
+            field="external_id",
+            extra={"existing_order": f"/v1/orders/{data.external_id}"},
+        )
+    events.append(
+        Event(
+            "order.created",
+            {
+                "order": data.external_id,
+                "customer": customer.external_id,
+                "currency": data.currency,
+                "total_amount": data.total_amount,
+                "eligible_amount": priced.eligible_amount,
+                "points": priced.points,
+                "placed_at": data.placed_at,
+            },
+        )
+    )
+    available_at, expires_at = ledger_domain.lot_dates(
+        data.placed_at, now, program.pending_days, program.points_expire_after_days
+    )
+    earned = await ledger.credit(
+        conn,
+        customer,
+        priced.points,
+        kind="earn",
+        reason=f"order {data.external_id}",
+        explanation=priced.explanation,
+        now=now,
+        available_at=available_at,
+        expires_at=expires_at,
+        topic="points.earned",
+        order_id=order_id,
+    )
+    events.extend(earned.events)
+    await emit(conn, program.id, events, now)
+    order = await repository.get_order(conn, program.id, data.external_id)
+    assert order is not None
+    lines = await repository.get_lines(conn, order_id)
+    return OrderCreated(
+        order=_order_out(order, lines),
+        entries=entries_out(await ledger.entries(conn, earned.entry_ids)),
+    )
+
+
+async def get_order(conn: Connection, program_id: UUID, external_id: str) -> OrderOut:
+    order = await repository.get_order(conn, program_id, external_id)
+    if order is None:
+        raise NotFound(f"no order {external_id!r} in this program", field="external_id")
+    return _order_out(order, await repository.get_lines(conn, order["id"]))
+
+
+def _priced_lines(rows: list[dict[str, Any]]) -> list[domain.PricedLine]:
+    fields = domain.PricedLine.__dataclass_fields__
+    return [domain.PricedLine(**{k: v for k, v in row.items() if k in fields}) for row in rows]
+
+
+def _refund_hash(data: RefundIn) -> str:
+    return hashlib.sha256(msgspec.json.encode(data)).hexdigest()
+
+
+async def _refund_out(
+    conn: Connection, order: dict[str, Any], refund: dict[str, Any], refund_id: UUID
+) -> RefundOut:
+    return RefundOut(
+        external_id=refund["external_id"],
+        order_external_id=order["external_id"],
+        currency=order["currency"],
+        amount=refund["amount"],
+        shipping_amount=refund["shipping_amount"],
+        points_reversed=refund["points_reversed"],
+        debt_recorded=refund["debt_recorded"],
+        lines=[RefundLineOut(**line) for line in refund["lines"]],
+        created_at=refund["created_at"],
+        entries=entries_out(await ledger.entries_for_refund(conn, refund_id)),
+    )
+
+
+async def refund(
+    conn: Connection, program: Program, order_external_id: str, data: RefundIn, now: datetime
+) -> tuple[RefundOut, bool]:
+    """Refund lines or an amount; reverse exactly the points the refunded part earned.
+
+    The refund's external id makes it idempotent: the same body again returns the first refund
+    (second value False), another body under that id is 409.
+    """
+    has_lines = data.lines is not msgspec.UNSET
+    has_amount = data.amount is not msgspec.UNSET
+    if has_lines == has_amount:
+        raise InvalidInput("give either `lines` or `amount`", field="lines" if not has_lines else "amount")
+    order = await repository.get_order(conn, program.id, order_external_id, lock=True)
+    if order is None:
+        raise NotFound(f"no order {order_external_id!r} in this program", field="order")
+    request_hash = _refund_hash(data)
+    existing = await repository.get_refund(conn, order["id"], data.external_id)
+    if existing is not None:
+        if existing["request_hash"] != request_hash:
+            raise Conflict(
+                f"refund {data.external_id!r} of this order already exists with different content",
+                field="external_id",
+            )
+        return await _refund_out(conn, order, existing, existing["id"]), False
+    lines = _priced_lines(await repository.get_lines(conn, order["id"]))
+    currency = order["currency"]
+    if has_lines:
+        requested = [(line.sku, line.quantity) for line in data.lines]  # type: ignore[union-attr]
+        plan = domain.plan_line_refund(lines, requested, currency)
+        what = ", ".join(f"{r.quantity} × {r.sku}" for r in plan.lines)
+    else:
+        shipping_left = order["shipping_amount"] - order["refunded_shipping_amount"]
+        plan = domain.plan_amount_refund(lines, data.amount, shipping_left, currency)  # type: ignore[arg-type]
+        what = format_money(plan.amount, currency)
+    refund_id = uuid4()
+    refund_lines = [dataclasses.asdict(r) for r in plan.lines]
+    await repository.insert_refund(
+        conn,
+        refund_id=refund_id,
+        program_id=program.id,
+        order_id=order["id"],
+        external_id=data.external_id,
+        request_hash=request_hash,
+        amount=plan.amount,
+        shipping_amount=plan.shipping_amount,
+        points=plan.points,
+        lines=refund_lines,
+        now=now,
+    )
+    await repository.apply_refund(
+        conn,
+        order["id"],
+        plan.updated,
+        plan.amount,
+        plan.shipping_amount,
+        plan.points,
+        domain.fully_refunded(plan.updated),
+    )
+    customer = ledger.Customer(program.id, order["customer_id"], order["customer_external_id"])
+    explanation = (
+        f"Refund {data.external_id} of order {order['external_id']} ({what}, "
+        f"{format_money(plan.amount, currency)}): {ledger.plural_points(plan.points)} reversed"
+    )
+    reversed_ = await ledger.reverse(
+        conn,
+        customer,
+        plan.points,
+        order_id=order["id"],
+        refund_id=refund_id,
+        reason=f"refund {data.external_id} of order {order['external_id']}",
+        explanation=explanation,
+        now=now,
+        details={"lines": refund_lines},
+    )
+    if reversed_.debt_recorded:
+        await repository.record_refund_debt(conn, refund_id, reversed_.debt_recorded)
+    events = [
+        Event(
+            "order.refunded",
+            {
+                "order": order["external_id"],
+                "refund": data.external_id,
+                "customer": customer.external_id,
+                "amount": plan.amount,
+                "currency": currency,
+                "points_reversed": plan.points,
+                "debt_recorded": reversed_.debt_recorded,
+            },
+        ),
+        *reversed_.events,
+    ]
+    await emit(conn, program.id, events, now)
+    stored = await repository.get_refund(conn, order["id"], data.external_id)
+    assert stored is not None
+    return await _refund_out(conn, order, stored, refund_id), True
+
+
+async def customer_stats(conn: Connection, customer_id: UUID) -> tuple[int, datetime | None]:
+    return await repository.customer_order_stats(conn, customer_id)

@@ -1,0 +1,22 @@
+from piccolo.columns import JSONB, UUID, ForeignKey, Integer, Text, Timestamptz, Varchar
+from piccolo.columns.base import OnDelete
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+from service.programs.tables import Program
+
+
+class OutboxEvent(Table, tablename="outbox"):
+    """Domain events written in the business transaction; the worker delivers them later."""
+
+    id = UUID(primary_key=True)
+    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
+    topic = Varchar(length=64)
+    payload = JSONB()
+    created_at = Timestamptz(default=TimestamptzNow())
+    available_at = Timestamptz(default=TimestamptzNow())
+    attempts = Integer(default=0)
+    claimed_by = Varchar(length=128, null=True, default=None)
+    claimed_until = Timestamptz(null=True, default=None)
+    delivered_at = Timestamptz(null=True, default=None)
+    last_error = Text(null=True, default=None)

@@ -1,0 +1,33 @@
+"""The single Piccolo app: every feature's tables, migrations in the top-level migrations/ folder."""
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from service.core.idempotency_table import IdempotencyKey
+from service.customers.tables import Customer
+from service.ledger.tables import CustomerBalance, PointsAllocation, PointsEntry, PointsLot
+from service.orders.tables import Order, OrderLine, Refund
+from service.outbox.tables import OutboxEvent
+from service.programs.tables import ApiKey, Program
+
+APP_CONFIG = AppConfig(
+    app_name="encore",
+    migrations_folder_path=str(Path(__file__).resolve().parent.parent / "migrations"),
+    table_classes=[
+        Program,
+        ApiKey,
+        Customer,
+        CustomerBalance,
+        Order,
+        OrderLine,
+        Refund,
+        PointsLot,
+        PointsEntry,
+        PointsAllocation,
+        IdempotencyKey,
+        OutboxEvent,
+    ],
+    migration_dependencies=[],
+    commands=[],
+)

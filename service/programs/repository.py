@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from service.core.db import Connection
+
+PROGRAM_FIELDS = """id, name, base_currency, earn_rates, pending_days, points_expire_after_days,
+    point_value_amount, point_value_points, timezone, created_at, updated_at"""
+
+
+def _program(row: Any) -> dict[str, Any]:
+    data = dict(row)
+    data["earn_rates"] = msgspec.json.decode(data["earn_rates"])
+    return data
+
+
+async def insert_program(
+    conn: Connection, program_id: UUID, name: str, currency: str, timezone: str, now: datetime
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO program (id, name, base_currency, earn_rates, pending_days, points_expire_after_days,
+                             point_value_amount, point_value_points, timezone, created_at, updated_at)
+        VALUES ($1, $2, $3, $4::jsonb, 14, NULL, 1, 1, $5, $6, $6)
+        RETURNING {PROGRAM_FIELDS}
+        """,
+        program_id,
+        name,
+        currency,
+        msgspec.json.encode({currency: "1"}).decode(),
+        timezone,
+        now,
+    )
+    return _program(row)
+
+
+async def get_program(conn: Connection, program_id: UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {PROGRAM_FIELDS} FROM program WHERE id = $1 {'FOR UPDATE' if lock else ''}", program_id
+    )
+    return None if row is None else _program(row)
+
+
+async def update_program(
+    conn: Connection, program_id: UUID, values: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""
+        UPDATE program SET name = $2, earn_rates = $3::jsonb, pending_days = $4, points_expire_after_days = $5,
+               point_value_amount = $6, point_value_points = $7, timezone = $8, updated_at = $9
+        WHERE id = $1 RETURNING {PROGRAM_FIELDS}
+        """,
+        program_id,
+        values["name"],
+        msgspec.json.encode(values["earn_rates"]).decode(),
+        values["pending_days"],
+        values["points_expire_after_days"],
+        values["point_value_amount"],
+        values["point_value_points"],
+        values["timezone"],
+        now,
+    )
+    return _program(row)
+
+
+async def count_programs(conn: Connection) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM program")
+    return count
+
+
+KEY_FIELDS = "id, name, prefix, scope, created_at, revoked_at"
+
+
+async def insert_key(
+    conn: Connection, program_id: UUID, name: str, prefix: str, key_hash: str, scope: str, now: datetime
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO api_key (id, program_id, name, prefix, key_hash, scope, created_at)
+        VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6) RETURNING {KEY_FIELDS}
+        """,
+        program_id,
+        name,
+        prefix,
+        key_hash,
+        scope,
+        now,
+    )
+    return dict(row)
+
+
+async def list_keys(conn: Connection, program_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {KEY_FIELDS} FROM api_key WHERE program_id = $1 ORDER BY created_at, id", program_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def revoke_key(
+    conn: Connection, program_id: UUID, key_id: UUID, now: datetime
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"""
+        UPDATE api_key SET revoked_at = coalesce(revoked_at, $3)
+        WHERE id = $1 AND program_id = $2 RETURNING {KEY_FIELDS}
+        """,
+        key_id,
+        program_id,
+        now,
+    )
+    return None if row is None else dict(row)

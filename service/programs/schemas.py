@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+from uuid import UUID
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+Currency = Annotated[str, Meta(min_length=3, max_length=3, pattern="^[A-Z]{3}$", description="ISO 4217 code")]
+
+
+class PointValue(Struct, kw_only=True):
+    """`points` points are worth `amount` minor units of the program's base currency (for liability)."""
+
+    amount: Annotated[int, Meta(ge=0, le=1_000_000)]
+    points: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+    currency: str | UnsetType = UNSET
+
+
+class ProgramOut(Struct, kw_only=True):
+    id: UUID
+    name: str
+    base_currency: str
+    earn_rates: dict[str, Decimal]
+    pending_days: int
+    points_expire_after_days: int | None
+    point_value: PointValue
+    timezone: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    # Points per major unit of each currency, e.g. {"EUR": "1", "USD": "0.9"}.
+    earn_rates: dict[Currency, Decimal] | UnsetType = UNSET  # each 0..1000, checked in the service
+    pending_days: Annotated[int, Meta(ge=0, le=365)] | UnsetType = UNSET
+    points_expire_after_days: Annotated[int, Meta(ge=1, le=3650)] | UnsetType | None = UNSET
+    point_value: PointValue | UnsetType = UNSET
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
+
+
+ScopeName = Literal["admin", "server", "read"]
+
+
+class ApiKeyCreate(Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    scope: ScopeName
+
+
+class ApiKeyOut(Struct, kw_only=True):
+    id: UUID
+    name: str
+    prefix: str
+    scope: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyOut, kw_only=True):
+    api_key: str  # shown once; only its hash is stored
+
+
+class ApiKeyList(Struct, kw_only=True):
+    items: list[ApiKeyOut]

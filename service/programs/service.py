@@ -1,0 +1,175 @@
+"""Programs (tenants) and their API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from service.core import auth
+from service.core.db import Connection
+from service.core.errors import InvalidInput, NotFound
+from service.core.money import is_currency
+from service.outbox.service import Event, emit
+from service.programs import repository
+from service.programs.schemas import ApiKeyCreated, ApiKeyOut, PointValue, ProgramOut, ProgramPatch
+
+MAX_EARN_RATE = Decimal(1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """The settings the other features read."""
+
+    id: UUID
+    base_currency: str
+    earn_rates: dict[str, Decimal]
+    pending_days: int
+    points_expire_after_days: int | None
+    timezone: str
+
+    def earn_rate(self, currency: str) -> Decimal | None:
+        return self.earn_rates.get(currency)
+
+
+def _program(row: dict[str, Any]) -> Program:
+    return Program(
+        row["id"],
+        row["base_currency"],
+        {code: Decimal(rate) for code, rate in row["earn_rates"].items()},
+        row["pending_days"],
+        row["points_expire_after_days"],
+        row["timezone"],
+    )
+
+
+def _out(row: dict[str, Any]) -> ProgramOut:
+    return ProgramOut(
+        id=row["id"],
+        name=row["name"],
+        base_currency=row["base_currency"],
+        earn_rates={code: Decimal(rate) for code, rate in row["earn_rates"].items()},
+        pending_days=row["pending_days"],
+        points_expire_after_days=row["points_expire_after_days"],
+        point_value=PointValue(
+            amount=row["point_value_amount"], points=row["point_value_points"], currency=row["base_currency"]
+        ),
+        timezone=row["timezone"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _check_timezone(name: str, field: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInput(f"{name!r} is not an IANA time zone", field=field) from exc
+
+
+async def create_program(
+    conn: Connection, name: str, currency: str, now: datetime, timezone: str = "UTC"
+) -> tuple[ProgramOut, str]:
+    """A new program with its first admin key; returns the key's plaintext (shown once)."""
+    if not name.strip():
+        raise InvalidInput("a program needs a name", field="name")
+    if not is_currency(currency):
+        raise InvalidInput(f"{currency!r} is not an ISO 4217 currency", field="currency")
+    _check_timezone(timezone, "timezone")
+    row = await repository.insert_program(conn, uuid4(), name.strip(), currency, timezone, now)
+    plaintext, prefix, key_hash = auth.new_key()
+    await repository.insert_key(conn, row["id"], "initial admin key", prefix, key_hash, "admin", now)
+    await emit(
+        conn, row["id"], [Event("program.created", {"program": str(row["id"]), "name": row["name"]})], now
+    )
+    return _out(row), plaintext
+
+
+async def load(conn: Connection, program_id: UUID) -> Program:
+    row = await repository.get_program(conn, program_id)
+    if row is None:
+        raise NotFound("program not found")
+    return _program(row)
+
+
+async def get(conn: Connection, program_id: UUID) -> ProgramOut:
+    row = await repository.get_program(conn, program_id)
+    if row is None:
+        raise NotFound("program not found")
+    return _out(row)
+
+
+async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: datetime) -> ProgramOut:
+    row = await repository.get_program(conn, program_id, lock=True)
+    if row is None:
+        raise NotFound("program not found")
+    values = dict(row)
+    changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
+    if "name" in changes:
+        values["name"] = changes["name"].strip()
+        if not values["name"]:
+            raise InvalidInput("a program needs a name", field="name")
+    if "earn_rates" in changes:
+        for code in changes["earn_rates"]:
+            if not is_currency(code):
+                raise InvalidInput(f"{code!r} is not an ISO 4217 currency", field=f"earn_rates.{code}")
+            rate = changes["earn_rates"][code]
+            if not rate.is_finite() or not Decimal(0) <= rate <= MAX_EARN_RATE:
+                raise InvalidInput(
+                    f"an earn rate is 0 to {MAX_EARN_RATE} points per major unit", field=f"earn_rates.{code}"
+                )
+        values["earn_rates"] = {code: str(rate) for code, rate in changes["earn_rates"].items()}
+    for key in ("pending_days", "points_expire_after_days"):
+        if key in changes:
+            values[key] = changes[key]
+    if "point_value" in changes:
+        point_value: PointValue = patch.point_value  # type: ignore[assignment]
+        if point_value.currency is not msgspec.UNSET and point_value.currency != row["base_currency"]:
+            raise InvalidInput(
+                f"the point value is in the base currency {row['base_currency']}",
+                field="point_value.currency",
+            )
+        values["point_value_amount"] = point_value.amount
+        values["point_value_points"] = point_value.points
+    if "timezone" in changes:
+        _check_timezone(changes["timezone"], "timezone")
+        values["timezone"] = changes["timezone"]
+    updated = await repository.update_program(conn, program_id, values, now)
+    out = _out(updated)
+    await emit(
+        conn,
+        program_id,
+        [Event("program.updated", {"changed": sorted(changes), "program": msgspec.to_builtins(out)})],
+        now,
+    )
+    return out
+
+
+async def create_key(
+    conn: Connection, program_id: UUID, name: str, scope: str, now: datetime
+) -> ApiKeyCreated:
+    plaintext, prefix, key_hash = auth.new_key()
+    row = await repository.insert_key(conn, program_id, name, prefix, key_hash, scope, now)
+    await emit(conn, program_id, [Event("api_key.created", {"key_id": str(row["id"]), "scope": scope})], now)
+    return ApiKeyCreated(**row, api_key=plaintext)
+
+
+async def list_keys(conn: Connection, program_id: UUID) -> list[ApiKeyOut]:
+    return [ApiKeyOut(**row) for row in await repository.list_keys(conn, program_id)]
+
+
+async def revoke_key(conn: Connection, program_id: UUID, key_id: UUID, now: datetime) -> ApiKeyOut:
+    row = await repository.revoke_key(conn, program_id, key_id, now)
+    if row is None:
+        raise NotFound("API key not found", field="id")
+    await emit(conn, program_id, [Event("api_key.revoked", {"key_id": str(key_id)})], now)
+    return ApiKeyOut(**row)
+
+
+async def is_empty(conn: Connection) -> bool:
+    return await repository.count_programs(conn) == 0

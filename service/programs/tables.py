@@ -1,0 +1,40 @@
+from piccolo.columns import (
+    JSONB,
+    UUID,
+    ForeignKey,
+    Integer,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.base import OnDelete
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+
+class Program(Table, tablename="program"):
+    """One shop's loyalty programme: the tenant every other row belongs to."""
+
+    id = UUID(primary_key=True)
+    name = Varchar(length=200)
+    base_currency = Varchar(length=3)
+    # Points per major unit, per currency, as decimal strings: {"EUR": "1"}.
+    earn_rates = JSONB()
+    pending_days = Integer(default=14)
+    points_expire_after_days = Integer(null=True, default=None)
+    # `point_value_points` points are worth `point_value_amount` minor units of the base currency.
+    point_value_amount = Integer(default=1)
+    point_value_points = Integer(default=1)
+    timezone = Varchar(length=64, default="UTC")
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class ApiKey(Table, tablename="api_key"):
+    id = UUID(primary_key=True)
+    program_id = ForeignKey(references=Program, on_delete=OnDelete.cascade, index=True)
+    name = Varchar(length=200)
+    prefix = Varchar(length=16)
+    key_hash = Varchar(length=64, unique=True)
+    scope = Varchar(length=16)
+    created_at = Timestamptz(default=TimestamptzNow())
+    revoked_at = Timestamptz(null=True, default=None)

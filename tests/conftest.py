@@ -1,0 +1,167 @@
+"""Test harness: a fresh PostgreSQL database per run (ENCORE_TEST_DATABASE_URL's server, else the embedded
+one), migrated with the real migrations, emptied between tests; the app under a frozen clock."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from service.app import create_app
+from service.core import db
+from service.core.clock import FrozenClock
+from service.settings import Settings
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+TABLES = (
+    "points_allocation, points_entry, points_lot, customer_balance, refund, order_line, orders, customer, "
+    "idempotency_key, outbox, api_key, program"
+)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    url = os.environ.get("ENCORE_TEST_DATABASE_URL")
+    if url:
+        return url
+    return db.start_embedded(ROOT / ".data" / "test")
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A brand-new database for this run, so nothing depends on leftovers of earlier runs."""
+    name = f"encore_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_database(server_url, name)
+    db.configure(url)
+    await db.migrate()
+    yield url
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def clock() -> FrozenClock:
+    return FrozenClock(START)
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, clock: FrozenClock) -> Litestar:
+    return create_app(Settings(database_url=database_url, db_pool_min=2, db_pool_max=60), clock=clock)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def in_app(client: AsyncTestClient[Litestar], fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run database work on the app's event loop: AsyncTestClient runs the app (and its connection pool)
+    in a portal thread, so the tests' own queries go there too."""
+    return client.blocking_portal.call(fn, *args)
+
+
+async def _truncate() -> None:
+    async with db.connection() as conn:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(autouse=True)
+def clean(request: pytest.FixtureRequest, clock: FrozenClock) -> None:
+    clock.set(START)
+    if "client" in request.fixturenames:
+        in_app(request.getfixturevalue("client"), _truncate)
+
+
+class Api:
+    """A program and its admin key, with helpers that speak the API."""
+
+    def __init__(self, client: AsyncTestClient[Litestar], program_id: str, key: str) -> None:
+        self.client = client
+        self.program_id = program_id
+        self.key = key
+
+    def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}", **extra}
+
+    async def order(self, external_id: str, customer: str = "c-1", **overrides: Any) -> Any:
+        body = order_body(external_id, customer, **overrides)
+        headers = self.headers(**({"Idempotency-Key": overrides.pop("key")} if "key" in overrides else {}))
+        return await self.client.post("/v1/orders", json=body, headers=headers)
+
+    async def status(self, customer: str = "c-1") -> dict[str, Any]:
+        response = await self.client.get(f"/v1/customers/{customer}", headers=self.headers())
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def order_body(external_id: str, customer: str = "c-1", **overrides: Any) -> dict[str, Any]:
+    overrides.pop("key", None)
+    lines = overrides.pop(
+        "lines",
+        [
+            {"sku": "SHOE-1", "name": "Trail shoe", "category": "Shoes", "quantity": 1, "unit_amount": 6000},
+            {"sku": "SOCK-3", "name": "Socks", "category": "Socks", "quantity": 3, "unit_amount": 1000},
+        ],
+    )
+    subtotal = sum(line["quantity"] * line["unit_amount"] for line in lines)
+    discount = overrides.pop("discount_amount", 0)
+    shipping = overrides.pop("shipping_amount", 0)
+    body = {
+        "external_id": external_id,
+        "customer": {"external_id": customer},
+        "currency": "EUR",
+        "placed_at": START.isoformat(),
+        "lines": lines,
+        "discount_amount": discount,
+        "shipping_amount": shipping,
+        "total_amount": subtotal - discount + shipping,
+    }
+    body.update(overrides)
+    return body
+
+
+def make_program(client: AsyncTestClient[Litestar], name: str = "Shop", currency: str = "EUR") -> Api:
+    from service.programs import service as programs
+
+    async def create() -> tuple[Any, str]:
+        async with db.transaction() as conn:
+            return await programs.create_program(conn, name, currency, START)
+
+    program, key = in_app(client, create)
+    return Api(client, str(program.id), key)
+
+
+@pytest.fixture
+def api(client: AsyncTestClient[Litestar]) -> Api:
+    return make_program(client)
+
+
+@pytest.fixture
+def anyio_backend() -> Iterator[str]:
+    yield "asyncio"
