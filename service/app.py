@@ -18,6 +18,7 @@ from service.core.auth import ApiKeyAuthentication
 from service.core.clock import Clock, SystemClock
 from service.core.errors import EXCEPTION_HANDLERS
 from service.core.logging import configure_logging
+from service.core.strict_body import decode_strictly
 from service.customers.controller import CustomerController
 from service.ledger.controller import LedgerController
 from service.orders.controller import OrderController
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         dependencies={"clock": Provide(provide_clock, sync_to_thread=False)},
         middleware=[prometheus.middleware, auth],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=decode_strictly,
         lifespan=[database],
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,

@@ -30,6 +30,11 @@ TABLES = (
 )
 
 
+def iso(moment: datetime) -> str:
+    """How the API writes a time: RFC 3339 in UTC with a Z."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
@@ -165,3 +170,26 @@ def api(client: AsyncTestClient[Litestar]) -> Api:
 @pytest.fixture
 def anyio_backend() -> Iterator[str]:
     yield "asyncio"
+
+
+def fetch(client: AsyncTestClient[Litestar], sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Read the database directly (to check what was written, not what the API says)."""
+
+    async def run() -> list[dict[str, Any]]:
+        async with db.connection() as conn:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+
+    return in_app(client, run)
+
+
+def table_counts(client: AsyncTestClient[Litestar]) -> dict[str, int]:
+    names = [t.strip() for t in TABLES.split(",")]
+    row = fetch(client, "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in names))[0]
+    return {k: int(v) for k, v in row.items()}
+
+
+def verify_ledger(client: AsyncTestClient[Litestar]) -> None:
+    from service.ledger import jobs
+
+    report = in_app(client, jobs.verify)
+    assert report.ok, report.problems

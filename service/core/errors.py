@@ -96,16 +96,18 @@ def _json_path(path: str) -> str:
 
 
 def validation_problem(message: str, default_field: str | None = None) -> dict[str, Any]:
-    """Turn a msgspec validation message into a problem naming the field."""
-    if "malformed" in message.lower() or "json is malformed" in message.lower():
+    """Turn a msgspec validation message into a problem naming the field (a JSON path like `lines[0].sku`)."""
+    if "malformed" in message.lower():
         return problem_body(400, "malformed-json", "The body is not valid JSON", message)
     match = _AT_PATH.search(message)
-    field = _json_path(match.group("path")) if match else default_field
-    detail = _AT_PATH.sub("", message) if match else message
-    if "Object missing required field" in message:
-        missing = re.search(r"required field `([^`]+)`", message)
-        if missing:
-            field = f"{field}.{missing.group(1)}" if field else missing.group(1)
+    path = _json_path(match.group("path")) if match else ""
+    detail = _AT_PATH.sub("", message).strip()
+    named = re.search(r"(?:missing required field|unknown field) `([^`]+)`", detail)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    field = path or default_field
+    if field and field.startswith("data."):
+        field = field[len("data.") :]
     return problem_body(422, "invalid-input", "The request is not valid", detail, field)
 
 
