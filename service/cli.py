@@ -64,16 +64,23 @@ def migrate() -> None:
     click.echo("migrations applied")
 
 
-async def _ensure_demo_program(data_dir: Path) -> None:
+async def _create_demo_program() -> tuple[Any, str] | None:
+    """A demo program on an empty database; None when programs exist already."""
     from service.programs import service as programs
 
-    key_file = data_dir / "demo-api-key"
     async with db.transaction() as conn:
         if not await programs.is_empty(conn):
-            if key_file.exists():
-                click.echo(f"demo program's admin key: {key_file.read_text().strip()}  (from {key_file})")
-            return
-        program, key = await programs.create_program(conn, "Demo Shop", "EUR", datetime.now(UTC))
+            return None
+        return await programs.create_program(conn, "Demo Shop", "EUR", datetime.now(UTC))
+
+
+def _announce_demo_key(created: tuple[Any, str] | None, data_dir: Path) -> None:
+    key_file = data_dir / "demo-api-key"
+    if created is None:
+        if key_file.exists():
+            click.echo(f"demo program's admin API key: {key_file.read_text().strip()}  (from {key_file})")
+        return
+    program, key = created
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
@@ -89,16 +96,19 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     settings = settings.with_database(url)
     db.configure(url)
 
-    async def prepare() -> None:
+    async def prepare() -> tuple[Any, str] | None:
         await db.migrate()
-        if demo:
-            await db.open_pool(1, 2)
-            try:
-                await _ensure_demo_program(settings.data_dir)
-            finally:
-                await db.close_pool()
+        if not demo:
+            return None
+        await db.open_pool(1, 2)
+        try:
+            return await _create_demo_program()
+        finally:
+            await db.close_pool()
 
-    asyncio.run(prepare())
+    created = asyncio.run(prepare())
+    if demo:
+        _announce_demo_key(created, settings.data_dir)
     click.echo(f"Encore API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 

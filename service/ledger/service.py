@@ -61,7 +61,7 @@ async def credit(
     if points <= 0:
         return result
     balance = await repository.lock_balance(conn, customer.program_id, customer.id, now)
-    state = "available" if available_at <= now else "pending"
+    state: domain.LotState = "available" if available_at <= now else "pending"
     lot_id = uuid4()
     entry_id = await repository.insert_credit(
         conn,

@@ -64,6 +64,7 @@ async def update_program(
         values["timezone"],
         now,
     )
+    assert row is not None
     return _program(row)
 
 
@@ -90,6 +91,7 @@ async def insert_key(
         scope,
         now,
     )
+    assert row is not None
     return dict(row)
 
 

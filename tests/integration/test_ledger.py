@@ -9,7 +9,9 @@ from service.ledger import jobs
 from tests.conftest import START, Api, fetch, in_app, iso, table_counts, verify_ledger
 
 
-async def adjust(api: Api, points: int, reason: str = "goodwill", customer: str = "c-1", **headers: str) -> object:
+async def adjust(
+    api: Api, points: int, reason: str = "goodwill", customer: str = "c-1", **headers: str
+) -> object:
     return await api.client.post(
         f"/v1/customers/{customer}/adjustments",
         json={"points": points, "reason": reason, "actor": "agent-7"},
@@ -75,7 +77,9 @@ async def test_ledger_is_newest_first_with_cursor_pagination(api: Api) -> None:
     assert seen == [7, 6, 5, 4, 3, 2, 1]
     bad = await api.client.get("/v1/customers/c-1/ledger", params={"cursor": "!!"}, headers=api.headers())
     assert bad.status_code == 422 and bad.json()["field"] == "query:cursor"
-    too_many = await api.client.get("/v1/customers/c-1/ledger", params={"limit": "1000"}, headers=api.headers())
+    too_many = await api.client.get(
+        "/v1/customers/c-1/ledger", params={"limit": "1000"}, headers=api.headers()
+    )
     assert too_many.status_code in (400, 422)
 
 
@@ -83,7 +87,9 @@ async def test_points_mature_after_the_return_window_and_expire_per_lot(api: Api
     await api.client.patch("/v1/program", json={"points_expire_after_days": 365}, headers=api.headers())
     await api.order("o-1")  # 90 points, available after 14 days, expire a year after that
     clock.advance(timedelta(days=10))
-    await api.order("o-2", lines=[{"sku": "A", "quantity": 1, "unit_amount": 2000}], placed_at=iso(clock.now()))
+    await api.order(
+        "o-2", lines=[{"sku": "A", "quantity": 1, "unit_amount": 2000}], placed_at=iso(clock.now())
+    )
     assert in_app(api.client, jobs.mature, START + timedelta(days=13)).lots == 0
     result = in_app(api.client, jobs.mature, START + timedelta(days=14))
     assert (result.lots, result.points) == (1, 90)
@@ -111,7 +117,9 @@ async def test_spending_is_fifo_by_expiry(api: Api, clock: FrozenClock) -> None:
     )
     await api.order("o-1", lines=[{"sku": "A", "quantity": 1, "unit_amount": 3000}])
     clock.advance(timedelta(days=5))
-    await api.order("o-2", lines=[{"sku": "A", "quantity": 1, "unit_amount": 3000}], placed_at=iso(clock.now()))
+    await api.order(
+        "o-2", lines=[{"sku": "A", "quantity": 1, "unit_amount": 3000}], placed_at=iso(clock.now())
+    )
     await adjust(api, -40, "voucher")
     lots = fetch(
         api.client, "SELECT o.external_id, l.remaining FROM points_lot l JOIN orders o ON o.id = l.order_id"

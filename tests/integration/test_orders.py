@@ -101,17 +101,37 @@ def _bad(**changes: Any) -> dict[str, Any]:
 BAD_ORDERS: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("unknown currency", _bad(currency="XYZ"), 422, "currency"),
     ("lowercase currency", _bad(currency="eur"), 422, "currency"),
-    ("zero quantity", _bad(lines=[{"sku": "A", "quantity": 0, "unit_amount": 100}], total_amount=0), 422, "lines[0].quantity"),
-    ("negative quantity", _bad(lines=[{"sku": "A", "quantity": -1, "unit_amount": 100}], total_amount=-100), 422, "lines[0].quantity"),
+    (
+        "zero quantity",
+        _bad(lines=[{"sku": "A", "quantity": 0, "unit_amount": 100}], total_amount=0),
+        422,
+        "lines[0].quantity",
+    ),
+    (
+        "negative quantity",
+        _bad(lines=[{"sku": "A", "quantity": -1, "unit_amount": 100}], total_amount=-100),
+        422,
+        "lines[0].quantity",
+    ),
     ("amounts don't add up", _bad(total_amount=1), 422, "total_amount"),
     ("future placed_at", _bad(placed_at=(START + timedelta(days=2)).isoformat()), 422, "placed_at"),
     ("naive placed_at", _bad(placed_at="2026-03-02T12:00:00"), 422, "placed_at"),
     ("empty lines", _bad(lines=[], total_amount=0), 422, "lines"),
     ("string for a number", _bad(total_amount="9000"), 422, "total_amount"),
-    ("string quantity", _bad(lines=[{"sku": "A", "quantity": "2", "unit_amount": 100}]), 422, "lines[0].quantity"),
+    (
+        "string quantity",
+        _bad(lines=[{"sku": "A", "quantity": "2", "unit_amount": 100}]),
+        422,
+        "lines[0].quantity",
+    ),
     ("negative discount", _bad(discount_amount=-5), 422, "discount_amount"),
     ("discount above lines", _bad(discount_amount=10_000, total_amount=-1000), 422, "total_amount"),
-    ("duplicate sku", _bad(lines=[{"sku": "A", "quantity": 1, "unit_amount": 100}] * 2, total_amount=200), 422, "lines[1].sku"),
+    (
+        "duplicate sku",
+        _bad(lines=[{"sku": "A", "quantity": 1, "unit_amount": 100}] * 2, total_amount=200),
+        422,
+        "lines[1].sku",
+    ),
     ("missing customer", {k: v for k, v in order_body("bad-1").items() if k != "customer"}, 422, "customer"),
     ("unknown field", _bad(colour="red"), 422, "colour"),
 ]
@@ -141,7 +161,9 @@ async def test_discount_larger_than_lines_names_discount(api: Api) -> None:
 
 async def test_malformed_json_is_400(api: Api) -> None:
     response = await api.client.post(
-        "/v1/orders", content=b'{"external_id": "o-1",', headers=api.headers(**{"content-type": "application/json"})
+        "/v1/orders",
+        content=b'{"external_id": "o-1",',
+        headers=api.headers(**{"content-type": "application/json"}),
     )
     assert response.status_code == 400
     assert response.json()["type"] == "urn:encore:problem:malformed-json"
