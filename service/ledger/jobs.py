@@ -45,16 +45,15 @@ _MATURE = """
         FROM per_customer p WHERE b.customer_id = p.customer_id
     ), events AS (
         INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT ev.id, m.program_id, 'points.matured',
-               jsonb_build_object('id', ev.id, 'type', 'points.matured', 'customer', c.external_id,
+        SELECT m.event_id, m.program_id, 'points.matured',
+               jsonb_build_object('id', m.event_id, 'type', 'points.matured', 'customer', c.external_id,
                                   'points', m.remaining, 'lot_id', m.id, 'order', o.external_id,
                                   'available_at', m.available_at, 'expires_at', m.expires_at),
                $2, $2, 0
-        FROM moved m
-        CROSS JOIN LATERAL (SELECT gen_random_uuid() AS id) ev
+        -- gen_random_uuid() in the select list runs per row (a LATERAL subquery would run once).
+        FROM (SELECT gen_random_uuid() AS event_id, * FROM moved WHERE remaining > 0) m
         JOIN customer c ON c.id = m.customer_id
         LEFT JOIN orders o ON o.id = m.order_id
-        WHERE m.remaining > 0
     )
     SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM moved
 """
@@ -91,12 +90,11 @@ _EXPIRE = """
         FROM per_customer p WHERE b.customer_id = p.customer_id
     ), events AS (
         INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT ev.id, e.program_id, 'points.expired',
-               jsonb_build_object('id', ev.id, 'type', 'points.expired', 'customer', c.external_id,
+        SELECT e.event_id, e.program_id, 'points.expired',
+               jsonb_build_object('id', e.event_id, 'type', 'points.expired', 'customer', c.external_id,
                                   'points', e.points, 'entry_id', e.id, 'lot_id', e.lot_id),
                $2, $2, 0
-        FROM entries e
-        CROSS JOIN LATERAL (SELECT gen_random_uuid() AS id) ev
+        FROM (SELECT gen_random_uuid() AS event_id, * FROM entries) e
         JOIN customer c ON c.id = e.customer_id
     )
     SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM gone

@@ -140,3 +140,17 @@ async def test_status_of_unknown_customer_is_404(api: Api) -> None:
     response = await api.client.get("/v1/customers/ghost", headers=api.headers())
     assert response.status_code == 404
     assert response.json()["field"] == "external_id"
+
+
+async def test_one_sweep_maturing_and_expiring_many_lots_gives_each_event_its_own_id(api: Api) -> None:
+    # Regression: a LATERAL gen_random_uuid() ran once per statement and gave every event the same id.
+    await api.client.patch("/v1/program", json={"points_expire_after_days": 10}, headers=api.headers())
+    for n in range(3):
+        await api.order(f"o-{n}", customer=f"c-{n % 2}")
+    assert in_app(api.client, jobs.mature, START + timedelta(days=14)).lots == 3
+    assert in_app(api.client, jobs.expire, START + timedelta(days=24)).lots == 3
+    events = fetch(
+        api.client, "SELECT id, topic FROM outbox WHERE topic IN ('points.matured', 'points.expired')"
+    )
+    assert len(events) == 6 and len({e["id"] for e in events}) == 6
+    verify_ledger(api.client)
