@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, put
-from litestar import get as get_route
+from litestar import Controller, Request, get, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from service.core import db
 from service.core.auth import Principal, requires
@@ -23,7 +24,11 @@ class CustomerController(Controller):
         summary="Create or update a customer by the shop's id",
     )
     async def upsert_customer(
-        self, request: Request[Principal, Any, Any], external_id: str, data: CustomerProfile, clock: Clock
+        self,
+        request: Request[Principal, Any, Any],
+        external_id: FromPath[str],
+        data: JSONBody[CustomerProfile],
+        clock: NamedDependency[Clock],
     ) -> CustomerOut:
         now = clock.now()
         program_id = request.user.program_id
@@ -35,13 +40,13 @@ class CustomerController(Controller):
             await emit(conn, program_id, events, now)
         return service.to_out(row)
 
-    @get_route(
+    @get(
         "/{external_id:str}",
         guards=[requires("read")],
         summary="The customer's whole status in one call: points, pending, expiry, orders, recent entries",
     )
     async def customer_status(
-        self, request: Request[Principal, Any, Any], external_id: str
+        self, request: Request[Principal, Any, Any], external_id: FromPath[str]
     ) -> CustomerStatus:
         async with db.connection() as conn:
             return await status.customer_status(conn, request.user.program_id, external_id)

@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.core import db, idempotency
 from service.core.auth import Principal, requires
@@ -31,9 +32,9 @@ class LedgerController(Controller):
     async def adjust(
         self,
         request: Request[Principal, Any, Any],
-        external_id: str,
-        data: AdjustmentIn,
-        clock: Clock,
+        external_id: FromPath[str],
+        data: JSONBody[AdjustmentIn],
+        clock: NamedDependency[Clock],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[AdjustmentOut]:
         program_id = request.user.program_id
@@ -79,9 +80,9 @@ class LedgerController(Controller):
     async def ledger(
         self,
         request: Request[Principal, Any, Any],
-        external_id: str,
-        limit: Annotated[int, Parameter(ge=1, le=200, query="limit")] = 50,
-        cursor: Annotated[str | None, Parameter(query="cursor")] = None,
+        external_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, QueryParameter()] = None,
     ) -> LedgerPage:
         before = decode_cursor(cursor)
         async with db.connection() as conn:

@@ -13,17 +13,18 @@ from typing import Any
 
 from service.core import db
 
-_DUE_CUSTOMERS = {
+# Each chunk: the due lots (through the partial indexes on available_at / expires_at), their customers.
+_DUE = {
     "mature": """
-        SELECT array_agg(DISTINCT customer_id) FROM (
-            SELECT customer_id FROM points_lot WHERE state = 'pending' AND available_at <= $1
-            LIMIT $2) due
+        SELECT array_agg(id) AS lots, array_agg(DISTINCT customer_id) AS customers FROM (
+            SELECT id, customer_id FROM points_lot WHERE state = 'pending' AND available_at <= $1
+            ORDER BY available_at LIMIT $2) due
     """,
     "expire": """
-        SELECT array_agg(DISTINCT customer_id) FROM (
-            SELECT customer_id FROM points_lot
-            WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $1 AND state <> 'expired'
-            LIMIT $2) due
+        SELECT array_agg(id) AS lots, array_agg(DISTINCT customer_id) AS customers FROM (
+            SELECT id, customer_id FROM points_lot
+            WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $1
+            ORDER BY expires_at LIMIT $2) due
     """,
 }
 
@@ -32,38 +33,40 @@ _LOCK_BALANCES = """
     ORDER BY customer_id FOR UPDATE
 """
 
+# With the balances locked no other transaction can change these lots, so conditions are re-checked
+# on current rows and `before` is what the lots held.
 _MATURE = """
     WITH moved AS (
         UPDATE points_lot SET state = 'available'
-        WHERE customer_id = ANY($1::uuid[]) AND state = 'pending' AND available_at <= $2
-        RETURNING id, program_id, customer_id, order_id, remaining, available_at, expires_at
+        WHERE id = ANY($1::uuid[]) AND state = 'pending' AND available_at <= $2
+        RETURNING program_id, customer_id, remaining
     ), per_customer AS (
-        SELECT customer_id, sum(remaining) AS points FROM moved GROUP BY customer_id
+        SELECT program_id, customer_id, sum(remaining) AS points, count(*) AS lots
+        FROM moved GROUP BY program_id, customer_id
     ), balances AS (
         UPDATE customer_balance b
         SET available = b.available + p.points, pending = b.pending - p.points, updated_at = $2
         FROM per_customer p WHERE b.customer_id = p.customer_id
     ), events AS (
         INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT m.event_id, m.program_id, 'points.matured',
-               jsonb_build_object('id', m.event_id, 'type', 'points.matured', 'customer', c.external_id,
-                                  'points', m.remaining, 'lot_id', m.id, 'order', o.external_id,
-                                  'available_at', m.available_at, 'expires_at', m.expires_at),
+        SELECT p.event_id, p.program_id, 'points.matured',
+               jsonb_build_object('id', p.event_id, 'type', 'points.matured', 'customer', c.external_id,
+                                  'points', p.points, 'lots', p.lots),
                $2, $2, 0
         -- gen_random_uuid() in the select list runs per row (a LATERAL subquery would run once).
-        FROM (SELECT gen_random_uuid() AS event_id, * FROM moved WHERE remaining > 0) m
-        JOIN customer c ON c.id = m.customer_id
-        LEFT JOIN orders o ON o.id = m.order_id
+        FROM (SELECT gen_random_uuid() AS event_id, * FROM per_customer WHERE points > 0) p
+        JOIN customer c ON c.id = p.customer_id
     )
     SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM moved
 """
 
 _EXPIRE = """
-    WITH gone AS (
+    WITH before AS (
+        SELECT id, remaining, state FROM points_lot
+        WHERE id = ANY($1::uuid[]) AND remaining > 0 AND expires_at <= $2
+    ), gone AS (
         UPDATE points_lot l SET state = 'expired', remaining = 0
-        FROM points_lot before
-        WHERE l.id = before.id AND l.customer_id = ANY($1::uuid[]) AND l.remaining > 0
-          AND l.expires_at IS NOT NULL AND l.expires_at <= $2 AND l.state <> 'expired'
+        FROM before WHERE l.id = before.id
         RETURNING l.id, l.program_id, l.customer_id, l.order_id, before.remaining, before.state, l.expires_at
     ), entries AS (
         INSERT INTO points_entry (program_id, customer_id, kind, points, debt_change, order_id, lot_id,
@@ -74,15 +77,15 @@ _EXPIRE = """
                  || to_char(g.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
                $2
         FROM gone g LEFT JOIN orders o ON o.id = g.order_id
-        RETURNING id, program_id, customer_id, lot_id, points
+        RETURNING id, program_id, lot_id, points
     ), allocations AS (
         INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
         SELECT program_id, id, lot_id, points FROM entries
     ), per_customer AS (
-        SELECT customer_id,
+        SELECT program_id, customer_id, sum(remaining) AS points, count(*) AS lots,
                sum(remaining) FILTER (WHERE state = 'available') AS available,
                sum(remaining) FILTER (WHERE state = 'pending') AS pending
-        FROM gone GROUP BY customer_id
+        FROM gone GROUP BY program_id, customer_id
     ), balances AS (
         UPDATE customer_balance b
         SET available = b.available - coalesce(p.available, 0), pending = b.pending - coalesce(p.pending, 0),
@@ -90,12 +93,12 @@ _EXPIRE = """
         FROM per_customer p WHERE b.customer_id = p.customer_id
     ), events AS (
         INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT e.event_id, e.program_id, 'points.expired',
-               jsonb_build_object('id', e.event_id, 'type', 'points.expired', 'customer', c.external_id,
-                                  'points', e.points, 'entry_id', e.id, 'lot_id', e.lot_id),
+        SELECT p.event_id, p.program_id, 'points.expired',
+               jsonb_build_object('id', p.event_id, 'type', 'points.expired', 'customer', c.external_id,
+                                  'points', p.points, 'lots', p.lots),
                $2, $2, 0
-        FROM (SELECT gen_random_uuid() AS event_id, * FROM entries) e
-        JOIN customer c ON c.id = e.customer_id
+        FROM (SELECT gen_random_uuid() AS event_id, * FROM per_customer) p
+        JOIN customer c ON c.id = p.customer_id
     )
     SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM gone
 """
@@ -112,67 +115,70 @@ async def _sweep(kind: str, statement: str, now: datetime, chunk_size: int) -> S
     result = SweepResult()
     while True:
         async with db.transaction() as conn:
-            customers = await conn.fetchval(_DUE_CUSTOMERS[kind], now, chunk_size)
-            if not customers:
+            due = await conn.fetchrow(_DUE[kind], now, chunk_size)
+            if due is None or not due["lots"]:
                 return result
-            await conn.execute(_LOCK_BALANCES, customers)
-            row = await conn.fetchrow(statement, customers, now)
+            await conn.execute(_LOCK_BALANCES, due["customers"])
+            row = await conn.fetchrow(statement, due["lots"], now)
             assert row is not None
             result.lots += row["lots"]
             result.points += row["points"]
             result.chunks += 1
 
 
-async def mature(now: datetime, chunk_size: int = 20_000) -> SweepResult:
-    """Make pending lots whose return window has passed available."""
+async def mature(now: datetime, chunk_size: int = 50_000) -> SweepResult:
+    """Make pending lots whose return window has passed available (one event per customer)."""
     return await _sweep("mature", _MATURE, now, chunk_size)
 
 
-async def expire(now: datetime, chunk_size: int = 20_000) -> SweepResult:
-    """Zero the remainder of every lot past its expiry, one `expire` entry per lot."""
+async def expire(now: datetime, chunk_size: int = 50_000) -> SweepResult:
+    """Zero the remainder of every lot past its expiry: one `expire` entry per lot, one event per customer."""
     return await _sweep("expire", _EXPIRE, now, chunk_size)
 
 
-_VERIFY_CHECKS: dict[str, str] = {
-    "lot remaining differs from the sum of its allocations": """
-        SELECT l.id::text AS subject, l.remaining AS cached, coalesce(sum(a.points), 0) AS derived
-        FROM points_lot l LEFT JOIN points_allocation a ON a.lot_id = l.id
-        GROUP BY l.id HAVING l.remaining <> coalesce(sum(a.points), 0)
+# Each query is one pass over a table; each returns (problem, subject, cached, derived) for what differs.
+_VERIFY_QUERIES = (
+    """
+    SELECT 'lot remaining differs from the sum of its allocations' AS problem, l.id::text AS subject,
+           l.remaining AS cached, coalesce(a.points, 0) AS derived
+    FROM points_lot l LEFT JOIN (
+        SELECT lot_id, sum(points) AS points FROM points_allocation GROUP BY lot_id) a ON a.lot_id = l.id
+    WHERE l.remaining <> coalesce(a.points, 0)
     """,
-    "entry points differ from the sum of its allocations": """
-        SELECT e.id::text AS subject, e.points AS cached, coalesce(sum(a.points), 0) AS derived
-        FROM points_entry e LEFT JOIN points_allocation a ON a.entry_id = e.id
-        GROUP BY e.id HAVING e.points <> coalesce(sum(a.points), 0)
+    """
+    SELECT 'entry points differ from the sum of its allocations' AS problem, e.id::text AS subject,
+           e.points AS cached, coalesce(a.points, 0) AS derived
+    FROM points_entry e LEFT JOIN (
+        SELECT entry_id, sum(points) AS points FROM points_allocation GROUP BY entry_id) a ON a.entry_id = e.id
+    WHERE e.points <> coalesce(a.points, 0)
     """,
-    "cached available differs from its available lots": """
-        SELECT b.customer_id::text AS subject, b.available AS cached, coalesce(l.points, 0) AS derived
-        FROM customer_balance b LEFT JOIN (
-            SELECT customer_id, sum(remaining) AS points FROM points_lot WHERE state = 'available'
-            GROUP BY customer_id) l ON l.customer_id = b.customer_id
-        WHERE b.available <> coalesce(l.points, 0)
+    """
+    SELECT x.problem, b.customer_id::text AS subject, x.cached, x.derived
+    FROM customer_balance b
+    LEFT JOIN (
+        SELECT customer_id,
+               coalesce(sum(remaining) FILTER (WHERE state = 'available'), 0) AS available,
+               coalesce(sum(remaining) FILTER (WHERE state = 'pending'), 0) AS pending
+        FROM points_lot GROUP BY customer_id) l ON l.customer_id = b.customer_id
+    CROSS JOIN LATERAL (VALUES
+        ('cached available differs from its available lots', b.available, coalesce(l.available, 0)),
+        ('cached pending differs from its pending lots', b.pending, coalesce(l.pending, 0))
+    ) AS x(problem, cached, derived)
+    WHERE x.cached <> x.derived
     """,
-    "cached pending differs from its pending lots": """
-        SELECT b.customer_id::text AS subject, b.pending AS cached, coalesce(l.points, 0) AS derived
-        FROM customer_balance b LEFT JOIN (
-            SELECT customer_id, sum(remaining) AS points FROM points_lot WHERE state = 'pending'
-            GROUP BY customer_id) l ON l.customer_id = b.customer_id
-        WHERE b.pending <> coalesce(l.points, 0)
+    """
+    SELECT x.problem, b.customer_id::text AS subject, x.cached, x.derived
+    FROM customer_balance b
+    LEFT JOIN (
+        SELECT customer_id, sum(points) AS points, sum(debt_change) AS debt
+        FROM points_entry GROUP BY customer_id) e ON e.customer_id = b.customer_id
+    CROSS JOIN LATERAL (VALUES
+        ('cached points held differ from the sum of the entries', b.available + b.pending, coalesce(e.points, 0)),
+        ('cached debt differs from the sum of the entries', b.debt, coalesce(e.debt, 0))
+    ) AS x(problem, cached, derived)
+    WHERE x.cached <> x.derived
     """,
-    "cached points held differ from the sum of the entries": """
-        SELECT b.customer_id::text AS subject, b.available + b.pending AS cached, coalesce(e.points, 0) AS derived
-        FROM customer_balance b LEFT JOIN (
-            SELECT customer_id, sum(points) AS points FROM points_entry GROUP BY customer_id
-        ) e ON e.customer_id = b.customer_id
-        WHERE b.available + b.pending <> coalesce(e.points, 0)
-    """,
-    "cached debt differs from the sum of the entries": """
-        SELECT b.customer_id::text AS subject, b.debt AS cached, coalesce(e.debt, 0) AS derived
-        FROM customer_balance b LEFT JOIN (
-            SELECT customer_id, sum(debt_change) AS debt FROM points_entry GROUP BY customer_id
-        ) e ON e.customer_id = b.customer_id
-        WHERE b.debt <> coalesce(e.debt, 0)
-    """,
-}
+)
 
 
 @dataclass(slots=True)
@@ -192,8 +198,9 @@ async def verify(sample: int = 20) -> VerifyReport:
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         for table in ("customer_balance", "points_lot", "points_entry", "points_allocation"):
             report.counts[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
-        for label, query in _VERIFY_CHECKS.items():
-            rows = await conn.fetch(f"{query} LIMIT {int(sample)}")
-            if rows:
-                report.problems[label] = [dict(r) for r in rows]
+        for query in _VERIFY_QUERIES:
+            for row in await conn.fetch(query):
+                found = report.problems.setdefault(row["problem"], [])
+                if len(found) < sample:
+                    found.append({k: row[k] for k in ("subject", "cached", "derived")})
     return report

@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from service.core import db, idempotency
 from service.core.auth import Principal, requires
@@ -14,8 +15,8 @@ from service.programs import service as programs
 
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Parameter(
-        header=idempotency.IDEMPOTENCY_HEADER,
+    HeaderParameter(
+        name=idempotency.IDEMPOTENCY_HEADER,
         required=False,
         description="Replaying a request with the same key and body returns the first response; nothing is written twice.",
     ),
@@ -30,8 +31,8 @@ class OrderController(Controller):
     async def create_order(
         self,
         request: Request[Principal, Any, Any],
-        data: OrderIn,
-        clock: Clock,
+        data: JSONBody[OrderIn],
+        clock: NamedDependency[Clock],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[OrderCreated]:
         program_id = request.user.program_id
@@ -53,7 +54,7 @@ class OrderController(Controller):
     @get(
         "/{external_id:str}", guards=[requires("read")], summary="An order with its lines and refunds so far"
     )
-    async def get_order(self, request: Request[Principal, Any, Any], external_id: str) -> OrderOut:
+    async def get_order(self, request: Request[Principal, Any, Any], external_id: FromPath[str]) -> OrderOut:
         async with db.connection() as conn:
             return await service.get_order(conn, request.user.program_id, external_id)
 
@@ -65,7 +66,11 @@ class OrderController(Controller):
         description="Idempotent by the refund's `external_id`: the same body again answers 200 with the first refund.",
     )
     async def refund_order(
-        self, request: Request[Principal, Any, Any], external_id: str, data: RefundIn, clock: Clock
+        self,
+        request: Request[Principal, Any, Any],
+        external_id: FromPath[str],
+        data: JSONBody[RefundIn],
+        clock: NamedDependency[Clock],
     ) -> Response[RefundOut]:
         async with db.transaction() as conn:
             program = await programs.load(conn, request.user.program_id)

@@ -4,6 +4,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from service.core import db
 from service.core.auth import Principal, requires
@@ -34,7 +36,10 @@ class ProgramController(Controller):
         summary="Change earn rates, return window, expiry, point value, timezone",
     )
     async def update_program(
-        self, request: Request[Principal, Any, Any], data: ProgramPatch, clock: Clock
+        self,
+        request: Request[Principal, Any, Any],
+        data: JSONBody[ProgramPatch],
+        clock: NamedDependency[Clock],
     ) -> ProgramOut:
         async with db.transaction() as conn:
             return await service.update(conn, request.user.program_id, data, clock.now())
@@ -47,7 +52,10 @@ class ApiKeyController(Controller):
 
     @post("/", summary="Create an API key (its plaintext is shown only in this response)")
     async def create_key(
-        self, request: Request[Principal, Any, Any], data: ApiKeyCreate, clock: Clock
+        self,
+        request: Request[Principal, Any, Any],
+        data: JSONBody[ApiKeyCreate],
+        clock: NamedDependency[Clock],
     ) -> ApiKeyCreated:
         async with db.transaction() as conn:
             return await service.create_key(conn, request.user.program_id, data.name, data.scope, clock.now())
@@ -59,7 +67,7 @@ class ApiKeyController(Controller):
 
     @delete("/{key_id:uuid}", status_code=200, summary="Revoke an API key")
     async def revoke_key(
-        self, request: Request[Principal, Any, Any], key_id: UUID, clock: Clock
+        self, request: Request[Principal, Any, Any], key_id: FromPath[UUID], clock: NamedDependency[Clock]
     ) -> ApiKeyOut:
         async with db.transaction() as conn:
             return await service.revoke_key(conn, request.user.program_id, key_id, clock.now())
