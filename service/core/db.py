@@ -31,11 +31,16 @@ def configure(url: str) -> None:
     DB.config = {"dsn": url}
 
 
+async def _keep_session(_: Connection) -> None:
+    """Pool release hook. asyncpg's default sends `RESET ALL; UNLISTEN *; ...` on every release — a round
+    trip per request; our requests leave no session state (no SET, LISTEN or session advisory lock)."""
+
+
 async def open_pool(min_size: int = 2, max_size: int = 20) -> bool:
     """Open the pool unless one is open already; True when this call opened it (and should close it)."""
     if DB.pool is not None:
         return False
-    await DB.start_connection_pool(min_size=min_size, max_size=max_size)
+    await DB.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
     return True
 
 

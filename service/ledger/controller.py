@@ -61,7 +61,7 @@ class LedgerController(Controller):
             await emit(conn, program_id, result.events, now)
             balance = await service.balance(conn, customer.id)
             return AdjustmentOut(
-                entries=[entry_out(row) for row in await service.entries(conn, result.entry_ids)],
+                entries=service.entry_views(result),
                 available=balance.available,
                 pending=balance.pending,
                 debt=balance.debt,

@@ -126,6 +126,14 @@ def _entry_args(e: NewEntry) -> tuple[Any, ...]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BalanceChange:
+    available: int = 0
+    pending: int = 0
+    debt: int = 0
+    lifetime: int = 0
+
+
 async def insert_credit(
     conn: Connection,
     entry: NewEntry,
@@ -133,8 +141,10 @@ async def insert_credit(
     state: str,
     available_at: datetime,
     expires_at: datetime | None,
+    balance: BalanceChange,
 ) -> int:
-    """Entry + its lot + the allocation that fills the lot, in one statement. Returns the entry id."""
+    """Entry + its lot + the allocation that fills it + the balance change, in one statement (one round
+    trip on the hot path of every order). Returns the entry id."""
     entry_id: int = await conn.fetchval(
         f"""
         WITH lot AS (
@@ -149,6 +159,10 @@ async def insert_credit(
         ), allocation AS (
             INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
             SELECT $1, entry.id, lot.id, $4 FROM entry, lot
+        ), balance AS (
+            UPDATE customer_balance SET available = available + $17, pending = pending + $18, debt = debt + $19,
+                   lifetime_earned = lifetime_earned + $20, updated_at = $13
+            WHERE customer_id = $2
         )
         SELECT id FROM entry
         """,
@@ -156,6 +170,10 @@ async def insert_credit(
         state,
         available_at,
         expires_at,
+        balance.available,
+        balance.pending,
+        balance.debt,
+        balance.lifetime,
     )
     return entry_id
 

@@ -16,6 +16,7 @@ from service.core.db import Connection
 from service.core.errors import InsufficientPoints
 from service.ledger import domain, repository
 from service.ledger.repository import NewEntry
+from service.ledger.schemas import LedgerEntryOut
 from service.outbox.service import Event
 
 
@@ -25,7 +26,7 @@ def plural_points(points: int) -> str:
 
 @dataclass(slots=True)
 class LedgerResult:
-    entry_ids: list[int] = field(default_factory=list)
+    entries: list[tuple[int, NewEntry]] = field(default_factory=list)  # (id, what was written)
     events: list[Event] = field(default_factory=list)
     debt_recorded: int = 0
     debt_settled: int = 0
@@ -63,27 +64,38 @@ async def credit(
     balance = await repository.lock_balance(conn, customer.program_id, customer.id, now)
     state: domain.LotState = "available" if available_at <= now else "pending"
     lot_id = uuid4()
+    # The debt is settled from the new lot first; the balance gets the net change in the same statement
+    # (a debt and held points never coexist, not even between two statements).
+    settled = domain.debt_settlement(balance.debt, points)
+    held = points - settled
+    earn = NewEntry(
+        customer.program_id,
+        customer.id,
+        kind,
+        points,
+        reason,
+        explanation,
+        now,
+        order_id=order_id,
+        lot_id=lot_id,
+        actor=actor,
+        details=details,
+    )
     entry_id = await repository.insert_credit(
         conn,
-        NewEntry(
-            customer.program_id,
-            customer.id,
-            kind,
-            points,
-            reason,
-            explanation,
-            now,
-            order_id=order_id,
-            lot_id=lot_id,
-            actor=actor,
-            details=details,
-        ),
+        earn,
         lot_id,
         state,
         available_at,
         expires_at,
+        repository.BalanceChange(
+            available=held if state == "available" else 0,
+            pending=held if state == "pending" else 0,
+            debt=-settled,
+            lifetime=points,
+        ),
     )
-    result.entry_ids.append(entry_id)
+    result.entries.append((entry_id, earn))
     result.events.append(
         Event(
             topic,
@@ -98,25 +110,21 @@ async def credit(
             },
         )
     )
-    settled = domain.debt_settlement(balance.debt, points)
     if settled:
-        settle_id = await repository.insert_debit(
-            conn,
-            NewEntry(
-                customer.program_id,
-                customer.id,
-                "debt_settled",
-                -settled,
-                "clawback debt settled",
-                f"{plural_points(settled)} settled the debt left by an earlier refund of spent points",
-                now,
-                debt_change=-settled,
-                order_id=order_id,
-                lot_id=lot_id,
-            ),
-            (domain.Draw(lot_id, settled, state),),
+        settle = NewEntry(
+            customer.program_id,
+            customer.id,
+            "debt_settled",
+            -settled,
+            "clawback debt settled",
+            f"{plural_points(settled)} settled the debt left by an earlier refund of spent points",
+            now,
+            debt_change=-settled,
+            order_id=order_id,
+            lot_id=lot_id,
         )
-        result.entry_ids.append(settle_id)
+        settle_id = await repository.insert_debit(conn, settle, (domain.Draw(lot_id, settled, state),))
+        result.entries.append((settle_id, settle))
         result.debt_settled = settled
         result.events.append(
             Event(
@@ -124,16 +132,6 @@ async def credit(
                 {"customer": customer.external_id, "points": settled, "entry_id": settle_id},
             )
         )
-    held = points - settled
-    await repository.update_balance(
-        conn,
-        customer.id,
-        now,
-        available=held if state == "available" else 0,
-        pending=held if state == "pending" else 0,
-        debt=-settled,
-        lifetime=points,
-    )
     return result
 
 
@@ -167,25 +165,22 @@ async def debit(
             field="points",
             extra={"available": exc.available},
         ) from exc
-    entry_id = await repository.insert_debit(
-        conn,
-        NewEntry(
-            customer.program_id,
-            customer.id,
-            kind,
-            -points,
-            reason,
-            explanation,
-            now,
-            actor=actor,
-            details=details,
-        ),
-        draws,
+    entry = NewEntry(
+        customer.program_id,
+        customer.id,
+        kind,
+        -points,
+        reason,
+        explanation,
+        now,
+        actor=actor,
+        details=details,
     )
+    entry_id = await repository.insert_debit(conn, entry, draws)
     available, pending = _balance_deltas(draws)
     await repository.update_balance(conn, customer.id, now, available=available, pending=pending)
     return LedgerResult(
-        [entry_id],
+        [(entry_id, entry)],
         [Event(topic, {"customer": customer.external_id, "points": -points, "entry_id": entry_id})],
     )
 
@@ -241,7 +236,7 @@ async def reverse(
         "entry_id": entry_id,
         "explanation": explanation,
     }
-    return LedgerResult([entry_id], [Event("points.reversed", payload)], debt_recorded=plan.debt)
+    return LedgerResult([(entry_id, entry)], [Event("points.reversed", payload)], debt_recorded=plan.debt)
 
 
 async def adjust(
@@ -284,8 +279,26 @@ async def adjust(
     )
 
 
-async def entries(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
-    return await repository.entries_by_ids(conn, ids)
+def entry_views(
+    result: LedgerResult, order_external_id: str | None = None, refund_external_id: str | None = None
+) -> list[LedgerEntryOut]:
+    """The entries a use case just wrote, as the API shows them (no need to read them back)."""
+    return [
+        LedgerEntryOut(
+            id=entry_id,
+            kind=entry.kind,
+            points=entry.points,
+            debt_change=entry.debt_change,
+            reason=entry.reason,
+            explanation=entry.explanation,
+            created_at=entry.created_at,
+            actor=entry.actor,
+            order_external_id=order_external_id,
+            refund_external_id=refund_external_id,
+            details=entry.details,
+        )
+        for entry_id, entry in result.entries
+    ]
 
 
 async def entries_for_refund(conn: Connection, refund_id: UUID) -> list[dict[str, Any]]:
