@@ -7,8 +7,8 @@ from uuid import UUID
 import msgspec
 
 from service.core.db import Connection
-from service.core.errors import InvalidInput
-from service.customers import service
+from service.core.errors import InvalidInput, NotFound
+from service.customers import repository, service
 from service.customers.schemas import (
     CustomerStatus,
     ExpiringPoints,
@@ -31,26 +31,28 @@ def check_external_id(external_id: str) -> None:
 
 
 async def customer_status(conn: Connection, program_id: UUID, external_id: str) -> CustomerStatus:
-    row = await service.get(conn, program_id, external_id)
-    points = await ledger.status(conn, row["id"], RECENT_ENTRIES)
-    order_count, last_order_at = await orders.customer_stats(conn, row["id"])
-    pending = msgspec.json.decode(points["pending_lots"], type=list[PendingPoints])
-    expiry = (
-        msgspec.json.decode(points["next_expiry"], type=ExpiringPoints | None)
-        if points["next_expiry"]
-        else None
+    row = await repository.get_with(
+        conn,
+        program_id,
+        external_id,
+        ledger.status_lateral("c.id", RECENT_ENTRIES),
+        orders.customer_stats_lateral("c.id"),
     )
-    recent = [entry_out(e) for e in msgspec.json.decode(points["recent_entries"])]
+    if row is None:
+        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+    pending = msgspec.json.decode(row["pending_lots"] or "[]", type=list[PendingPoints])
+    expiry = msgspec.json.decode(row["next_expiry"], type=ExpiringPoints) if row["next_expiry"] else None
+    recent = [entry_out(e) for e in msgspec.json.decode(row["recent_entries"] or "[]")]
     return CustomerStatus(
         customer=service.to_out(row),
         points=PointsSummary(
-            available=points["available"],
-            pending=points["pending"],
-            debt=points["debt"],
-            lifetime_earned=points["lifetime_earned"],
+            available=row["available"] or 0,
+            pending=row["pending"] or 0,
+            debt=row["debt"] or 0,
+            lifetime_earned=row["lifetime_earned"] or 0,
         ),
         pending=pending,
         next_expiring=expiry,
-        orders=OrderSummary(count=order_count, last_order_at=last_order_at),
+        orders=OrderSummary(count=row["order_count"], last_order_at=row["last_order_at"]),
         recent_entries=recent,
     )

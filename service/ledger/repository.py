@@ -252,30 +252,27 @@ async def list_entries(
     return [dict(r) for r in rows]
 
 
-async def status(conn: Connection, customer_id: UUID, recent: int) -> dict[str, Any]:
-    """Balance, pending points by date, the next expiry and the last entries — one round trip."""
-    row = await conn.fetchrow(
-        f"""
+def status_lateral(customer_id: str, recent: int) -> str:
+    """The ledger's part of the customer status, as a LATERAL join on `customer_id` (a SQL expression), so
+    the status view is one round trip: balance, pending points by date, the next expiry, the last entries."""
+    return f"""
+    LEFT JOIN LATERAL (
         SELECT b.available, b.pending, b.debt, b.lifetime_earned,
           (SELECT coalesce(json_agg(json_build_object('points', p.points, 'available_at', p.available_at)
                                     ORDER BY p.available_at), '[]')
              FROM (SELECT available_at, sum(remaining) AS points FROM points_lot
-                   WHERE customer_id = $1 AND state = 'pending' AND remaining > 0
+                   WHERE customer_id = b.customer_id AND state = 'pending' AND remaining > 0
                    GROUP BY available_at) p) AS pending_lots,
           (SELECT json_build_object('points', sum(remaining), 'expires_at', expires_at)
-             FROM points_lot WHERE customer_id = $1 AND remaining > 0 AND state = 'available'
+             FROM points_lot WHERE customer_id = b.customer_id AND remaining > 0 AND state = 'available'
                   AND expires_at IS NOT NULL
-             GROUP BY expires_at ORDER BY expires_at LIMIT 1
-          ) AS next_expiry,
+             GROUP BY expires_at ORDER BY expires_at LIMIT 1) AS next_expiry,
           (SELECT coalesce(json_agg(x ORDER BY x.id DESC), '[]') FROM (
              SELECT {ENTRY_FIELDS} FROM points_entry e {ENTRY_JOINS}
-             WHERE e.customer_id = $1 ORDER BY e.id DESC LIMIT $2) x) AS recent_entries
-        FROM customer_balance b WHERE b.customer_id = $1
-        """,
-        customer_id,
-        recent,
-    )
-    return {} if row is None else dict(row)
+             WHERE e.customer_id = b.customer_id ORDER BY e.id DESC LIMIT {int(recent)}) x) AS recent_entries
+        FROM customer_balance b WHERE b.customer_id = {customer_id}
+    ) ledger ON true
+    """
 
 
 async def entry_ids_for_refund(conn: Connection, refund_id: UUID) -> list[int]:

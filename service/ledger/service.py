@@ -311,8 +311,9 @@ async def history(
     return await repository.list_entries(conn, program_id, customer_id, before_id, limit)
 
 
-async def status(conn: Connection, customer_id: UUID, recent: int = 5) -> dict[str, Any]:
-    return await repository.status(conn, customer_id, recent)
+def status_lateral(customer_id: str, recent: int = 5) -> str:
+    """SQL for the ledger's columns of the customer status (see repository.status_lateral)."""
+    return repository.status_lateral(customer_id, recent)
 
 
 async def balance(conn: Connection, customer_id: UUID) -> repository.Balance:

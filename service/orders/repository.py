@@ -107,12 +107,13 @@ async def get_lines(conn: Connection, order_id: UUID) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def customer_order_stats(conn: Connection, customer_id: UUID) -> tuple[int, datetime | None]:
-    row = await conn.fetchrow(
-        "SELECT count(*) AS n, max(placed_at) AS last FROM orders WHERE customer_id = $1", customer_id
-    )
-    assert row is not None
-    return row["n"], row["last"]
+def customer_stats_lateral(customer_id: str) -> str:
+    """Order count and last order date as a LATERAL join on `customer_id` (a SQL expression)."""
+    return f"""
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS order_count, max(placed_at) AS last_order_at FROM orders WHERE customer_id = {customer_id}
+    ) order_stats ON true
+    """
 
 
 REFUND_FIELDS = """id, external_id, request_hash, amount, shipping_amount, points_reversed, debt_recorded, lines,

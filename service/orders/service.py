@@ -287,5 +287,5 @@ async def refund(
     return await _refund_out(conn, order, stored, refund_id), True
 
 
-async def customer_stats(conn: Connection, customer_id: UUID) -> tuple[int, datetime | None]:
-    return await repository.customer_order_stats(conn, customer_id)
+def customer_stats_lateral(customer_id: str) -> str:
+    return repository.customer_stats_lateral(customer_id)
