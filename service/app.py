@@ -17,7 +17,7 @@ from service.core import db
 from service.core.auth import ApiKeyAuthentication
 from service.core.clock import Clock, SystemClock
 from service.core.errors import EXCEPTION_HANDLERS
-from service.core.logging import configure_logging
+from service.core.logging import configure_logging, request_logging
 from service.core.strict_body import decode_strictly
 from service.customers.controller import CustomerController
 from service.ledger.controller import LedgerController
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             OrderController,
         ],
         dependencies={"clock": Provide(provide_clock, sync_to_thread=False)},
-        middleware=[prometheus.middleware, auth],
+        middleware=[request_logging, prometheus.middleware, auth],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=decode_strictly,
         lifespan=[database],

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
@@ -29,3 +32,34 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def request_logging(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: one structured line per HTTP request (method, path, status, duration)."""
+    log = structlog.get_logger("encore.http")
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or not log.is_enabled_for(logging.INFO):
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, capture)
+        finally:
+            log.info(
+                "request",
+                method=scope.get("method"),
+                path=scope["path"],
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+    return middleware
