@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Response
+from litestar import Request, Response
 
 from service.core import db
 from service.core.db import Connection
@@ -98,3 +98,24 @@ async def run(
                 body.decode(),
             )
     return Response(body, status_code=status_code, media_type="application/json")
+
+
+async def respond(
+    request: Request[Any, Any, Any],
+    *,
+    program_id: UUID,
+    key: str | None,
+    body: Any,
+    now: datetime,
+    operation: Callable[[Connection], Awaitable[Any]],
+    status_code: int = 201,
+) -> Response[bytes]:
+    """`run` for an HTTP request: the fingerprint is its method, path and decoded body."""
+    return await run(
+        program_id=program_id,
+        key=check_key(key),
+        request_hash=fingerprint(request.method, request.url.path, body),
+        now=now,
+        status_code=status_code,
+        operation=operation,
+    )

@@ -9,13 +9,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
-from service.core.errors import InvalidInput
 from service.core.pagination import decode_cursor, encode_cursor
 from service.customers import service as customers
-from service.ledger import domain, service
+from service.ledger import service
 from service.ledger.schemas import AdjustmentIn, AdjustmentOut, LedgerPage, entry_out
 from service.orders.controller import IdempotencyKeyHeader
-from service.outbox.service import emit
 from service.programs import service as programs
 
 
@@ -41,39 +39,13 @@ class LedgerController(Controller):
         now = clock.now()
 
         async def operation(conn: db.Connection) -> AdjustmentOut:
-            if data.points == 0:
-                raise InvalidInput("an adjustment of 0 points changes nothing", field="points")
-            if not data.reason.strip():
-                raise InvalidInput("say why: the reason is shown in the customer's ledger", field="reason")
             program = await programs.load(conn, program_id)
             customer = customers.ledger_customer(await customers.get(conn, program_id, external_id))
-            available_at, expires_at = domain.lot_dates(now, now, 0, program.points_expire_after_days)
-            result = await service.adjust(
-                conn,
-                customer,
-                data.points,
-                reason=data.reason.strip(),
-                actor=data.actor or f"api key {request.user.key_id}",
-                now=now,
-                available_at=available_at,
-                expires_at=expires_at,
-            )
-            await emit(conn, program_id, result.events, now)
-            balance = await service.balance(conn, customer.id)
-            return AdjustmentOut(
-                entries=service.entry_views(result),
-                available=balance.available,
-                pending=balance.pending,
-                debt=balance.debt,
-            )
+            actor = data.actor or f"api key {request.user.key_id}"
+            return await service.manual_adjustment(conn, program, customer, data, actor, now)
 
-        return await idempotency.run(  # type: ignore[return-value]
-            program_id=program_id,
-            key=idempotency.check_key(idempotency_key),
-            request_hash=idempotency.fingerprint("POST", request.url.path, data),
-            now=now,
-            status_code=201,
-            operation=operation,
+        return await idempotency.respond(  # type: ignore[return-value]
+            request, program_id=program_id, key=idempotency_key, body=data, now=now, operation=operation
         )
 
     @get("/ledger", guards=[requires("read")], summary="The customer's ledger entries, newest first")

@@ -13,11 +13,12 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from service.core.db import Connection
-from service.core.errors import InsufficientPoints
+from service.core.errors import InsufficientPoints, InvalidInput
 from service.ledger import domain, repository
 from service.ledger.repository import NewEntry
-from service.ledger.schemas import LedgerEntryOut
-from service.outbox.service import Event
+from service.ledger.schemas import AdjustmentIn, AdjustmentOut, LedgerEntryOut
+from service.outbox.service import Event, emit
+from service.programs.service import Program
 
 
 def plural_points(points: int) -> str:
@@ -319,3 +320,30 @@ def status_lateral(customer_id: str, recent: int = 5) -> str:
 async def balance(conn: Connection, customer_id: UUID) -> repository.Balance:
     found = await repository.get_balance(conn, customer_id)
     return found or repository.Balance(customer_id, 0, 0, 0, 0)
+
+
+async def manual_adjustment(
+    conn: Connection, program: Program, customer: Customer, data: AdjustmentIn, actor: str, now: datetime
+) -> AdjustmentOut:
+    """An agent's goodwill credit or correction debit: a reason is required, a debit may not overdraw."""
+    if data.points == 0:
+        raise InvalidInput("an adjustment of 0 points changes nothing", field="points")
+    reason = data.reason.strip()
+    if not reason:
+        raise InvalidInput("say why: the reason is shown in the customer's ledger", field="reason")
+    available_at, expires_at = domain.lot_dates(now, now, 0, program.points_expire_after_days)
+    result = await adjust(
+        conn,
+        customer,
+        data.points,
+        reason=reason,
+        actor=actor,
+        now=now,
+        available_at=available_at,
+        expires_at=expires_at,
+    )
+    await emit(conn, customer.program_id, result.events, now)
+    held = await balance(conn, customer.id)
+    return AdjustmentOut(
+        entries=entry_views(result), available=held.available, pending=held.pending, debt=held.debt
+    )

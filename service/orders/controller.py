@@ -42,13 +42,8 @@ class OrderController(Controller):
             program = await programs.load(conn, program_id)
             return await service.create_order(conn, program, data, now)
 
-        return await idempotency.run(  # type: ignore[return-value]
-            program_id=program_id,
-            key=idempotency.check_key(idempotency_key),
-            request_hash=idempotency.fingerprint("POST", request.url.path, data),
-            now=now,
-            status_code=201,
-            operation=operation,
+        return await idempotency.respond(  # type: ignore[return-value]
+            request, program_id=program_id, key=idempotency_key, body=data, now=now, operation=operation
         )
 
     @get(
