@@ -7,9 +7,11 @@ refund reverses exactly what the refunded units earned, and refunding everything
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
+from fractions import Fraction
 
 from service.core.errors import InvalidInput
 from service.core.money import allocate, exponent, format_money
@@ -46,9 +48,10 @@ class PricedOrder:
 
 
 def points_for(eligible_amount: int, rate: Decimal, currency: str) -> int:
-    """Points for an amount in minor units at `rate` points per major unit, rounded down."""
-    major = Decimal(eligible_amount) / (Decimal(10) ** exponent(currency))
-    return int((major * rate).to_integral_value(rounding=ROUND_FLOOR))
+    """Points for an amount in minor units at `rate` points per major unit, rounded down — exactly:
+    in rationals, since a Decimal product is rounded to its context before any floor."""
+    exact: Fraction = Fraction(eligible_amount) * Fraction(rate) / 10 ** exponent(currency)
+    return math.floor(exact)
 
 
 def describe_rate(rate: Decimal, currency: str) -> str:

@@ -20,6 +20,7 @@ from service.programs import repository
 from service.programs.schemas import ApiKeyCreated, ApiKeyOut, PointValue, ProgramOut, ProgramPatch
 
 MAX_EARN_RATE = Decimal(1000)
+MAX_EARN_RATE_DECIMALS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,10 @@ async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: d
             if not rate.is_finite() or not Decimal(0) <= rate <= MAX_EARN_RATE:
                 raise InvalidInput(
                     f"an earn rate is 0 to {MAX_EARN_RATE} points per major unit", field=f"earn_rates.{code}"
+                )
+            if -rate.as_tuple().exponent > MAX_EARN_RATE_DECIMALS:  # type: ignore[operator]
+                raise InvalidInput(
+                    f"an earn rate has at most {MAX_EARN_RATE_DECIMALS} decimal places", field=f"earn_rates.{code}"
                 )
         values["earn_rates"] = {code: str(rate) for code, rate in changes["earn_rates"].items()}
     for key in ("pending_days", "points_expire_after_days"):

@@ -115,6 +115,7 @@ async def test_bad_program_settings_are_422_and_change_nothing(api: Api) -> None
         ({"earn_rates": {"XYZ": "1"}}, "earn_rates.XYZ"),
         ({"earn_rates": {"EUR": "-1"}}, "earn_rates.EUR"),
         ({"earn_rates": {"EUR": "5000"}}, "earn_rates.EUR"),
+        ({"earn_rates": {"EUR": "0.1234567"}}, "earn_rates.EUR"),
         ({"pending_days": -1}, "pending_days"),
         ({"pending_days": "3"}, "pending_days"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
