@@ -21,6 +21,7 @@ class CustomerBalance(Table, tablename="customer_balance"):
     """Cached balances, updated in the same transaction as the lots; `encore ledger verify` checks them."""
 
     customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, primary_key=True)
+    # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
     available = BigInt(default=0)
     pending = BigInt(default=0)
@@ -34,6 +35,7 @@ class PointsLot(Table, tablename="points_lot"):
     """One per credit: points arrive pending, become available, are spent FIFO by expiry, or expire."""
 
     id = UUID(primary_key=True)
+    # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
     customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict)
     order_id = ForeignKey(references=Order, on_delete=OnDelete.restrict, null=True, default=None)
@@ -49,6 +51,7 @@ class PointsEntry(Table, tablename="points_entry"):
     """Immutable: one per ledger change, with its reason and a human explanation."""
 
     id = BigSerial(primary_key=True)
+    # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
     customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict)
     kind = Varchar(length=24)
@@ -70,6 +73,7 @@ class PointsAllocation(Table, tablename="points_allocation"):
     """How an entry moved points into or out of lots: per lot, sum == remaining; per entry, sum == points."""
 
     id = BigSerial(primary_key=True)
+    # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
     entry_id = BigInt()
     lot_id = UUID()

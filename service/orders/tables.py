@@ -39,6 +39,7 @@ class Order(Table, tablename="orders"):
 
 class OrderLine(Table, tablename="order_line"):
     id = UUID(primary_key=True)
+    # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
     order_id = ForeignKey(references=Order, on_delete=OnDelete.cascade, index=True)
     position = Integer()
@@ -58,6 +59,7 @@ class OrderLine(Table, tablename="order_line"):
 
 class Refund(Table, tablename="refund"):
     id = UUID(primary_key=True)
+    # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
     order_id = ForeignKey(references=Order, on_delete=OnDelete.restrict)
     external_id = Varchar(length=128)

@@ -10,6 +10,7 @@ class OutboxEvent(Table, tablename="outbox"):
     """Domain events written in the business transaction; the worker delivers them later."""
 
     id = UUID(primary_key=True)
+    # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
     topic = Varchar(length=64)
     payload = JSONB()
