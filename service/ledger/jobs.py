@@ -8,25 +8,28 @@ so a sweep and a refund never deadlock, and a sweep interrupted half-way leaves 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from service.core import db
 
-# Each chunk: the due lots (through the partial indexes on available_at / expires_at), their customers.
+# Each chunk: the next due lots in (time, id) order after the previous chunk's last one (a keyset over
+# the partial indexes, so no chunk rescans what earlier chunks left behind), and their customers.
+_DUE_CHUNK = """
+    SELECT array_agg(id) AS lots, array_agg(DISTINCT customer_id) AS customers,
+           (array_agg(at ORDER BY at DESC, id DESC))[1] AS last_at,
+           (array_agg(id ORDER BY at DESC, id DESC))[1] AS last_id
+    FROM (
+        SELECT id, customer_id, {column} AS at FROM points_lot
+        WHERE {condition} AND {column} <= $1 AND ({column}, id) > ($3, $4)
+        ORDER BY {column}, id LIMIT $2) due
+"""
 _DUE = {
-    "mature": """
-        SELECT array_agg(id) AS lots, array_agg(DISTINCT customer_id) AS customers FROM (
-            SELECT id, customer_id FROM points_lot WHERE state = 'pending' AND available_at <= $1
-            ORDER BY available_at LIMIT $2) due
-    """,
-    "expire": """
-        SELECT array_agg(id) AS lots, array_agg(DISTINCT customer_id) AS customers FROM (
-            SELECT id, customer_id FROM points_lot
-            WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $1
-            ORDER BY expires_at LIMIT $2) due
-    """,
+    "mature": _DUE_CHUNK.format(column="available_at", condition="state = 'pending'"),
+    "expire": _DUE_CHUNK.format(column="expires_at", condition="remaining > 0 AND expires_at IS NOT NULL"),
 }
+_START = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
 
 _LOCK_BALANCES = """
     SELECT customer_id FROM customer_balance WHERE customer_id = ANY($1::uuid[])
@@ -113,11 +116,13 @@ class SweepResult:
 
 async def _sweep(kind: str, statement: str, now: datetime, chunk_size: int) -> SweepResult:
     result = SweepResult()
+    after = _START
     while True:
         async with db.transaction() as conn:
-            due = await conn.fetchrow(_DUE[kind], now, chunk_size)
+            due = await conn.fetchrow(_DUE[kind], now, chunk_size, *after)
             if due is None or not due["lots"]:
                 return result
+            after = (due["last_at"], due["last_id"])
             await conn.execute(_LOCK_BALANCES, due["customers"])
             row = await conn.fetchrow(statement, due["lots"], now)
             assert row is not None

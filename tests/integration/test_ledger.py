@@ -155,3 +155,15 @@ async def test_one_sweep_maturing_and_expiring_many_lots_gives_each_event_its_ow
     # One event per customer per sweep, each with its own id.
     assert len(events) == 4 and len({e["id"] for e in events}) == 4
     verify_ledger(api.client)
+
+
+async def test_sweeps_in_tiny_chunks_walk_every_lot_once(api: Api) -> None:
+    # Lots sharing one timestamp straddle chunk boundaries: the (time, id) keyset must neither skip nor repeat.
+    await api.client.patch("/v1/program", json={"points_expire_after_days": 10}, headers=api.headers())
+    for n in range(5):
+        await api.order(f"o-{n}", customer=f"c-{n % 3}")
+    matured = in_app(api.client, jobs.mature, START + timedelta(days=14), 1)
+    assert (matured.lots, matured.points, matured.chunks) == (5, 450, 5)
+    expired = in_app(api.client, jobs.expire, START + timedelta(days=24), 2)
+    assert (expired.lots, expired.points, expired.chunks) == (5, 450, 3)
+    verify_ledger(api.client)
