@@ -30,6 +30,9 @@ setup: $(STAMP) ## install everything (uv, Python packages) into .venv
 run: $(STAMP) ## start the API on an embedded PostgreSQL (or ENCORE_DATABASE_URL), PORT=8000
 	$(VENV)/bin/encore run --host $(HOST) --port $(PORT)
 
+serve: $(STAMP) ## serve the API without a demo program (migrations applied first), PORT=8000
+	$(VENV)/bin/encore serve --host $(HOST) --port $(PORT)
+
 migrate: $(STAMP) ## apply the Piccolo migrations
 	$(VENV)/bin/encore migrate
 
