@@ -126,7 +126,8 @@ async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: d
                 )
             if -rate.as_tuple().exponent > MAX_EARN_RATE_DECIMALS:  # type: ignore[operator]
                 raise InvalidInput(
-                    f"an earn rate has at most {MAX_EARN_RATE_DECIMALS} decimal places", field=f"earn_rates.{code}"
+                    f"an earn rate has at most {MAX_EARN_RATE_DECIMALS} decimal places",
+                    field=f"earn_rates.{code}",
                 )
         values["earn_rates"] = {code: str(rate) for code, rate in changes["earn_rates"].items()}
     for key in ("pending_days", "points_expire_after_days"):
