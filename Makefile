@@ -38,6 +38,7 @@ migrate: $(STAMP) ## apply the Piccolo migrations
 
 test: $(STAMP) ## install and run the whole test suite
 	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/ruff format --check service tests bench
 	$(VENV)/bin/mypy service
 	$(VENV)/bin/pytest
 
