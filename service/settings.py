@@ -22,8 +22,6 @@ class Settings:
     max_body_bytes: int = 1_048_576
     db_pool_min: int = 2
     db_pool_max: int = 20
-    # Orders placed more than this far in the future are refused (clock skew allowance).
-    max_future_placed_at_hours: int = 24
 
     @classmethod
     def from_env(cls) -> Settings:

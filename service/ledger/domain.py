@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -40,6 +40,7 @@ class Draw:
 class ReversalPlan:
     draws: tuple[Draw, ...]
     debt: int  # the part that no lot could cover: recorded as a clawback debt
+    forgiven: int = 0  # the part that had expired: the customer lost it already, it is not taken twice
 
     @property
     def drawn(self) -> int:
@@ -77,11 +78,14 @@ def _draw(ordered: Iterable[Lot], points: int) -> tuple[list[Draw], int]:
     return draws, left
 
 
-def plan_spend(lots: Sequence[Lot], points: int) -> tuple[Draw, ...]:
-    """Draw `points` from available lots, FIFO by expiry; never overdraws."""
+def plan_spend(lots: Sequence[Lot], points: int, now: datetime | None = None) -> tuple[Draw, ...]:
+    """Draw `points` from available lots, FIFO by expiry; never overdraws. With `now`, lots already past
+    their expiry date are not spendable even before the expire sweep has zeroed them."""
     if points <= 0:
         raise ValueError("points to spend must be positive")
-    ordered = spending_order(lots)
+    ordered = [
+        lot for lot in spending_order(lots) if now is None or lot.expires_at is None or lot.expires_at > now
+    ]
     available = sum(lot.remaining for lot in ordered)
     if available < points:
         raise NotEnoughPoints(points, available)
@@ -89,29 +93,29 @@ def plan_spend(lots: Sequence[Lot], points: int) -> tuple[Draw, ...]:
     return tuple(draws)
 
 
-def plan_reversal(lots: Sequence[Lot], order_id: UUID, points: int) -> ReversalPlan:
+def plan_reversal(lots: Sequence[Lot], order_id: UUID, points: int, forgivable: int = 0) -> ReversalPlan:
     """Take back `points` that an order earned.
 
-    From the order's own lots first (pending before available), then from the customer's other
-    points (available FIFO, then pending, soonest available first) — so a debt exists only when
-    the customer holds nothing at all; whatever is still missing becomes a clawback debt.
+    From the order's own lots first (pending before available); then up to `forgivable` points are
+    forgiven — the order's points that expired, which the customer has lost already; then from the
+    customer's other points (available FIFO, then pending, soonest available first) — so a debt exists
+    only when the customer holds nothing at all; whatever is still missing becomes a clawback debt.
     """
     if points < 0:
         raise ValueError("points to reverse must not be negative")
     open_lots = [lot for lot in lots if lot.remaining > 0 and lot.state != "expired"]
     own = [lot for lot in open_lots if lot.order_id == order_id]
     others = [lot for lot in open_lots if lot.order_id != order_id]
-    ordered = (
-        sorted((lot for lot in own if lot.state == "pending"), key=lambda lot: lot.available_at)
-        + spending_order(own)
-        + spending_order(others)
-        + sorted(
-            (lot for lot in others if lot.state == "pending"),
-            key=lambda lot: (lot.available_at, str(lot.id)),
-        )
+    own_ordered = sorted((lot for lot in own if lot.state == "pending"), key=lambda lot: lot.available_at)
+    own_ordered += spending_order(own)
+    own_draws, left = _draw(own_ordered, points)
+    forgiven = min(left, max(forgivable, 0))
+    others_ordered = spending_order(others) + sorted(
+        (lot for lot in others if lot.state == "pending"),
+        key=lambda lot: (lot.available_at, str(lot.id)),
     )
-    draws, left = _draw(ordered, points)
-    return ReversalPlan(tuple(draws), left)
+    other_draws, left = _draw(others_ordered, left - forgiven)
+    return ReversalPlan(tuple(own_draws + other_draws), left, forgiven)
 
 
 def debt_settlement(debt: int, credited: int) -> int:
@@ -139,8 +143,6 @@ def lot_dates(
 ) -> tuple[datetime, datetime | None]:
     """When a purchase's points become available (end of the return window, counted from the purchase)
     and when they expire (`expire_after_days` after they became available; None = never)."""
-    from datetime import timedelta
-
     available_at = max(placed_at + timedelta(days=pending_days), now) if pending_days else now
     expires_at = None if expire_after_days is None else available_at + timedelta(days=expire_after_days)
     return available_at, expires_at

@@ -84,6 +84,19 @@ async def open_lots(conn: Connection, customer_id: UUID) -> list[Lot]:
     return [Lot(**dict(r)) for r in rows]
 
 
+async def forgivable_expired(conn: Connection, order_id: UUID) -> int:
+    """Points of this order that expired and that no earlier refund of it has forgiven yet."""
+    value = await conn.fetchval(
+        """
+        SELECT coalesce(sum(CASE WHEN kind = 'expire' THEN -points
+                                 ELSE -coalesce((details->>'forgiven_expired')::bigint, 0) END), 0)
+        FROM points_entry WHERE order_id = $1 AND kind IN ('expire', 'reverse')
+        """,
+        order_id,
+    )
+    return int(value)
+
+
 @dataclass(slots=True)
 class NewEntry:
     program_id: UUID

@@ -159,7 +159,7 @@ async def debit(
     await repository.lock_balance(conn, customer.program_id, customer.id, now)
     lots = await repository.open_lots(conn, customer.id)
     try:
-        draws = domain.plan_spend(lots, points)
+        draws = domain.plan_spend(lots, points, now)
     except domain.NotEnoughPoints as exc:
         raise InsufficientPoints(
             f"{plural_points(points)} requested, only {exc.available} available",
@@ -203,7 +203,10 @@ async def reverse(
         return LedgerResult()
     await repository.lock_balance(conn, customer.program_id, customer.id, now)
     lots = await repository.open_lots(conn, customer.id)
-    plan = domain.plan_reversal(lots, order_id, points)
+    plan = domain.plan_reversal(lots, order_id, points, await repository.forgivable_expired(conn, order_id))
+    if plan.forgiven:
+        explanation += f"; {plural_points(plan.forgiven)} of them had already expired and are not taken again"
+        details = {**(details or {}), "forgiven_expired": plan.forgiven}
     if plan.debt:
         explanation += (
             f"; {plural_points(plan.debt)} had already been spent and are recorded as a debt "
@@ -234,6 +237,7 @@ async def reverse(
         "customer": customer.external_id,
         "points": -points,
         "debt_recorded": plan.debt,
+        "forgiven_expired": plan.forgiven,
         "entry_id": entry_id,
         "explanation": explanation,
     }

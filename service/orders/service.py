@@ -30,6 +30,7 @@ from service.orders.schemas import (
 from service.outbox.service import Event, emit
 from service.programs.service import Program
 
+# An order placed further ahead than this is refused (clock skew between the shop and us is allowed).
 MAX_FUTURE = timedelta(days=1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from service.core.clock import FrozenClock
 from service.ledger import jobs
 from tests.conftest import START, Api, fetch, in_app, table_counts, verify_ledger
 
@@ -156,3 +157,39 @@ async def test_refund_after_maturity_and_expiry_dates_keep_the_ledger_consistent
     assert status["points"]["available"] == 90 - 40
     assert status["next_expiring"]["points"] == 50
     verify_ledger(api.client)
+
+
+async def test_refund_of_an_order_whose_points_expired_does_not_take_them_twice(api: Api) -> None:
+    # Order A's 100 points expire; order B's 100 do not. Refunding A must not take B's points instead.
+    await api.client.patch(
+        "/v1/program", json={"pending_days": 0, "points_expire_after_days": 30}, headers=api.headers()
+    )
+    await api.order("o-a", lines=[{"sku": "A", "quantity": 1, "unit_amount": 10000}])
+    await api.client.patch("/v1/program", json={"points_expire_after_days": None}, headers=api.headers())
+    await api.order("o-b", lines=[{"sku": "B", "quantity": 1, "unit_amount": 10000}])
+    in_app(api.client, jobs.expire, START + timedelta(days=31))
+    assert (await api.status())["points"]["available"] == 100
+    response = await refund(api, "o-a", external_id="r-1", amount=6000)
+    body = response.json()
+    assert body["points_reversed"] == 60 and body["debt_recorded"] == 0
+    assert (
+        "60 points of them had already expired and are not taken again" in body["entries"][0]["explanation"]
+    )
+    await refund(api, "o-a", external_id="r-2", amount=4000)
+    status = await api.status()
+    assert status["points"]["available"] == 100 and status["points"]["debt"] == 0
+    verify_ledger(api.client)
+
+
+async def test_points_past_their_expiry_date_cannot_be_spent_before_the_sweep(
+    api: Api, clock: FrozenClock
+) -> None:
+    await api.client.patch(
+        "/v1/program", json={"pending_days": 0, "points_expire_after_days": 30}, headers=api.headers()
+    )
+    await api.order("o-1", lines=[{"sku": "A", "quantity": 1, "unit_amount": 5000}])
+    clock.advance(timedelta(days=31))
+    spend = await api.client.post(
+        "/v1/customers/c-1/adjustments", json={"points": -10, "reason": "voucher"}, headers=api.headers()
+    )
+    assert spend.status_code == 409 and spend.json()["available"] == 0

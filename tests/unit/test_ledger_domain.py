@@ -288,3 +288,23 @@ def test_plan_reversal_of_zero_draws_nothing(lots: list[Lot], order_id: UUID) ->
     plan = plan_reversal(lots, order_id, 0)
     assert plan.draws == ()
     assert plan.debt == 0
+
+
+def test_plan_spend_skips_lots_past_their_expiry_date_before_the_sweep() -> None:
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    stale = Lot(UUID(int=1), 50, 50, "available", now - timedelta(days=60), now - timedelta(days=1), now)
+    fresh = Lot(UUID(int=2), 30, 30, "available", now - timedelta(days=60), now + timedelta(days=9), now)
+    assert plan_spend([stale, fresh], 30, now) == (Draw(fresh.id, 30, "available"),)
+    with pytest.raises(NotEnoughPoints) as refused:
+        plan_spend([stale, fresh], 31, now)
+    assert refused.value.available == 30
+
+
+def test_plan_reversal_forgives_expired_points_before_taking_other_points() -> None:
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    order = UUID(int=7)
+    own = Lot(UUID(int=1), 100, 20, "available", now, None, now, order)
+    other = Lot(UUID(int=2), 100, 100, "available", now, None, now, UUID(int=8))
+    plan = plan_reversal([own, other], order, 100, forgivable=50)
+    assert plan.draws == (Draw(own.id, 20, "available"), Draw(other.id, 30, "available"))
+    assert (plan.forgiven, plan.debt) == (50, 0)

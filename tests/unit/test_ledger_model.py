@@ -52,6 +52,9 @@ class LedgerModel:
     debt: int = 0
     entries: list[Entry] = field(default_factory=list)
     _next_lot: int = 0
+    # Per order: points that expired, and how many of those refunds have forgiven (not taken twice).
+    expired_by_order: dict[UUID, int] = field(default_factory=dict)
+    forgiven_by_order: dict[UUID, int] = field(default_factory=dict)
 
     # -- reads ---------------------------------------------------------------------------------------
     def open_lots(self) -> list[Lot]:
@@ -109,9 +112,9 @@ class LedgerModel:
             self.debt -= settled
         return lot
 
-    def spend(self, points: int) -> tuple[Draw, ...] | None:
+    def spend(self, points: int, now: datetime | None = None) -> tuple[Draw, ...] | None:
         try:
-            draws = plan_spend(self.open_lots(), points)
+            draws = plan_spend(self.open_lots(), points, now)
         except NotEnoughPoints:
             return None
         self._write_debit("spend", -points, 0, draws)
@@ -120,9 +123,11 @@ class LedgerModel:
     def refund(self, order_id: UUID, points: int) -> ReversalPlan | None:
         if points <= 0:
             return None
-        plan = plan_reversal(self.open_lots(), order_id, points)
+        forgivable = self.expired_by_order.get(order_id, 0) - self.forgiven_by_order.get(order_id, 0)
+        plan = plan_reversal(self.open_lots(), order_id, points, forgivable)
         self._write_debit("reverse", -plan.drawn, plan.debt, plan.draws)
         self.debt += plan.debt
+        self.forgiven_by_order[order_id] = self.forgiven_by_order.get(order_id, 0) + plan.forgiven
         return plan
 
     def mature(self, now: datetime) -> int:
@@ -136,6 +141,10 @@ class LedgerModel:
         for lot in gone:
             self._update(lot.id, state="expired", remaining=0)
             self.entries.append(Entry("expire", -lot.remaining, 0, [(lot.id, -lot.remaining)]))
+            if lot.order_id is not None:
+                self.expired_by_order[lot.order_id] = (
+                    self.expired_by_order.get(lot.order_id, 0) + lot.remaining
+                )
         return sum(lot.remaining for lot in gone)
 
     # -- the checks ----------------------------------------------------------------------------------
@@ -263,9 +272,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def points_are_conserved(self) -> None:
-        # Every point earned is still held, was spent, expired, or taken back (drawn or owed as debt).
+        # Every point earned is still held, was spent, expired, or taken back (drawn or owed as debt);
+        # a refund of points that had expired forgives them instead of taking them a second time.
         earned = sum(self.earned.values())
-        taken_back = sum(self.reversed.values())
+        taken_back = sum(self.reversed.values()) - sum(self.model.forgiven_by_order.values())
         assert self.model.held() - self.model.debt == (
             earned - taken_back - self.spent - self.expired - self.start_debt
         )
