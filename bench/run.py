@@ -4,6 +4,8 @@
 2. hello: a bare Litestar JSON route (bench/hello_app.py) under uvicorn: the HTTP ceiling.
 3. orders: `POST /v1/orders`, distinct orders of 5 lines over 2,000 customers, each with an Idempotency-Key.
 4. status: `GET /v1/customers/{id}` of random customers that got orders in phase 3.
+5. sweeps: `mature`, `verify`, `expire`, `verify` over BENCH_SWEEP_LOTS (default 1,000,000) lots generated
+   in SQL on their own database (bench/sweeps.py); BENCH_SWEEP_LOTS=0 skips it.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -11,7 +13,7 @@ BENCH_SECONDS (default 30) after a short unrecorded warm-up.
 
 Database server: ENCORE_BENCH_DATABASE_URL, else ENCORE_DATABASE_URL, else PostgreSQL on 127.0.0.1:5432
 (user postgres, database test), else the embedded server under .data/bench. The run creates
-encore_bench_<tag> and encore_pgbench_<tag> there and drops them at the end, failure or not.
+encore_bench_<tag>, encore_pgbench_<tag> and encore_sweeps_<tag> there and drops them, failure or not.
 
 Environment: BENCH_SECONDS (30), BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_WORKERS (uvicorn workers, 2),
 BENCH_CLIENT (raw | aiohttp), BENCH_ENFORCE=1 to exit 1 when a target is missed. Results:
