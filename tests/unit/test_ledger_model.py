@@ -234,7 +234,10 @@ class LedgerMachine(RuleBasedStateMachine):
         plan = self.model.refund(order_id, points)
         assert plan is not None
         self.reversed[order_id] += points
-        assert plan.drawn + plan.debt == points
+        # What was taken back is drawn, owed, or forgiven because it had expired — never more forgiven
+        # than the order lost to expiry.
+        assert plan.drawn + plan.debt + plan.forgiven == points
+        assert self.model.forgiven_by_order.get(order_id, 0) <= self.model.expired_by_order.get(order_id, 0)
         assert self.model.held() == held_before - plan.drawn
         assert self.model.debt == debt_before + plan.debt
 
