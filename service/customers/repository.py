@@ -52,19 +52,8 @@ async def upsert(
     return data, created
 
 
-async def get(conn: Connection, program_id: UUID, external_id: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        f"SELECT {CUSTOMER_FIELDS} FROM customer WHERE program_id = $1 AND external_id = $2",
-        program_id,
-        external_id,
-    )
-    return None if row is None else dict(row)
-
-
-async def get_with(
-    conn: Connection, program_id: UUID, external_id: str, *laterals: str
-) -> dict[str, Any] | None:
-    """The customer plus the columns other features add through LATERAL joins on `c.id` (one round trip)."""
+async def get(conn: Connection, program_id: UUID, external_id: str, *laterals: str) -> dict[str, Any] | None:
+    """The customer, plus the columns other features add through LATERAL joins on `c.id` (one round trip)."""
     row = await conn.fetchrow(
         f"SELECT * FROM customer c {' '.join(laterals)} WHERE c.program_id = $1 AND c.external_id = $2",
         program_id,

@@ -47,8 +47,9 @@ async def upsert(
     return row, created, events
 
 
-async def get(conn: Connection, program_id: UUID, external_id: str) -> dict[str, Any]:
-    row = await repository.get(conn, program_id, external_id)
+async def get(conn: Connection, program_id: UUID, external_id: str, *laterals: str) -> dict[str, Any]:
+    """The customer (404 naming the id if unknown), with the columns any LATERAL fragments add."""
+    row = await repository.get(conn, program_id, external_id, *laterals)
     if row is None:
         raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
     return row

@@ -7,8 +7,8 @@ from uuid import UUID
 import msgspec
 
 from service.core.db import Connection
-from service.core.errors import InvalidInput, NotFound
-from service.customers import repository, service
+from service.core.errors import InvalidInput
+from service.customers import service
 from service.customers.schemas import (
     CustomerStatus,
     ExpiringPoints,
@@ -31,15 +31,13 @@ def check_external_id(external_id: str) -> None:
 
 
 async def customer_status(conn: Connection, program_id: UUID, external_id: str) -> CustomerStatus:
-    row = await repository.get_with(
+    row = await service.get(
         conn,
         program_id,
         external_id,
         ledger.status_lateral("c.id", RECENT_ENTRIES),
         orders.customer_stats_lateral("c.id"),
     )
-    if row is None:
-        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
     pending = msgspec.json.decode(row["pending_lots"] or "[]", type=list[PendingPoints])
     expiry = msgspec.json.decode(row["next_expiry"], type=ExpiringPoints) if row["next_expiry"] else None
     recent = [entry_out(e) for e in msgspec.json.decode(row["recent_entries"] or "[]")]
