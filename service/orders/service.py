@@ -174,9 +174,7 @@ def _refund_hash(data: RefundIn) -> str:
     return hashlib.sha256(msgspec.json.encode(data)).hexdigest()
 
 
-async def _refund_out(
-    conn: Connection, order: dict[str, Any], refund: dict[str, Any], refund_id: UUID
-) -> RefundOut:
+def _refund_out(order: dict[str, Any], refund: dict[str, Any], entries: list[LedgerEntryOut]) -> RefundOut:
     return RefundOut(
         external_id=refund["external_id"],
         order_external_id=order["external_id"],
@@ -187,7 +185,7 @@ async def _refund_out(
         debt_recorded=refund["debt_recorded"],
         lines=[RefundLineOut(**line) for line in refund["lines"]],
         created_at=refund["created_at"],
-        entries=entries_out(await ledger.entries_for_refund(conn, refund_id)),
+        entries=entries,
     )
 
 
@@ -214,7 +212,8 @@ async def refund(
                 f"refund {data.external_id!r} of this order already exists with different content",
                 field="external_id",
             )
-        return await _refund_out(conn, order, existing, existing["id"]), False
+        entries = entries_out(await ledger.entries_for_refund(conn, existing["id"]))
+        return _refund_out(order, existing, entries), False
     lines = _priced_lines(await repository.get_lines(conn, order["id"]))
     currency = order["currency"]
     if has_lines:
@@ -283,9 +282,18 @@ async def refund(
         *reversed_.events,
     ]
     await emit(conn, program.id, events, now)
-    stored = await repository.get_refund(conn, order["id"], data.external_id)
-    assert stored is not None
-    return await _refund_out(conn, order, stored, refund_id), True
+    # Answered from what was just written, as create_order does; a replay reads the stored refund.
+    written = {
+        "external_id": data.external_id,
+        "amount": plan.amount,
+        "shipping_amount": plan.shipping_amount,
+        "points_reversed": plan.points,
+        "debt_recorded": reversed_.debt_recorded,
+        "lines": refund_lines,
+        "created_at": now,
+    }
+    entries = ledger.entry_views(reversed_, order["external_id"], data.external_id)
+    return _refund_out(order, written, entries), True
 
 
 def customer_stats_lateral(customer_id: str) -> str:
