@@ -23,8 +23,10 @@ from service.customers.controller import CustomerController
 from service.ledger.controller import LedgerController
 from service.orders.controller import OrderController
 from service.programs.controller import ApiKeyController, ProgramController
+from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
 from service.system.controller import healthz, readyz
+from service.webhooks.controller import WebhookEndpointController
 
 VERSION = "0.1.0"
 
@@ -66,6 +68,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     def provide_clock() -> Clock:
         return clock
 
+    def provide_settings() -> Settings:
+        return settings
+
     return Litestar(
         route_handlers=[
             healthz,
@@ -76,8 +81,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             CustomerController,
             LedgerController,
             OrderController,
+            WebhookEndpointController,
+            SystemJobsController,
         ],
-        dependencies={"clock": Provide(provide_clock, sync_to_thread=False)},
+        dependencies={
+            "clock": Provide(provide_clock, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
         middleware=[request_logging, prometheus.middleware, auth],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=decode_strictly,

@@ -1,11 +1,15 @@
-"""`encore run | serve | migrate | programs create | ledger mature|expire|verify | openapi`."""
+"""`encore run | serve | worker | migrate | programs create | ledger mature|expire|notices|verify | openapi`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,6 +91,24 @@ def _announce_demo_key(created: tuple[Any, str] | None, data_dir: Path) -> None:
     click.echo(f"created demo program {program.id}; admin API key: {key}  (saved to {key_file})")
 
 
+def _start_worker(url: str, port: int) -> subprocess.Popen[bytes]:
+    """The worker as its own process on the same database (development: local webhooks allowed)."""
+    env = os.environ | {"ENCORE_DATABASE_URL": url, "ENCORE_WEBHOOKS_ALLOW_LOCAL_HTTP": "1"}
+    env.setdefault("ENCORE_WORKER_METRICS_PORT", str(port + 1))
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C reaches the whole process group, so the worker is usually stopping already."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
 def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     import uvicorn
 
@@ -94,6 +116,8 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 
     url = _database_url(settings)
     settings = settings.with_database(url)
+    if demo:
+        settings = replace(settings, webhooks_allow_local_http=True)
     db.configure(url)
 
     async def prepare() -> tuple[Any, str] | None:
@@ -109,15 +133,20 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     created = asyncio.run(prepare())
     if demo:
         _announce_demo_key(created, settings.data_dir)
+    worker = _start_worker(url, port) if demo else None
     click.echo(f"Encore API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        if worker is not None:
+            _stop_worker(worker)
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def run(host: str, port: int) -> None:
-    """Development: migrate, create a demo program on an empty database, serve the API."""
+    """Development: migrate, create a demo program on an empty database, serve the API and run the worker."""
     _serve(Settings.from_env(), host, port, demo=True)
 
 
@@ -127,6 +156,19 @@ def run(host: str, port: int) -> None:
 def serve(host: str, port: int) -> None:
     """Serve the API (migrations applied first)."""
     _serve(Settings.from_env(), host, port, demo=False)
+
+
+@main.command()
+def worker() -> None:
+    """Run the scheduled jobs: outbox dispatch, webhook delivery, ledger sweeps, housekeeping."""
+    from service.scheduler.worker import main as worker_main
+
+    settings = Settings.from_env()
+    url = _database_url(settings)
+    db.configure(url)
+    asyncio.run(db.migrate())
+    click.echo("Encore worker started (Ctrl-C stops it after the running deliveries finish)")
+    asyncio.run(worker_main(settings.with_database(url)))
 
 
 @main.group()
@@ -185,6 +227,17 @@ def ledger_expire(now: str | None) -> None:
     at = _parse_now(now)
     result = _run_db(Settings.from_env(), lambda: jobs.expire(at))
     click.echo(f"expired {result.lots} lots, {result.points} points, in {result.chunks} chunks")
+
+
+@ledger.command("notices")
+@click.option("--now", default=None, help="pretend it is this time (ISO 8601 with zone)")
+def ledger_notices(now: str | None) -> None:
+    """Write `points.expiring_soon` events for points expiring within 30 and 7 days (once each)."""
+    from service.ledger import jobs
+
+    at = _parse_now(now)
+    result = _run_db(Settings.from_env(), lambda: jobs.expiry_notices(at))
+    click.echo(f"expiry notices for {result.lots} lots, {result.points} points, in {result.chunks} chunks")
 
 
 @ledger.command("verify")

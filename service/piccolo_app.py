@@ -10,6 +10,8 @@ from service.ledger.tables import CustomerBalance, PointsAllocation, PointsEntry
 from service.orders.tables import Order, OrderLine, Refund
 from service.outbox.tables import OutboxEvent
 from service.programs.tables import ApiKey, Program
+from service.scheduler.tables import JobRun
+from service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 
 APP_CONFIG = AppConfig(
     app_name="encore",
@@ -27,6 +29,9 @@ APP_CONFIG = AppConfig(
         PointsAllocation,
         IdempotencyKey,
         OutboxEvent,
+        WebhookEndpoint,
+        WebhookDelivery,
+        JobRun,
     ],
     migration_dependencies=[],
     commands=[],

@@ -12,6 +12,20 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def _bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _optional_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    return None if raw in (None, "") else int(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     # None: an embedded PostgreSQL under data_dir/pg is started by the CLI.
@@ -22,6 +36,24 @@ class Settings:
     max_body_bytes: int = 1_048_576
     db_pool_min: int = 2
     db_pool_max: int = 20
+    # Webhooks: https to public addresses only, unless local http (127.0.0.1, localhost) is allowed.
+    webhooks_allow_local_http: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 64  # requests in flight per worker
+    webhook_endpoint_concurrency: int = 16  # per endpoint per worker: a slow one can't take every slot
+    # Worker: a claimed row is someone else's again when its lease ends (a killed worker's rows).
+    worker_lease_seconds: float = 60.0
+    worker_metrics_port: int | None = None  # Prometheus metrics of the worker process
+    worker_run_budget_seconds: float = 10.0  # a delivery run stops claiming after this (then runs again)
+    dispatch_interval_seconds: float = 1.0
+    deliver_interval_seconds: float = 1.0
+    mature_interval_seconds: float = 60.0
+    expire_interval_seconds: float = 300.0
+    expiry_notice_interval_seconds: float = 900.0
+    housekeeping_interval_seconds: float = 3600.0
+    idempotency_retention_days: int = 7
+    outbox_retention_days: int = 30
+    job_run_retention_hours: int = 48
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -33,6 +65,22 @@ class Settings:
             max_body_bytes=_int("ENCORE_MAX_BODY_BYTES", 1_048_576),
             db_pool_min=_int("ENCORE_DB_POOL_MIN", 2),
             db_pool_max=_int("ENCORE_DB_POOL_MAX", 20),
+            webhooks_allow_local_http=_bool("ENCORE_WEBHOOKS_ALLOW_LOCAL_HTTP"),
+            webhook_timeout_seconds=_float("ENCORE_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            webhook_concurrency=_int("ENCORE_WEBHOOK_CONCURRENCY", 64),
+            webhook_endpoint_concurrency=_int("ENCORE_WEBHOOK_ENDPOINT_CONCURRENCY", 16),
+            worker_lease_seconds=_float("ENCORE_WORKER_LEASE_SECONDS", 60.0),
+            worker_metrics_port=_optional_int("ENCORE_WORKER_METRICS_PORT"),
+            worker_run_budget_seconds=_float("ENCORE_WORKER_RUN_BUDGET_SECONDS", 10.0),
+            dispatch_interval_seconds=_float("ENCORE_DISPATCH_INTERVAL_SECONDS", 1.0),
+            deliver_interval_seconds=_float("ENCORE_DELIVER_INTERVAL_SECONDS", 1.0),
+            mature_interval_seconds=_float("ENCORE_MATURE_INTERVAL_SECONDS", 60.0),
+            expire_interval_seconds=_float("ENCORE_EXPIRE_INTERVAL_SECONDS", 300.0),
+            expiry_notice_interval_seconds=_float("ENCORE_EXPIRY_NOTICE_INTERVAL_SECONDS", 900.0),
+            housekeeping_interval_seconds=_float("ENCORE_HOUSEKEEPING_INTERVAL_SECONDS", 3600.0),
+            idempotency_retention_days=_int("ENCORE_IDEMPOTENCY_RETENTION_DAYS", 7),
+            outbox_retention_days=_int("ENCORE_OUTBOX_RETENTION_DAYS", 30),
+            job_run_retention_hours=_int("ENCORE_JOB_RUN_RETENTION_HOURS", 48),
         )
 
     def with_database(self, url: str) -> Settings:

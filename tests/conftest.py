@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TABLES = (
     "points_allocation, points_entry, points_lot, customer_balance, refund, order_line, orders, customer, "
-    "idempotency_key, outbox, api_key, program"
+    "idempotency_key, webhook_delivery, webhook_endpoint, job_run, outbox, api_key, program"
 )
 
 
@@ -75,7 +76,19 @@ def clock() -> FrozenClock:
 
 @pytest.fixture(scope="session")
 def app(database_url: str, clock: FrozenClock) -> Litestar:
-    return create_app(Settings(database_url=database_url, db_pool_min=2, db_pool_max=60), clock=clock)
+    return create_app(settings_for(database_url), clock=clock)
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    """The tests' settings: local http webhooks allowed, short webhook timeouts."""
+    base = Settings(
+        database_url=database_url,
+        db_pool_min=2,
+        db_pool_max=60,
+        webhooks_allow_local_http=True,
+        webhook_timeout_seconds=2.0,
+    )
+    return replace(base, **overrides)
 
 
 @pytest.fixture(scope="session")

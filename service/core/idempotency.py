@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Request, Response
+from litestar.params import HeaderParameter
 
 from service.core import db
 from service.core.db import Connection
@@ -22,6 +23,15 @@ from service.core.errors import IdempotencyMismatch, InvalidInput
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name=IDEMPOTENCY_HEADER,
+        required=False,
+        description="Replaying a request with the same key and body returns the first response; nothing is written twice.",
+    ),
+]
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:
@@ -119,3 +129,22 @@ async def respond(
         status_code=status_code,
         operation=operation,
     )
+
+
+async def forget_older_than(cutoff: datetime, chunk: int = 10_000) -> int:
+    """Delete keys created before `cutoff` (the retention promise: a replay within it is safe), in chunks."""
+    removed = 0
+    while True:
+        async with db.transaction() as conn:
+            gone = await conn.fetchval(
+                """
+                WITH old AS (SELECT id FROM idempotency_key WHERE created_at < $1 LIMIT $2)
+                , gone AS (DELETE FROM idempotency_key k USING old WHERE k.id = old.id RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                cutoff,
+                chunk,
+            )
+        removed += int(gone)
+        if gone < chunk:
+            return removed

@@ -9,11 +9,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
+from service.core.idempotency import IdempotencyKeyHeader
 from service.core.pagination import decode_cursor, encode_cursor
 from service.customers import service as customers
 from service.ledger import service
 from service.ledger.schemas import AdjustmentIn, AdjustmentOut, LedgerPage, entry_out
-from service.orders.controller import IdempotencyKeyHeader
 from service.programs import service as programs
 
 

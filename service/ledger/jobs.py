@@ -8,7 +8,7 @@ so a sweep and a refund never deadlock, and a sweep interrupted half-way leaves 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +29,13 @@ _DUE = {
     "mature": _DUE_CHUNK.format(column="available_at", condition="state = 'pending'"),
     "expire": _DUE_CHUNK.format(column="expires_at", condition="remaining > 0 AND expires_at IS NOT NULL"),
 }
+# Expiry notices: lots still holding points whose expiry is within the notice's horizon ($1), by the
+# notice they have had so far (the levels are constants, so the partial index's predicate applies).
+for _level, _previous in ((7, 0), (7, 30), (30, 0)):
+    _DUE[f"notice {_level} after {_previous}"] = _DUE_CHUNK.format(
+        column="expires_at",
+        condition=f"remaining > 0 AND expires_at IS NOT NULL AND expiry_notice = {_previous}",
+    )
 _START = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
 
 _LOCK_BALANCES = """
@@ -114,17 +121,21 @@ class SweepResult:
     chunks: int = 0
 
 
-async def _sweep(kind: str, statement: str, now: datetime, chunk_size: int) -> SweepResult:
+async def _sweep(
+    kind: str, statement: str, now: datetime, chunk_size: int, due_until: datetime | None = None
+) -> SweepResult:
     result = SweepResult()
     after = _START
     while True:
         async with db.transaction() as conn:
-            due = await conn.fetchrow(_DUE[kind], now, chunk_size, *after)
+            due = await conn.fetchrow(_DUE[kind], due_until or now, chunk_size, *after)
             if due is None or not due["lots"]:
                 return result
             after = (due["last_at"], due["last_id"])
             await conn.execute(_LOCK_BALANCES, due["customers"])
-            row = await conn.fetchrow(statement, due["lots"], now)
+            row = await conn.fetchrow(
+                statement, due["lots"], now, *(() if due_until is None else (due_until,))
+            )
             assert row is not None
             result.lots += row["lots"]
             result.points += row["points"]
@@ -139,6 +150,52 @@ async def mature(now: datetime, chunk_size: int = 50_000) -> SweepResult:
 async def expire(now: datetime, chunk_size: int = 50_000) -> SweepResult:
     """Zero the remainder of every lot past its expiry: one `expire` entry per lot, one event per customer."""
     return await _sweep("expire", _EXPIRE, now, chunk_size)
+
+
+# $1 lots, $2 now, $3 the notice's horizon. A lot that is not (or no longer) available is left for a
+# later sweep; one that expires before the horizon gets one notice per customer with the earliest date.
+_NOTICE = """
+    WITH noticed AS (
+        UPDATE points_lot SET expiry_notice = {level}
+        WHERE id = ANY($1::uuid[]) AND remaining > 0 AND state = 'available' AND expiry_notice = {previous}
+              AND expires_at > $2 AND expires_at <= $3
+        RETURNING program_id, customer_id, remaining, expires_at
+    ), per_customer AS (
+        SELECT program_id, customer_id, sum(remaining) AS points, count(*) AS lots,
+               min(expires_at) AS first_expiry
+        FROM noticed GROUP BY program_id, customer_id
+    ), events AS (
+        INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
+        SELECT p.event_id, p.program_id, 'points.expiring_soon',
+               jsonb_build_object('id', p.event_id, 'type', 'points.expiring_soon', 'customer', c.external_id,
+                                  'points', p.points, 'lots', p.lots, 'expires_at', p.first_expiry,
+                                  'notice_days', {level}),
+               $2, $2, 0
+        FROM (SELECT gen_random_uuid() AS event_id, * FROM per_customer) p
+        JOIN customer c ON c.id = p.customer_id
+    )
+    SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM noticed
+"""
+
+
+async def expiry_notices(now: datetime, chunk_size: int = 50_000) -> SweepResult:
+    """`points.expiring_soon` 30 and 7 days ahead, once each per lot (one event per customer and notice).
+
+    The 7-day notices go first, so a lot that is already within 7 days gets only that one.
+    """
+    result = SweepResult()
+    for level, previous in ((7, 0), (7, 30), (30, 0)):
+        part = await _sweep(
+            f"notice {level} after {previous}",
+            _NOTICE.format(level=level, previous=previous),
+            now,
+            chunk_size,
+            due_until=now + timedelta(days=level),
+        )
+        result.lots += part.lots
+        result.points += part.points
+        result.chunks += part.chunks
+    return result
 
 
 # Each query is one pass over a table; each returns (problem, subject, cached, derived) for what differs.

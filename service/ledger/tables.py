@@ -4,6 +4,7 @@ from piccolo.columns import (
     BigInt,
     BigSerial,
     ForeignKey,
+    SmallInt,
     Text,
     Timestamptz,
     Varchar,
@@ -44,6 +45,8 @@ class PointsLot(Table, tablename="points_lot"):
     state = Varchar(length=16)  # pending | available | expired
     available_at = Timestamptz()
     expires_at = Timestamptz(null=True, default=None)
+    # The last expiry notice sent for this lot: 0 none, 30 the 30-day one, 7 the 7-day one.
+    expiry_notice = SmallInt(default=0)
     created_at = Timestamptz(default=TimestamptzNow())
 
 

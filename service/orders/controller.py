@@ -1,26 +1,18 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, JSONBody
 
 from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
+from service.core.idempotency import IdempotencyKeyHeader
 from service.orders import service
 from service.orders.schemas import OrderCreated, OrderIn, OrderOut, RefundIn, RefundOut
 from service.programs import service as programs
-
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    HeaderParameter(
-        name=idempotency.IDEMPOTENCY_HEADER,
-        required=False,
-        description="Replaying a request with the same key and body returns the first response; nothing is written twice.",
-    ),
-]
 
 
 class OrderController(Controller):

@@ -19,14 +19,20 @@ class Event:
     id: UUID = field(default_factory=uuid4)
 
 
-async def emit(conn: Connection, program_id: UUID, events: list[Event], now: datetime) -> None:
-    """One INSERT for all events of a use case. Each event has its own id, which receivers dedupe on."""
+async def emit(
+    conn: Connection, program_id: UUID, events: list[Event], now: datetime, *, dispatched: bool = False
+) -> None:
+    """One INSERT for all events of a use case. Each event has its own id, which receivers dedupe on.
+
+    `dispatched`: the caller has created the events' deliveries itself (a webhook test goes to one
+    endpoint only), so the dispatcher must not fan them out to every subscriber.
+    """
     if not events:
         return
     await conn.execute(
         """
-        INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT e.id, $1, e.topic, e.payload::jsonb, $2, $2, 0
+        INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts, delivered_at)
+        SELECT e.id, $1, e.topic, e.payload::jsonb, $2, $2, 0, CASE WHEN $6 THEN $2::timestamptz END
         FROM unnest($3::uuid[], $4::text[], $5::text[]) AS e(id, topic, payload)
         """,
         program_id,
@@ -34,4 +40,5 @@ async def emit(conn: Connection, program_id: UUID, events: list[Event], now: dat
         [e.id for e in events],
         [e.topic for e in events],
         [msgspec.json.encode({"id": str(e.id), "type": e.topic, **e.payload}).decode() for e in events],
+        dispatched,
     )

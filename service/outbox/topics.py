@@ -1,0 +1,36 @@
+"""Every domain event topic Encore writes to the outbox (webhook subscriptions are checked against it)."""
+
+from __future__ import annotations
+
+TOPICS: frozenset[str] = frozenset(
+    {
+        "api_key.created",
+        "api_key.revoked",
+        "customer.created",
+        "customer.updated",
+        "order.created",
+        "order.refunded",
+        "points.adjusted",
+        "points.debt_settled",
+        "points.earned",
+        "points.expired",
+        "points.expiring_soon",
+        "points.matured",
+        "points.reversed",
+        "program.created",
+        "program.updated",
+        "webhook.test",
+        "webhook_endpoint.created",
+        "webhook_endpoint.deleted",
+        "webhook_endpoint.disabled",
+        "webhook_endpoint.updated",
+    }
+)
+GROUPS: frozenset[str] = frozenset(topic.split(".", 1)[0] for topic in TOPICS)
+
+
+def is_known(pattern: str) -> bool:
+    """An exact topic, or `group.*` for a group that exists."""
+    if pattern.endswith(".*"):
+        return pattern[:-2] in GROUPS
+    return pattern in TOPICS

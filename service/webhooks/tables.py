@@ -1,0 +1,59 @@
+"""Outbound webhooks (schema in migration 2026-11-23T09:00, written as SQL; these classes mirror it)."""
+
+from piccolo.columns import (
+    UUID,
+    Array,
+    BigInt,
+    Boolean,
+    ForeignKey,
+    Integer,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.base import OnDelete
+from piccolo.table import Table
+
+from service.outbox.tables import OutboxEvent
+from service.programs.tables import Program
+
+
+class WebhookEndpoint(Table, tablename="webhook_endpoint"):
+    id = UUID(primary_key=True)
+    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
+    url = Text()
+    description = Text(default="")
+    event_types = Array(base_column=Text())  # empty: every event
+    enabled = Boolean(default=True)
+    disabled_reason = Text(null=True, default=None)
+    # Needed in plaintext to sign; shown to the shop once. During a rotation both sign.
+    secret = Text()
+    previous_secret = Text(null=True, default=None)
+    previous_secret_until = Timestamptz(null=True, default=None)
+    failing_since = Timestamptz(null=True, default=None)
+    last_success_at = Timestamptz(null=True, default=None)
+    last_failure_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class WebhookDelivery(Table, tablename="webhook_delivery"):
+    """One event for one endpoint: retried until it succeeds or its retry window ends (dead)."""
+
+    id = BigInt(primary_key=True)
+    program_id = UUID()
+    endpoint_id = ForeignKey(references=WebhookEndpoint, on_delete=OnDelete.cascade)
+    event_id = ForeignKey(references=OutboxEvent, on_delete=OnDelete.cascade)
+    topic = Varchar(length=64)
+    status = Text(default="pending")  # pending | succeeded | dead | paused (endpoint disabled)
+    attempts = Integer(default=0)
+    next_attempt_at = Timestamptz()
+    window_started_at = Timestamptz()
+    claimed_by = Text(null=True, default=None)
+    claimed_until = Timestamptz(null=True, default=None)
+    last_attempt_at = Timestamptz(null=True, default=None)
+    last_status_code = Integer(null=True, default=None)
+    last_latency_ms = Integer(null=True, default=None)
+    last_error = Text(null=True, default=None)
+    created_at = Timestamptz()
+    finished_at = Timestamptz(null=True, default=None)
