@@ -12,7 +12,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: help setup run serve migrate test unit integration bench openapi lint fmt clean
+.PHONY: help setup run serve worker migrate test unit integration bench openapi lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,11 +27,14 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 setup: $(STAMP) ## install everything (uv, Python packages) into .venv
 
-run: $(STAMP) ## start the API on an embedded PostgreSQL (or ENCORE_DATABASE_URL), PORT=8000
+run: $(STAMP) ## start the API and the worker on an embedded PostgreSQL (or ENCORE_DATABASE_URL), PORT=8000
 	$(VENV)/bin/encore run --host $(HOST) --port $(PORT)
 
 serve: $(STAMP) ## serve the API without a demo program (migrations applied first), PORT=8000
 	$(VENV)/bin/encore serve --host $(HOST) --port $(PORT)
+
+worker: $(STAMP) ## run only the worker (outbox dispatch, webhook delivery, ledger sweeps)
+	$(VENV)/bin/encore worker
 
 migrate: $(STAMP) ## apply the Piccolo migrations
 	$(VENV)/bin/encore migrate

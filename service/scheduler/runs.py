@@ -51,10 +51,10 @@ async def summary(conn: db.Connection, now: datetime, recent: int) -> list[dict[
     rows = await conn.fetch(
         """
         SELECT j.job,
-               (SELECT count(*) FROM job_run r WHERE r.job = j.job AND r.started_at > $1 - interval '1 hour')
+               (SELECT count(*) FROM job_run r WHERE r.job = j.job AND r.started_at > $1::timestamptz - interval '1 hour')
                    AS runs_last_hour,
                (SELECT coalesce(sum(r.rows), 0) FROM job_run r
-                WHERE r.job = j.job AND r.started_at > $1 - interval '1 hour') AS rows_last_hour,
+                WHERE r.job = j.job AND r.started_at > $1::timestamptz - interval '1 hour') AS rows_last_hour,
                (SELECT max(r.finished_at) FROM job_run r WHERE r.job = j.job AND r.error IS NULL)
                    AS last_success_at,
                last_error.error AS last_error, last_error.started_at AS last_error_at,
