@@ -6,6 +6,8 @@
 4. status: `GET /v1/customers/{id}` of random customers that got orders in phase 3.
 5. sweeps: `mature`, `verify`, `expire`, `verify` over BENCH_SWEEP_LOTS (default 1,000,000) lots generated
    in SQL on their own database (bench/sweeps.py); BENCH_SWEEP_LOTS=0 skips it.
+6. webhooks: BENCH_WEBHOOK_EVENTS (default 100,000) outbox events delivered by `encore worker` to a local
+   receiver (bench/receiver.py), one worker then two, each on a fresh database (bench/webhooks.py).
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -69,7 +71,7 @@ import msgspec
 import uvloop
 from yarl import URL
 
-from bench import sweeps
+from bench import sweeps, webhooks
 from bench.load import PhaseResult, Request, run_phase
 
 T = TypeVar("T")
@@ -592,6 +594,7 @@ class Run:
     error: str | None = None
     postmaster: int | None = None  # the local PostgreSQL's postmaster, for CPU accounting
     sweeps: dict[str, Any] | None = None  # bench.sweeps: mature/expire/verify over many lots
+    webhooks: dict[str, Any] | None = None  # bench.webhooks: outbox → receiver, one worker vs two
 
     def http_phase(
         self,
@@ -647,6 +650,8 @@ class Run:
         ):
             met = None if value is None else (value >= target if higher else value <= target)
             out[key] = {"value": value, "target": target, "met": met}
+        if self.webhooks is not None:
+            out.update({f"webhooks_{k}": v for k, v in self.webhooks["ratios"].items()})
         return out
 
     def table(self) -> str:
@@ -719,6 +724,9 @@ class Run:
         if self.sweeps is not None:
             lines.append("")
             lines.append(sweeps.format_results(self.sweeps))
+        if self.webhooks is not None:
+            lines.append("")
+            lines.append(webhooks.format_results(self.webhooks))
         if self.error:
             lines.append(f"RUN FAILED: {self.error}")
         return "\n".join(lines)
@@ -751,6 +759,7 @@ class Run:
             "server_logs": self.server_logs,
             "ledger_verify": self.ledger_verify,
             "sweeps": self.sweeps,
+            "webhooks": self.webhooks,
             "error": self.error,
             "table": table,
         }
@@ -858,6 +867,14 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         encore_cli(["migrate"], {**base_env, "ENCORE_DATABASE_URL": sweep_url})
         print(f"ledger sweeps over {lots:,} lots ...", flush=True)
         run.sweeps = run_async(lambda: sweeps.measure(sweep_url, lots))
+        run_async(lambda: drop_database(server_url, sweep_db))
+        databases.remove(sweep_db)
+
+    # 6. Webhook delivery: outbox events to a local receiver, one worker then two (BENCH_WEBHOOK_EVENTS=0 skips).
+    events = int(_env_number("BENCH_WEBHOOK_EVENTS", 100_000))
+    if events > 0:
+        print(f"webhook delivery of {events:,} events, one worker then two ...", flush=True)
+        run.webhooks = run_async(lambda: webhooks.measure(server_url, events))
 
 
 def write_results(run: Run) -> str:

@@ -168,7 +168,9 @@ def worker() -> None:
     db.configure(url)
     asyncio.run(db.migrate())
     click.echo("Encore worker started (Ctrl-C stops it after the running deliveries finish)")
-    asyncio.run(worker_main(settings.with_database(url)))
+    import uvloop
+
+    uvloop.run(worker_main(settings.with_database(url)))
 
 
 @main.group()

@@ -220,8 +220,9 @@ class Deliverer:
             if claiming and free >= max(1, capacity // 4) and now_mono >= nothing_due_until:
                 busy = [e for e, n in per_endpoint.items() if n >= per_endpoint_cap]
                 claimed = await self._claim(min(free, per_endpoint_cap * 2), busy)
-                if not claimed:
-                    nothing_due_until = now_mono + 0.2  # don't ask again at once
+                if not claimed and not busy:
+                    nothing_due_until = now_mono + 0.2  # nothing due: don't ask again at once
+                # (With busy endpoints left out, the next claim waits for a request to finish instead.)
                 for item in claimed:
                     task = asyncio.create_task(self._attempt(item))
                     inflight[task] = item.endpoint_id
