@@ -108,14 +108,17 @@ _CLAIM = """
 
 _RECORD = """
     UPDATE webhook_delivery d SET
-        status = r.status, attempts = d.attempts + 1,
+        -- An endpoint disabled while this attempt was in flight: the retry waits with its peers (paused).
+        status = CASE WHEN r.status = 'pending' AND NOT e.enabled THEN 'paused' ELSE r.status END,
+        attempts = d.attempts + 1,
         next_attempt_at = coalesce(r.next_at, d.next_attempt_at),
         claimed_by = NULL, claimed_until = NULL,
         last_attempt_at = r.at, last_status_code = r.code, last_latency_ms = r.ms, last_error = r.error,
         finished_at = CASE WHEN r.status = 'pending' THEN NULL ELSE r.at END
     FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::int[],
-                $7::text[], $8::timestamptz[]) AS r(id, status, next_at, at, code, ms, error, lease)
-    WHERE d.id = r.id AND d.claimed_by = $9 AND d.claimed_until = r.lease
+                $7::text[], $8::timestamptz[]) AS r(id, status, next_at, at, code, ms, error, lease),
+         webhook_endpoint e
+    WHERE d.id = r.id AND d.claimed_by = $9 AND d.claimed_until = r.lease AND e.id = d.endpoint_id
     RETURNING d.endpoint_id
 """
 

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service.core.clock import FrozenClock
-from service.webhooks import jobs
+from service.webhooks import jobs, service
 from service.webhooks.domain import RETRY_WINDOW
+from service.webhooks.schemas import EndpointPatch
 from tests.conftest import START, Api, fetch, in_app, iso, settings_for
 from tests.support.receiver import Answer, Receiver
 
@@ -213,6 +217,42 @@ async def test_dead_letter_after_three_days_then_disable_after_five_then_resume(
     hooks.deliver()
     final = await _deliveries(api, endpoint["id"])
     assert {d["status"] for d in final} == {"succeeded"}, final
+
+
+async def test_an_endpoint_disabled_during_an_attempt_keeps_its_retry_paused(
+    api: Api, receiver: Receiver, hooks: Hooks, database_url: str
+) -> None:
+    endpoint = await _endpoint(api, receiver, event_types=["order.created"])
+    await api.order("o-1")
+    receiver.default = Answer(500)
+
+    def admin_disables_it() -> None:
+        async def disable() -> None:
+            conn = await asyncpg.connect(database_url)
+            try:
+                async with conn.transaction():
+                    await service.update(
+                        conn,
+                        UUID(api.program_id),
+                        UUID(endpoint["id"]),
+                        EndpointPatch(enabled=False),
+                        START,
+                        allow_local_http=True,
+                    )
+            finally:
+                await conn.close()
+
+        receiver.on_request = None
+        asyncio.run(disable())
+
+    receiver.on_request = admin_disables_it
+    hooks.run()
+    [delivery] = await _deliveries(api, endpoint["id"])
+    assert (
+        delivery["status"] == "paused" and delivery["attempts"] == 1 and delivery["last_status_code"] == 500
+    )
+    assert hooks.deliver() == 0  # a paused delivery is not claimed
+    assert len(receiver.received) == 1
 
 
 async def test_secret_rotation_signs_with_both_secrets_during_the_overlap(

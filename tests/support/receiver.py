@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +46,7 @@ class Receiver:
     script: deque[Answer] = field(default_factory=deque)  # answers to give next, then `default`
     default: Answer = field(default_factory=Answer)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    on_request: Callable[[], None] | None = None  # runs (in the server thread) before answering
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -78,6 +80,8 @@ class Receiver:
                 with receiver.lock:
                     receiver.received.append(Received(self.path, headers, body, verified))
                     answer = receiver.script.popleft() if receiver.script else receiver.default
+                if receiver.on_request is not None:
+                    receiver.on_request()
                 if answer.delay:
                     time.sleep(answer.delay)
                 try:
