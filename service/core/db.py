@@ -86,6 +86,22 @@ async def migrate() -> None:
         await lock_conn.close()
 
 
+async def delete_in_chunks(statement: str, *args: Any, chunk: int = 10_000) -> int:
+    """Repeat a chunked delete until a chunk comes back short; returns the rows deleted.
+
+    `statement` counts what it deleted and takes the chunk size as its last parameter, e.g.
+    `WITH old AS (SELECT id ... LIMIT $2), gone AS (DELETE ... RETURNING 1) SELECT count(*) FROM gone`.
+    One transaction per chunk keeps locks and WAL bursts short on big tables.
+    """
+    removed = 0
+    while True:
+        async with transaction() as conn:
+            gone = int(await conn.fetchval(statement, *args, chunk))
+        removed += gone
+        if gone < chunk:
+            return removed
+
+
 async def ping() -> bool:
     async with connection() as conn:
         return bool(await conn.fetchval("SELECT 1"))

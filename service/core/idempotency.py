@@ -131,20 +131,13 @@ async def respond(
     )
 
 
-async def forget_older_than(cutoff: datetime, chunk: int = 10_000) -> int:
-    """Delete keys created before `cutoff` (the retention promise: a replay within it is safe), in chunks."""
-    removed = 0
-    while True:
-        async with db.transaction() as conn:
-            gone = await conn.fetchval(
-                """
-                WITH old AS (SELECT id FROM idempotency_key WHERE created_at < $1 LIMIT $2)
-                , gone AS (DELETE FROM idempotency_key k USING old WHERE k.id = old.id RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                cutoff,
-                chunk,
-            )
-        removed += int(gone)
-        if gone < chunk:
-            return removed
+async def forget_older_than(cutoff: datetime) -> int:
+    """Delete keys created before `cutoff` (the retention promise: a replay within it is safe)."""
+    return await db.delete_in_chunks(
+        """
+        WITH old AS (SELECT id FROM idempotency_key WHERE created_at < $1 LIMIT $2),
+        gone AS (DELETE FROM idempotency_key k USING old WHERE k.id = old.id RETURNING 1)
+        SELECT count(*) FROM gone
+        """,
+        cutoff,
+    )

@@ -48,7 +48,7 @@ _LOCK_BALANCES = """
 _MATURE = """
     WITH moved AS (
         UPDATE points_lot SET state = 'available'
-        WHERE id = ANY($1::uuid[]) AND state = 'pending' AND available_at <= $2
+        WHERE customer_id = ANY($1::uuid[]) AND state = 'pending' AND available_at <= $2
         RETURNING program_id, customer_id, remaining
     ), per_customer AS (
         SELECT program_id, customer_id, sum(remaining) AS points, count(*) AS lots
@@ -73,7 +73,7 @@ _MATURE = """
 _EXPIRE = """
     WITH before AS (
         SELECT id, remaining, state FROM points_lot
-        WHERE id = ANY($1::uuid[]) AND remaining > 0 AND expires_at <= $2
+        WHERE customer_id = ANY($1::uuid[]) AND remaining > 0 AND expires_at <= $2
     ), gone AS (
         UPDATE points_lot l SET state = 'expired', remaining = 0
         FROM before WHERE l.id = before.id
@@ -133,12 +133,13 @@ async def _sweep(
                 return result
             after = (due["last_at"], due["last_id"])
             await conn.execute(_LOCK_BALANCES, due["customers"])
-            row = await conn.fetchrow(
-                statement, due["lots"], now, *(() if due_until is None else (due_until,))
-            )
+            # Every due lot of the chunk's customers, not only the chunk's own lots: a customer whose
+            # lots straddle two chunks still gets one event per sweep.
+            extra = () if due_until is None else (due_until,)
+            row = await conn.fetchrow(statement, due["customers"], now, *extra)
             assert row is not None
             result.lots += row["lots"]
-            result.points += row["points"]
+            result.points += int(row["points"])
             result.chunks += 1
 
 
@@ -152,12 +153,13 @@ async def expire(now: datetime, chunk_size: int = 50_000) -> SweepResult:
     return await _sweep("expire", _EXPIRE, now, chunk_size)
 
 
-# $1 lots, $2 now, $3 the notice's horizon. A lot that is not (or no longer) available is left for a
+# $1 customers, $2 now, $3 the notice's horizon. A lot that is not (or no longer) available is left for a
 # later sweep; one that expires before the horizon gets one notice per customer with the earliest date.
 _NOTICE = """
     WITH noticed AS (
         UPDATE points_lot SET expiry_notice = {level}
-        WHERE id = ANY($1::uuid[]) AND remaining > 0 AND state = 'available' AND expiry_notice = {previous}
+        WHERE customer_id = ANY($1::uuid[]) AND remaining > 0 AND state = 'available'
+              AND expiry_notice IN ({previous})
               AND expires_at > $2 AND expires_at <= $3
         RETURNING program_id, customer_id, remaining, expires_at
     ), per_customer AS (
@@ -187,7 +189,8 @@ async def expiry_notices(now: datetime, chunk_size: int = 50_000) -> SweepResult
     for level, previous in ((7, 0), (7, 30), (30, 0)):
         part = await _sweep(
             f"notice {level} after {previous}",
-            _NOTICE.format(level=level, previous=previous),
+            # Each pass takes all of a customer's lots due for this notice, whatever notice they had.
+            _NOTICE.format(level=level, previous="0, 30" if level == 7 else "0"),
             now,
             chunk_size,
             due_until=now + timedelta(days=level),

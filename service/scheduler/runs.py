@@ -28,22 +28,15 @@ async def finished(run_id: int, at: datetime, rows: int | None, error: str | Non
         )
 
 
-async def prune(cutoff: datetime, chunk: int = 10_000) -> int:
-    removed = 0
-    while True:
-        async with db.connection() as conn:
-            gone = await conn.fetchval(
-                """
-                WITH old AS (SELECT id FROM job_run WHERE started_at < $1 LIMIT $2),
-                gone AS (DELETE FROM job_run j USING old WHERE j.id = old.id RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                cutoff,
-                chunk,
-            )
-        removed += int(gone)
-        if gone < chunk:
-            return removed
+async def prune(cutoff: datetime) -> int:
+    return await db.delete_in_chunks(
+        """
+        WITH old AS (SELECT id FROM job_run WHERE started_at < $1 LIMIT $2),
+        gone AS (DELETE FROM job_run j USING old WHERE j.id = old.id RETURNING 1)
+        SELECT count(*) FROM gone
+        """,
+        cutoff,
+    )
 
 
 async def summary(conn: db.Connection, now: datetime, recent: int) -> list[dict[str, Any]]:

@@ -28,9 +28,26 @@ def new_secret() -> str:
 def is_public_address(address: str) -> bool:
     """False for loopback, private, link-local, multicast, reserved and unspecified addresses."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one leads to: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), 6to4
+    (2002:…) or NAT64 (64:ff9b::a.b.c.d); each can reach a private IPv4 network."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def url_problem(url: str, allow_local_http: bool) -> str | None:
@@ -42,10 +59,12 @@ def url_problem(url: str, allow_local_http: bool) -> str | None:
     """
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        _ = parts.port  # raises on a port that is not a number or out of range
+        host = (parts.hostname or "").rstrip(".")  # `localhost.` is localhost
+        port = parts.port  # raises on a port that is not a number or out of range
     except ValueError as exc:
         return f"not a valid URL: {exc}"
+    if port == 0:
+        return "not a valid URL: port 0"
     if len(url) > 2000:
         return "URLs are limited to 2000 characters"
     if parts.username or parts.password:
@@ -65,6 +84,11 @@ def url_problem(url: str, allow_local_http: bool) -> str | None:
         return None if allow_local_http else "webhook URLs may not point at this machine"
     if host.endswith((".local", ".internal", ".localhost")):
         return "webhook URLs may not point into a private network"
+    if host.replace(".", "").isdigit() or host.lower().startswith("0x"):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return "write the IP address as four decimal numbers (a.b.c.d)"  # 127.1, 2130706433, 0x7f…
     try:
         ipaddress.ip_address(host)
     except ValueError:

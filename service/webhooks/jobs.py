@@ -34,7 +34,7 @@ from service.core import db
 from service.core.clock import Clock
 from service.outbox.service import Event, emit
 from service.settings import Settings
-from service.webhooks import domain
+from service.webhooks import domain, repository
 
 log = structlog.get_logger("encore.webhooks")
 
@@ -382,17 +382,14 @@ async def _record_health(conn: db.Connection, endpoint: Any, outcomes: list[tupl
     )
     if disabled is None:
         return
-    paused = await conn.execute(
-        "UPDATE webhook_delivery SET status = 'paused' WHERE endpoint_id = $1 AND status = 'pending'",
-        endpoint["id"],
-    )
+    paused = await repository.pause_deliveries(conn, endpoint["id"])
     log.warning("webhook_endpoint_disabled", endpoint=str(endpoint["id"]), reason=reason)
     event = {
         "endpoint_id": str(endpoint["id"]),
         "url": endpoint["url"],
         "failing_since": health.failing_since,
         "reason": reason,
-        "paused_deliveries": int(paused.split()[-1]),
+        "paused_deliveries": paused,
     }
     await emit(conn, endpoint["program_id"], [Event("webhook_endpoint.disabled", event)], now)
 
@@ -407,26 +404,18 @@ async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-async def prune(cutoff: datetime, chunk: int = 10_000) -> int:
+async def prune(cutoff: datetime) -> int:
     """Forget events dispatched before `cutoff` whose deliveries are all final (the deliveries go with
     them, by cascade); returns the events removed."""
-    removed = 0
-    while True:
-        async with db.transaction() as conn:
-            gone = await conn.fetchval(
-                """
-                WITH old AS (
-                    SELECT o.id FROM outbox o
-                    WHERE o.delivered_at < $1 AND NOT EXISTS (
-                        SELECT 1 FROM webhook_delivery d
-                        WHERE d.event_id = o.id AND d.status IN ('pending', 'paused'))
-                    LIMIT $2
-                ), gone AS (DELETE FROM outbox o USING old WHERE o.id = old.id RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                cutoff,
-                chunk,
-            )
-        removed += int(gone)
-        if gone < chunk:
-            return removed
+    return await db.delete_in_chunks(
+        """
+        WITH old AS (
+            SELECT o.id FROM outbox o
+            WHERE o.delivered_at < $1 AND NOT EXISTS (
+                SELECT 1 FROM webhook_delivery d WHERE d.event_id = o.id AND d.status IN ('pending', 'paused'))
+            LIMIT $2
+        ), gone AS (DELETE FROM outbox o USING old WHERE o.id = old.id RETURNING 1)
+        SELECT count(*) FROM gone
+        """,
+        cutoff,
+    )
