@@ -76,6 +76,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.deliverer = webhook_jobs.Deliverer(settings, self.clock, self.worker_id)
         self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def jobs(self) -> list[Job]:
         s = self.settings
@@ -113,6 +114,8 @@ class Worker:
 
     async def run_job(self, job: Job) -> None:
         """One recorded run. A failing run is logged and recorded; the schedule goes on."""
+        if self._stopping:  # started by the scheduler just as the worker was told to stop
+            return
         task = asyncio.current_task()
         assert task is not None
         self._running.add(task)  # type: ignore[arg-type]
@@ -174,10 +177,15 @@ class Worker:
             scheduler.start()
             log.info("worker_started", worker=self.worker_id, jobs=[j.name for j in jobs])
             await stop.wait()
-            scheduler.shutdown(wait=False)
+            # No new runs; running ones finish (APScheduler's shutdown would cancel them mid-query).
+            self._stopping = True
+            scheduler.pause()
             self.deliverer.stop()
+            await asyncio.sleep(0.1)  # runs the scheduler has just created see the stop, or register
+            log.info("worker_stopping", worker=self.worker_id, running=len(self._running))
             if self._running:
                 await asyncio.wait(set(self._running), timeout=self.settings.webhook_timeout_seconds + 5)
+            scheduler.shutdown(wait=False)
         log.info("worker_stopped", worker=self.worker_id)
 
 
