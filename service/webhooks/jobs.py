@@ -180,7 +180,6 @@ class Deliverer:
         self.worker_id = worker_id
         self.stopping = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
-        self._per_endpoint: dict[UUID, asyncio.Semaphore] = {}
 
     async def __aenter__(self) -> Deliverer:
         connector = aiohttp.TCPConnector(
@@ -211,7 +210,9 @@ class Deliverer:
         capacity = self.settings.webhook_concurrency
         per_endpoint_cap = self.settings.webhook_endpoint_concurrency
         inflight: dict[asyncio.Task[Outcome], UUID] = {}
-        per_endpoint: Counter[UUID] = Counter()
+        per_endpoint: Counter[UUID] = Counter()  # this run's tasks per endpoint: busy ones aren't claimed for
+        # At most `per_endpoint_cap` requests in flight per endpoint; a claim may bring more, which wait.
+        gates: dict[UUID, asyncio.Semaphore] = {}
         results: list[Outcome] = []
         attempts = 0
         nothing_due_until = 0.0
@@ -227,7 +228,8 @@ class Deliverer:
                     nothing_due_until = now_mono + 0.2  # nothing due: don't ask again at once
                 # (With busy endpoints left out, the next claim waits for a request to finish instead.)
                 for item in claimed:
-                    task = asyncio.create_task(self._attempt(item))
+                    gate = gates.setdefault(item.endpoint_id, asyncio.Semaphore(per_endpoint_cap))
+                    task = asyncio.create_task(self._attempt(item, gate))
                     inflight[task] = item.endpoint_id
                     per_endpoint[item.endpoint_id] += 1
             if results and (len(results) >= 200 or not inflight or now_mono - last_flush > 0.1):
@@ -244,7 +246,7 @@ class Deliverer:
                 endpoint_id = inflight.pop(task)
                 per_endpoint[endpoint_id] -= 1
                 if per_endpoint[endpoint_id] == 0:
-                    del per_endpoint[endpoint_id]
+                    del per_endpoint[endpoint_id], gates[endpoint_id]
                 results.append(task.result())
 
     async def _claim(self, limit: int, busy: list[UUID]) -> list[Claimed]:
@@ -269,11 +271,8 @@ class Deliverer:
             for r in rows
         ]
 
-    async def _attempt(self, item: Claimed) -> Outcome:
-        semaphore = self._per_endpoint.setdefault(
-            item.endpoint_id, asyncio.Semaphore(self.settings.webhook_endpoint_concurrency)
-        )
-        async with semaphore:
+    async def _attempt(self, item: Claimed, gate: asyncio.Semaphore) -> Outcome:
+        async with gate:
             return await self._post(item)
 
     async def _post(self, item: Claimed) -> Outcome:
