@@ -29,39 +29,6 @@ TARGET_ONE_WORKER_PER_S = 500.0
 TARGET_TWO_PER_ONE = 1.6
 
 
-def _with_database(url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def _cli(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"encore {' '.join(args)} failed: {done.stderr[-2000:]}")
-    return done.stdout
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _postgres_cpu_seconds() -> float:
-    """All local `postgres` processes (the server under test when it runs on this machine)."""
-    total = 0.0
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "comm").read_text().strip() == "postgres":
-                    total += _cpu_seconds(int(proc.name))
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-    return total
-
-
 _EVENTS = """
 INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
 SELECT id, $1, 'order.created',
@@ -86,13 +53,13 @@ SELECT (SELECT count(*) FROM webhook_delivery WHERE status = 'succeeded') AS suc
 
 
 async def _one(server_url: str, workers: int, events: int, limit_seconds: float) -> dict[str, Any]:
+    # bench.run imports this module; its database, CLI and CPU helpers are taken when called, not at import.
+    from bench import run as harness
     from service.webhooks.domain import new_secret
 
     name = f"encore_webhooks_{secrets.token_hex(4)}_{workers}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = _with_database(server_url, name)
+    await harness.create_database(server_url, name)
+    url = harness.with_database(server_url, name)
     env = {
         **os.environ,
         "ENCORE_DATABASE_URL": url,
@@ -112,9 +79,11 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
     try:
         assert receiver.stdout is not None
         port = int(receiver.stdout.readline().split()[1])
-        _cli(["migrate"], env)
+        harness.encore_cli(["migrate"], env)
         program_id = json.loads(
-            _cli(["programs", "create", "--name", "Webhook bench", "--currency", "EUR", "--json"], env)
+            harness.encore_cli(
+                ["programs", "create", "--name", "Webhook bench", "--currency", "EUR", "--json"], env
+            )
             .strip()
             .splitlines()[-1]
         )["program_id"]
@@ -122,23 +91,27 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
         try:
             await conn.execute(_ENDPOINT, program_id, f"http://127.0.0.1:{port}/hook", new_secret())
             await conn.execute("DELETE FROM outbox")  # the program's own event: only the bench's count
-            processes = [
-                subprocess.Popen(  # noqa: ASYNC220 - a harness: starting a process is instant
-                    [sys.executable, "-m", "service.cli", "worker"],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log_file,  # a pipe nobody reads would block the worker once full
+            postmaster = await harness.postmaster_pid(url)
+            for _ in range(workers):
+                # One process group for the workers, so the CPU meter counts them together.
+                group = processes[0].pid if processes else 0  # 0: a new group led by the first
+                processes.append(
+                    subprocess.Popen(  # noqa: ASYNC220 - a harness: starting a process is instant
+                        [sys.executable, "-m", "service.cli", "worker"],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log_file,  # a pipe nobody reads would block the worker once full
+                        process_group=group,
+                    )
                 )
-                for _ in range(workers)
-            ]
             deadline = time.monotonic() + 60
             while await conn.fetchval("SELECT count(DISTINCT worker) FROM job_run") < workers:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the workers did not start")
                 await asyncio.sleep(0.1)
-            cpu_before = [_cpu_seconds(p.pid) for p in processes] + [_cpu_seconds(receiver.pid)]
-            postgres_before = _postgres_cpu_seconds()
+            meter = harness.CpuMeter(postmaster, server_pgrp=processes[0].pid)
+            meter.start()
             written = time.perf_counter()
             await conn.execute(_EVENTS, program_id, events)
             started = time.perf_counter()
@@ -160,8 +133,7 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
             elapsed = time.perf_counter() - started
             end = await conn.fetchrow(_BACKLOG)
             assert end is not None
-            cpu_after = [_cpu_seconds(p.pid) for p in processes] + [_cpu_seconds(receiver.pid)]
-            postgres_cpu = _postgres_cpu_seconds() - postgres_before
+            cores = meter.stop()
             attempts = await conn.fetchval("SELECT sum(attempts) FROM webhook_delivery")
         finally:
             await conn.close()
@@ -176,11 +148,8 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
         log_file.close()
         receiver.terminate()
         out, _ = receiver.communicate(timeout=10)
-        admin = await asyncpg.connect(server_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await harness.drop_database(server_url, name)
     counts = json.loads(out.strip().splitlines()[-1])
-    cpu = [round(a - b, 2) for a, b in zip(cpu_after, cpu_before, strict=True)]
     return {
         "workers": workers,
         "events": events,
@@ -194,10 +163,8 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
         "outbox_lag_at_end_s": round(float(end["outbox_lag"] or 0), 2),
         "delivery_lag_at_end_s": round(float(end["delivery_lag"] or 0), 2),
         "peak_outbox_lag_s": round(peak_outbox_lag, 2),
-        "worker_cpu_s": cpu[:-1],
-        "receiver_cpu_s": cpu[-1],
-        "postgres_cpu_s": round(postgres_cpu, 2),
-        "cores_busy": round((sum(cpu) + postgres_cpu) / elapsed, 2),
+        # Average cores: "server" = the workers, "other" = the receiver and anything else on the machine.
+        "cores_used": cores,
     }
 
 
@@ -229,8 +196,8 @@ def format_results(results: dict[str, Any]) -> str:
             f"({r['seconds']} s; all dispatched after {r['all_dispatched_after_s']} s; "
             f"{r['received_requests']:,} requests, {r['received_distinct_ids']:,} distinct ids; "
             f"outbox lag at end {r['outbox_lag_at_end_s']} s, peak {r['peak_outbox_lag_s']} s; "
-            f"CPU s: workers {r['worker_cpu_s']}, receiver {r['receiver_cpu_s']}, postgres {r['postgres_cpu_s']}; "
-            f"{r['cores_busy']} of {os.cpu_count()} cores busy)"
+            f"cores: workers {r['cores_used'].get('server')}, postgres {r['cores_used'].get('postgres')}, "
+            f"other {r['cores_used'].get('other')}, machine {r['cores_used'].get('machine')} of {os.cpu_count()})"
         )
     ratios = results["ratios"]
     verdict = {True: "met", False: "MISSED"}
