@@ -23,6 +23,7 @@ from service.customers.controller import CustomerController
 from service.ledger.controller import LedgerController
 from service.orders.controller import OrderController
 from service.programs.controller import ApiKeyController, ProgramController
+from service.rules.controller import EventController, RuleController
 from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
 from service.system.controller import healthz, readyz
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             CustomerController,
             LedgerController,
             OrderController,
+            RuleController,
+            EventController,
             WebhookEndpointController,
             SystemJobsController,
         ],

@@ -10,6 +10,7 @@ from service.ledger.tables import CustomerBalance, PointsAllocation, PointsEntry
 from service.orders.tables import Order, OrderLine, Refund
 from service.outbox.tables import OutboxEvent
 from service.programs.tables import ApiKey, Program
+from service.rules.tables import CustomerEvent, Rule, RuleUsage, RuleVersion
 from service.scheduler.tables import JobRun
 from service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 
@@ -32,6 +33,10 @@ APP_CONFIG = AppConfig(
         WebhookEndpoint,
         WebhookDelivery,
         JobRun,
+        Rule,
+        RuleVersion,
+        RuleUsage,
+        CustomerEvent,
     ],
     migration_dependencies=[],
     commands=[],

@@ -11,11 +11,16 @@ PROFILE_COLUMNS = ("email", "name", "locale", "birthday", "timezone", "marketing
 
 
 async def upsert(
-    conn: Connection, program_id: UUID, external_id: str, profile: dict[str, Any], now: datetime
+    conn: Connection,
+    program_id: UUID,
+    external_id: str,
+    profile: dict[str, Any],
+    now: datetime,
+    *laterals: str,
 ) -> tuple[dict[str, Any], bool]:
     """Insert the customer or update the given profile fields; also make sure its balance row exists.
 
-    Returns the row and whether it was created.
+    Returns the row (plus the columns of LATERAL fragments on `c.id`) and whether it was created.
     """
     columns = [c for c in PROFILE_COLUMNS if c in profile]
     values = [profile[c] for c in columns]
@@ -39,7 +44,7 @@ async def upsert(
             SELECT id, program_id, 0, 0, 0, 0, {now_param} FROM c WHERE created
             ON CONFLICT (customer_id) DO NOTHING
         )
-        SELECT * FROM c
+        SELECT * FROM c {" ".join(laterals)}
         """,
         program_id,
         external_id,

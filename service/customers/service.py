@@ -37,9 +37,14 @@ def to_out(row: dict[str, Any]) -> CustomerOut:
 
 
 async def upsert(
-    conn: Connection, program_id: UUID, external_id: str, changes: dict[str, Any], now: datetime
+    conn: Connection,
+    program_id: UUID,
+    external_id: str,
+    changes: dict[str, Any],
+    now: datetime,
+    *laterals: str,
 ) -> tuple[dict[str, Any], bool, list[Event]]:
-    row, created = await repository.upsert(conn, program_id, external_id, changes, now)
+    row, created = await repository.upsert(conn, program_id, external_id, changes, now, *laterals)
     events: list[Event] = []
     if created or changes:
         topic = "customer.created" if created else "customer.updated"
@@ -53,6 +58,11 @@ async def get(conn: Connection, program_id: UUID, external_id: str, *laterals: s
     if row is None:
         raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
     return row
+
+
+async def find(conn: Connection, program_id: UUID, external_id: str, *laterals: str) -> dict[str, Any] | None:
+    """The customer, or None if the program has no such customer yet."""
+    return await repository.get(conn, program_id, external_id, *laterals)
 
 
 def ledger_customer(row: dict[str, Any]) -> Customer:

@@ -112,11 +112,13 @@ class NewEntry:
     lot_id: UUID | None = None
     actor: str | None = None
     details: Any = None
+    rule_id: UUID | None = None
+    rule_version: int | None = None
 
 
 _ENTRY_COLUMNS = (
     "program_id, customer_id, kind, points, debt_change, order_id, refund_id, lot_id, reason, explanation, "
-    "actor, details, created_at"
+    "actor, details, created_at, rule_id, rule_version"
 )
 
 
@@ -136,6 +138,8 @@ def _entry_args(e: NewEntry) -> tuple[Any, ...]:
         e.actor,
         details,
         e.created_at,
+        e.rule_id,
+        e.rule_version,
     )
 
 
@@ -163,18 +167,18 @@ async def insert_credit(
         WITH lot AS (
             INSERT INTO points_lot (id, program_id, customer_id, order_id, points, remaining, state,
                                     available_at, expires_at, created_at)
-            VALUES ($8, $1, $2, $6, $4, $4, $14, $15, $16, $13)
+            VALUES ($8, $1, $2, $6, $4, $4, $16, $17, $18, $13)
             RETURNING id
         ), entry AS (
             INSERT INTO points_entry ({_ENTRY_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15)
             RETURNING id
         ), allocation AS (
             INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
             SELECT $1, entry.id, lot.id, $4 FROM entry, lot
         ), balance AS (
-            UPDATE customer_balance SET available = available + $17, pending = pending + $18, debt = debt + $19,
-                   lifetime_earned = lifetime_earned + $20, updated_at = $13
+            UPDATE customer_balance SET available = available + $19, pending = pending + $20, debt = debt + $21,
+                   lifetime_earned = lifetime_earned + $22, updated_at = $13
             WHERE customer_id = $2
         )
         SELECT id FROM entry
@@ -197,10 +201,10 @@ async def insert_debit(conn: Connection, entry: NewEntry, draws: tuple[Draw, ...
         f"""
         WITH entry AS (
             INSERT INTO points_entry ({_ENTRY_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15)
             RETURNING id
         ), draws AS (
-            SELECT * FROM unnest($14::uuid[], $15::bigint[]) AS d(lot_id, points)
+            SELECT * FROM unnest($16::uuid[], $17::bigint[]) AS d(lot_id, points)
         ), allocation AS (
             INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
             SELECT $1, entry.id, draws.lot_id, -draws.points FROM entry, draws
@@ -222,7 +226,7 @@ async def insert_entry(conn: Connection, entry: NewEntry) -> int:
     entry_id: int = await conn.fetchval(
         f"""
         INSERT INTO points_entry ({_ENTRY_COLUMNS})
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15)
         RETURNING id
         """,
         *_entry_args(entry),
@@ -232,7 +236,7 @@ async def insert_entry(conn: Connection, entry: NewEntry) -> int:
 
 ENTRY_FIELDS = """
     e.id, e.kind, e.points, e.debt_change, e.reason, e.explanation, e.actor, e.details, e.created_at,
-    e.lot_id, o.external_id AS order_external_id, r.external_id AS refund_external_id
+    e.lot_id, e.rule_id, e.rule_version, o.external_id AS order_external_id, r.external_id AS refund_external_id
 """
 ENTRY_JOINS = """
     LEFT JOIN orders o ON o.id = e.order_id

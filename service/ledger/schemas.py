@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import msgspec
 from msgspec import Meta, Struct
@@ -19,6 +20,8 @@ class LedgerEntryOut(Struct, kw_only=True):
     order_external_id: str | None = None
     refund_external_id: str | None = None
     details: Any = None
+    rule_id: UUID | None = None  # the rule version that awarded an earn entry
+    rule_version: int | None = None
 
 
 def entry_out(row: dict[str, Any]) -> LedgerEntryOut:

@@ -57,6 +57,7 @@ async def credit(
     order_id: UUID | None = None,
     actor: str | None = None,
     details: Any = None,
+    rule: tuple[UUID, int] | None = None,
 ) -> LedgerResult:
     """Add a lot of `points`; an outstanding clawback debt is settled from it first."""
     result = LedgerResult()
@@ -81,6 +82,8 @@ async def credit(
         lot_id=lot_id,
         actor=actor,
         details=details,
+        rule_id=rule[0] if rule else None,
+        rule_version=rule[1] if rule else None,
     )
     entry_id = await repository.insert_credit(
         conn,
@@ -134,6 +137,11 @@ async def credit(
             )
         )
     return result
+
+
+async def lock(conn: Connection, customer: Customer, now: datetime) -> None:
+    """Take the customer's ledger mutex (their balance row) for the rest of the transaction."""
+    await repository.lock_balance(conn, customer.program_id, customer.id, now)
 
 
 def _balance_deltas(draws: tuple[domain.Draw, ...]) -> tuple[int, int]:
@@ -301,6 +309,8 @@ def entry_views(
             order_external_id=order_external_id,
             refund_external_id=refund_external_id,
             details=entry.details,
+            rule_id=entry.rule_id,
+            rule_version=entry.rule_version,
         )
         for entry_id, entry in result.entries
     ]

@@ -4,6 +4,7 @@ from piccolo.columns import (
     BigInt,
     BigSerial,
     ForeignKey,
+    Integer,
     SmallInt,
     Text,
     Timestamptz,
@@ -65,6 +66,9 @@ class PointsEntry(Table, tablename="points_entry"):
     refund_id = ForeignKey(references=Refund, on_delete=OnDelete.restrict, null=True, default=None)
     # Set when the entry touches exactly one lot (earn, expire, credit adjustments).
     lot_id = UUID(null=True, default=None)
+    # The rule version that awarded an earn entry.
+    rule_id = UUID(null=True, default=None)
+    rule_version = Integer(null=True, default=None)
     reason = Text()
     explanation = Text()
     actor = Varchar(length=200, null=True, default=None)

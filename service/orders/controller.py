@@ -11,8 +11,10 @@ from service.core.auth import Principal, requires
 from service.core.clock import Clock
 from service.core.idempotency import IdempotencyKeyHeader
 from service.orders import service
-from service.orders.schemas import OrderCreated, OrderIn, OrderOut, RefundIn, RefundOut
+from service.orders.schemas import OrderCreated, OrderIn, OrderOut, QuoteIn, QuoteOut, RefundIn, RefundOut
 from service.programs import service as programs
+from service.rules import domain as rules_domain
+from service.rules import service as rules
 
 
 class OrderController(Controller):
@@ -29,14 +31,36 @@ class OrderController(Controller):
     ) -> Response[OrderCreated]:
         program_id = request.user.program_id
         now = clock.now()
+        evaluations: list[rules_domain.Evaluation] = []
 
         async def operation(conn: db.Connection) -> OrderCreated:
             program = await programs.load(conn, program_id)
-            return await service.create_order(conn, program, data, now)
+            created, evaluation = await service.create_order(conn, program, data, now)
+            evaluations.append(evaluation)
+            return created
 
-        return await idempotency.respond(  # type: ignore[return-value]
+        response = await idempotency.respond(
             request, program_id=program_id, key=idempotency_key, body=data, now=now, operation=operation
         )
+        for evaluation in evaluations:
+            await rules.record_problems(evaluation, now)
+        return response  # type: ignore[return-value]
+
+    @post(
+        "/quote",
+        guards=[requires("read")],
+        status_code=200,
+        summary="The points an order would earn now, and why (for a cart); writes nothing",
+    )
+    async def quote(
+        self, request: Request[Principal, Any, Any], data: JSONBody[QuoteIn], clock: NamedDependency[Clock]
+    ) -> QuoteOut:
+        now = clock.now()
+        async with db.transaction() as conn:
+            program = await programs.load(conn, request.user.program_id)
+            out, evaluation = await service.quote(conn, program, data, now)
+        await rules.record_problems(evaluation, now)
+        return out
 
     @get(
         "/{external_id:str}", guards=[requires("read")], summary="An order with its lines and refunds so far"

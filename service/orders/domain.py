@@ -7,14 +7,11 @@ refund reverses exactly what the refunded units earned, and refunding everything
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
-from fractions import Fraction
 
 from service.core.errors import InvalidInput
-from service.core.money import allocate, exponent, format_money
+from service.core.money import allocate, format_money
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +44,6 @@ class PricedOrder:
     explanation: str
 
 
-def points_for(eligible_amount: int, rate: Decimal, currency: str) -> int:
-    """Points for an amount in minor units at `rate` points per major unit, rounded down — exactly:
-    in rationals, since a Decimal product is rounded to its context before any floor."""
-    exact: Fraction = Fraction(eligible_amount) * Fraction(rate) / 10 ** exponent(currency)
-    return math.floor(exact)
-
-
-def describe_rate(rate: Decimal, currency: str) -> str:
-    one_unit = format_money(10 ** exponent(currency), currency)
-    number = format(rate.normalize(), "f")
-    return f"{number} {'point' if rate == 1 else 'points'} per {one_unit}"
-
-
 def price_order(
     lines: Sequence[LineInput],
     *,
@@ -67,9 +51,9 @@ def price_order(
     shipping_amount: int,
     total_amount: int,
     currency: str,
-    rate: Decimal | None,
 ) -> PricedOrder:
-    """Check that the amounts add up and work out the points; raises InvalidInput naming the field."""
+    """Check that the amounts add up and work out each line's eligible amount (points come from the
+    rules: `with_points`); raises InvalidInput naming the field."""
     if not lines:
         raise InvalidInput("an order needs at least one line", field="lines")
     seen: dict[str, int] = {}
@@ -97,23 +81,17 @@ def price_order(
         )
     discounts = allocate(discount_amount, amounts)
     eligible = [amount - discount for amount, discount in zip(amounts, discounts, strict=True)]
-    eligible_total = subtotal - discount_amount
-    if rate is None:
-        points = 0
-        explanation = (
-            f"No earn rate is set for {currency}: no points on {format_money(eligible_total, currency)}"
-        )
-    else:
-        points = points_for(eligible_total, rate, currency)
-        explanation = f"{describe_rate(rate, currency)} on {format_money(eligible_total, currency)}"
-    line_points = allocate(points, eligible) if eligible_total else [0 for _ in lines]
     priced = tuple(
-        PricedLine(line.sku, line.quantity, line.unit_amount, amount, discount, elig, pts)
-        for line, amount, discount, elig, pts in zip(
-            lines, amounts, discounts, eligible, line_points, strict=True
-        )
+        PricedLine(line.sku, line.quantity, line.unit_amount, amount, discount, elig, 0)
+        for line, amount, discount, elig in zip(lines, amounts, discounts, eligible, strict=True)
     )
-    return PricedOrder(subtotal, eligible_total, points, priced, explanation)
+    return PricedOrder(subtotal, subtotal - discount_amount, 0, priced, "")
+
+
+def with_points(priced: PricedOrder, line_points: Sequence[int], explanation: str) -> PricedOrder:
+    """The order with the points the rules gave each line (a refund takes back a line's own points)."""
+    lines = tuple(replace(line, points=p) for line, p in zip(priced.lines, line_points, strict=True))
+    return replace(priced, points=sum(line_points), lines=lines, explanation=explanation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from service.orders.domain import PricedLine, PricedOrder
 ORDER_FIELDS = """o.id, o.external_id, c.external_id AS customer_external_id, o.customer_id, o.currency, o.placed_at,
     o.status, o.subtotal_amount, o.discount_amount, o.shipping_amount, o.total_amount, o.eligible_amount,
     o.points_earned, o.earn_explanation, o.refunded_amount, o.refunded_shipping_amount, o.points_reversed,
-    o.created_at"""
+    o.attributes, o.created_at"""
 LINE_FIELDS = """sku, name, category, quantity, unit_amount, line_amount, discount_amount, eligible_amount, points,
     refunded_quantity, refunded_amount, refunded_points"""
 
@@ -32,6 +32,7 @@ async def insert_order(
     total_amount: int,
     names: list[str | None],
     categories: list[str | None],
+    attributes: dict[str, Any],
     now: datetime,
 ) -> bool:
     """Insert the order and its lines; False when the program already has an order with this external id."""
@@ -41,8 +42,8 @@ async def insert_order(
             INSERT INTO orders (id, program_id, customer_id, external_id, currency, placed_at, subtotal_amount,
                                 discount_amount, shipping_amount, total_amount, eligible_amount, points_earned,
                                 refunded_amount, refunded_shipping_amount, points_reversed, status,
-                                earn_explanation, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 'placed', $13, $14)
+                                earn_explanation, created_at, attributes)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 'placed', $13, $14, $25::jsonb)
             ON CONFLICT (program_id, external_id) DO NOTHING
             RETURNING id
         ), l AS (
@@ -82,6 +83,7 @@ async def insert_order(
         [line.discount_amount for line in priced.lines],
         [line.eligible_amount for line in priced.lines],
         [line.points for line in priced.lines],
+        msgspec.json.encode(attributes).decode(),
     )
     return inserted is not None
 
@@ -108,10 +110,14 @@ async def get_lines(conn: Connection, order_id: UUID) -> list[dict[str, Any]]:
 
 
 def customer_stats_lateral(customer_id: str) -> str:
-    """Order count and last order date as a LATERAL join on `customer_id` (a SQL expression)."""
+    """Order count, last order date and lifetime spend (net of refunds, in the program's base currency) as
+    a LATERAL join on `customer_id` (a SQL expression)."""
     return f"""
     LEFT JOIN LATERAL (
-        SELECT count(*) AS order_count, max(placed_at) AS last_order_at FROM orders WHERE customer_id = {customer_id}
+        SELECT count(*) AS order_count, max(o.placed_at) AS last_order_at,
+               coalesce(sum(o.total_amount - o.refunded_amount) FILTER (WHERE o.currency = p.base_currency), 0)
+                   AS lifetime_spend
+        FROM orders o JOIN program p ON p.id = o.program_id WHERE o.customer_id = {customer_id}
     ) order_stats ON true
     """
 
@@ -202,3 +208,47 @@ async def apply_refund(
         fully_refunded,
     )
     return status
+
+
+async def replay(
+    conn: Connection, program_id: UUID, start: datetime, end: datetime, base_currency: str
+) -> list[Any]:
+    """The orders placed in [start, end), oldest first, each with its lines and what its customer had
+    ordered before it (count, last order, spend in the base currency net of refunds): for simulations."""
+    return await conn.fetch(
+        """
+        WITH period AS (
+            SELECT id, customer_id FROM orders WHERE program_id = $1 AND placed_at >= $2 AND placed_at < $3
+        ), history AS (
+            SELECT o.id,
+                   count(*) OVER w - 1 AS order_count,
+                   lag(o.placed_at) OVER w AS last_order_at,
+                   sum(CASE WHEN o.currency = $4 THEN o.total_amount - o.refunded_amount ELSE 0 END) OVER w
+                     - CASE WHEN o.currency = $4 THEN o.total_amount - o.refunded_amount ELSE 0 END AS lifetime_spend
+            FROM orders o
+            WHERE o.customer_id IN (SELECT DISTINCT customer_id FROM period) AND o.placed_at < $3
+            WINDOW w AS (PARTITION BY o.customer_id ORDER BY o.placed_at, o.id)
+        )
+        SELECT o.id, o.customer_id, c.external_id AS customer_external_id, c.birthday, c.locale,
+               c.marketing_consent, c.created_at, o.currency, o.placed_at, o.total_amount, o.subtotal_amount,
+               o.discount_amount, o.shipping_amount, o.eligible_amount, o.attributes::text AS attributes,
+               h.order_count, h.last_order_at, h.lifetime_spend,
+               l.skus, l.categories, l.names, l.quantities, l.unit_amounts, l.eligible_amounts
+        FROM period p
+        JOIN history h ON h.id = p.id
+        JOIN orders o ON o.id = p.id
+        JOIN customer c ON c.id = o.customer_id
+        JOIN LATERAL (
+            SELECT array_agg(sku ORDER BY position) AS skus, array_agg(category ORDER BY position) AS categories,
+                   array_agg(name ORDER BY position) AS names, array_agg(quantity ORDER BY position) AS quantities,
+                   array_agg(unit_amount ORDER BY position) AS unit_amounts,
+                   array_agg(eligible_amount ORDER BY position) AS eligible_amounts
+            FROM order_line WHERE order_id = o.id
+        ) l ON true
+        ORDER BY o.placed_at, o.id
+        """,
+        program_id,
+        start,
+        end,
+        base_currency,
+    )

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from service.customers.schemas import CustomerProfile, ExternalId
 from service.ledger.schemas import LedgerEntryOut
+from service.rules.schemas import AwardOut
 
 Amount = Annotated[int, Meta(ge=0, le=1_000_000_000_000, description="minor units of the order's currency")]
 Quantity = Annotated[int, Meta(gt=0, le=1_000_000)]
 Sku = Annotated[str, Meta(min_length=1, max_length=128)]
+Attributes = Annotated[
+    dict[Annotated[str, Meta(min_length=1, max_length=64)], str | int | float | bool | None],
+    Meta(max_length=50),
+]
 
 
 class OrderLineIn(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -34,6 +39,36 @@ class OrderIn(Struct, kw_only=True, forbid_unknown_fields=True):
     total_amount: Amount
     discount_amount: Amount = 0
     shipping_amount: Amount = 0
+    # The shop's own facts about the order (channel, store, ...), for rule conditions: order.attributes.<name>.
+    attributes: Attributes = {}
+
+
+class QuoteIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    """An order as it would be placed (a cart): nothing is written."""
+
+    customer: OrderCustomerIn
+    currency: Annotated[str, Meta(min_length=3, max_length=3, description="ISO 4217 code")]
+    lines: Annotated[list[OrderLineIn], Meta(min_length=1, max_length=500)]
+    total_amount: Amount
+    discount_amount: Amount = 0
+    shipping_amount: Amount = 0
+    attributes: Attributes = {}
+    placed_at: Annotated[datetime, Meta(tz=True)] | None = None  # default: now
+
+
+class QuoteLineOut(Struct, kw_only=True):
+    sku: str
+    eligible_amount: int
+    points: int
+
+
+class QuoteOut(Struct, kw_only=True):
+    currency: str
+    eligible_amount: int
+    points: int
+    explanation: str
+    awards: list[AwardOut]
+    lines: list[QuoteLineOut]
 
 
 class OrderLineOut(Struct, kw_only=True):
@@ -64,6 +99,7 @@ class OrderOut(Struct, kw_only=True):
     eligible_amount: int
     points_earned: int
     earn_explanation: str
+    attributes: dict[str, Any]
     refunded_amount: int
     points_reversed: int
     lines: list[OrderLineOut]

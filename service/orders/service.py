@@ -23,18 +23,25 @@ from service.orders.schemas import (
     OrderIn,
     OrderLineOut,
     OrderOut,
+    QuoteIn,
+    QuoteLineOut,
+    QuoteOut,
     RefundIn,
     RefundLineOut,
     RefundOut,
 )
 from service.outbox.service import Event, emit
 from service.programs.service import Program
+from service.rules import domain as rules_domain
+from service.rules import service as rules
+from service.rules.conditions import Facts, LineFacts, Money
 
 # An order placed further ahead than this is refused (clock skew between the shop and us is allowed).
 MAX_FUTURE = timedelta(days=1)
 
 
 def _order_out(order: dict[str, Any], lines: list[dict[str, Any]]) -> OrderOut:
+    order = {**order, "attributes": msgspec.json.decode(order["attributes"])}
     return OrderOut(
         **{k: order[k] for k in OrderOut.__struct_fields__ if k != "lines"},
         lines=[OrderLineOut(**line) for line in lines],
@@ -45,25 +52,96 @@ def entries_out(rows: list[dict[str, Any]]) -> list[LedgerEntryOut]:
     return [entry_out(row) for row in rows]
 
 
-async def create_order(conn: Connection, program: Program, data: OrderIn, now: datetime) -> OrderCreated:
-    if not is_currency(data.currency):
-        raise InvalidInput(f"{data.currency!r} is not an ISO 4217 currency", field="currency")
-    if data.placed_at > now + MAX_FUTURE:
+def _check(currency: str, placed_at: datetime, now: datetime) -> None:
+    if not is_currency(currency):
+        raise InvalidInput(f"{currency!r} is not an ISO 4217 currency", field="currency")
+    if placed_at > now + MAX_FUTURE:
         raise InvalidInput("placed_at is more than a day in the future", field="placed_at")
-    priced = domain.price_order(
+
+
+def _price(data: OrderIn | QuoteIn) -> domain.PricedOrder:
+    return domain.price_order(
         [domain.LineInput(line.sku, line.quantity, line.unit_amount) for line in data.lines],
         discount_amount=data.discount_amount,
         shipping_amount=data.shipping_amount,
         total_amount=data.total_amount,
         currency=data.currency,
-        rate=program.earn_rate(data.currency),
     )
+
+
+def order_subject(
+    program: Program,
+    *,
+    currency: str,
+    placed_at: datetime,
+    priced: domain.PricedOrder,
+    categories: list[str | None],
+    names: list[str | None],
+    discount_amount: int,
+    shipping_amount: int,
+    total_amount: int,
+    attributes: dict[str, Any],
+    customer: dict[str, Any],
+) -> rules_domain.Subject:
+    """What the rules see of an order: its amounts, lines and attributes, and the customer before it."""
+
+    def money(amount: int) -> Money:
+        return Money(amount, currency)
+
+    lines = tuple(
+        LineFacts(
+            line.sku, category, name, line.quantity, money(line.unit_amount), money(line.eligible_amount)
+        )
+        for line, category, name in zip(priced.lines, categories, names, strict=True)
+    )
+    values = rules.customer_facts(customer, placed_at, program.base_currency)
+    values.update(
+        {
+            "order.total": money(total_amount),
+            "order.subtotal": money(priced.subtotal_amount),
+            "order.eligible": money(priced.eligible_amount),
+            "order.discount": money(discount_amount),
+            "order.shipping": money(shipping_amount),
+            "order.item_count": sum(line.quantity for line in priced.lines),
+            "order.line_count": len(priced.lines),
+            "order.currency": currency,
+        }
+    )
+    return rules_domain.Subject(
+        "order", placed_at, Facts(values, attributes), currency, lines, program.earn_rate(currency)
+    )
+
+
+async def create_order(
+    conn: Connection, program: Program, data: OrderIn, now: datetime
+) -> tuple[OrderCreated, rules_domain.Evaluation]:
+    """Record the order and credit what the active rules award it (one entry per rule version)."""
+    _check(data.currency, data.placed_at, now)
+    priced = _price(data)
     profile = customers.profile_changes(data.customer, "customer.")
     profile.pop("external_id", None)
     customer_row, _, events = await customers.upsert(
-        conn, program.id, data.customer.external_id, profile, now
+        conn, program.id, data.customer.external_id, profile, now, repository.customer_stats_lateral("c.id")
     )
     customer = customers.ledger_customer(customer_row)
+    names = [line.name for line in data.lines]
+    categories = [line.category for line in data.lines]
+    subject = order_subject(
+        program,
+        currency=data.currency,
+        placed_at=data.placed_at,
+        priced=priced,
+        categories=categories,
+        names=names,
+        discount_amount=data.discount_amount,
+        shipping_amount=data.shipping_amount,
+        total_amount=data.total_amount,
+        attributes=data.attributes,
+        customer=customer_row,
+    )
+    earned = await rules.evaluate(conn, program, subject, now, customer=customer, write=True)
+    evaluation = earned.evaluation
+    priced = domain.with_points(priced, evaluation.unit_points(len(priced.lines)), evaluation.explanation())
     order_id = uuid4()
     inserted = await repository.insert_order(
         conn,
@@ -77,8 +155,9 @@ async def create_order(conn: Connection, program: Program, data: OrderIn, now: d
         discount_amount=data.discount_amount,
         shipping_amount=data.shipping_amount,
         total_amount=data.total_amount,
-        names=[line.name for line in data.lines],
-        categories=[line.category for line in data.lines],
+        names=names,
+        categories=categories,
+        attributes=data.attributes,
         now=now,
     )
     if not inserted:
@@ -105,19 +184,17 @@ async def create_order(conn: Connection, program: Program, data: OrderIn, now: d
     available_at, expires_at = ledger_domain.lot_dates(
         data.placed_at, now, program.pending_days, program.points_expire_after_days
     )
-    earned = await ledger.credit(
+    credited = await rules.credit_awards(
         conn,
         customer,
-        priced.points,
-        kind="earn",
+        evaluation,
         reason=f"order {data.external_id}",
-        explanation=priced.explanation,
         now=now,
         available_at=available_at,
         expires_at=expires_at,
-        topic="points.earned",
         order_id=order_id,
     )
+    events.extend(credited.events)
     events.extend(earned.events)
     await emit(conn, program.id, events, now)
     # Everything the answer shows was just written from these values: no need to read it back.
@@ -134,6 +211,7 @@ async def create_order(conn: Connection, program: Program, data: OrderIn, now: d
         eligible_amount=priced.eligible_amount,
         points_earned=priced.points,
         earn_explanation=priced.explanation,
+        attributes=data.attributes,
         refunded_amount=0,
         points_reversed=0,
         lines=[
@@ -155,7 +233,53 @@ async def create_order(conn: Connection, program: Program, data: OrderIn, now: d
         ],
         created_at=now,
     )
-    return OrderCreated(order=order, entries=ledger.entry_views(earned, order_external_id=data.external_id))
+    created = OrderCreated(
+        order=order, entries=ledger.entry_views(credited, order_external_id=data.external_id)
+    )
+    return created, evaluation
+
+
+async def quote(
+    conn: Connection, program: Program, data: QuoteIn, now: datetime
+) -> tuple[QuoteOut, rules_domain.Evaluation]:
+    """The points this cart would earn now, and why; writes nothing (caps and budgets as they stand)."""
+    placed_at = data.placed_at or now
+    _check(data.currency, placed_at, now)
+    priced = _price(data)
+    found = await customers.find(
+        conn, program.id, data.customer.external_id, repository.customer_stats_lateral("c.id")
+    )
+    customer_row = found or {"created_at": now}
+    subject = order_subject(
+        program,
+        currency=data.currency,
+        placed_at=placed_at,
+        priced=priced,
+        categories=[line.category for line in data.lines],
+        names=[line.name for line in data.lines],
+        discount_amount=data.discount_amount,
+        shipping_amount=data.shipping_amount,
+        total_amount=data.total_amount,
+        attributes=data.attributes,
+        customer=customer_row,
+    )
+    customer = customers.ledger_customer(found) if found else None
+    evaluation = (
+        await rules.evaluate(conn, program, subject, now, customer=customer, write=False)
+    ).evaluation
+    line_points = evaluation.unit_points(len(priced.lines))
+    out = QuoteOut(
+        currency=data.currency,
+        eligible_amount=priced.eligible_amount,
+        points=evaluation.points,
+        explanation=evaluation.explanation(),
+        awards=rules.awards_out(evaluation),
+        lines=[
+            QuoteLineOut(sku=line.sku, eligible_amount=line.eligible_amount, points=p)
+            for line, p in zip(priced.lines, line_points, strict=True)
+        ],
+    )
+    return out, evaluation
 
 
 async def get_order(conn: Connection, program_id: UUID, external_id: str) -> OrderOut:
@@ -298,3 +422,35 @@ async def refund(
 
 def customer_stats_lateral(customer_id: str) -> str:
     return repository.customer_stats_lateral(customer_id)
+
+
+async def replay_subjects(
+    conn: Connection, program: Program, start: datetime, end: datetime
+) -> list[tuple[str, rules_domain.Subject]]:
+    """The orders placed in [start, end) as the rules saw them (customer external id, subject), oldest first."""
+    subjects = []
+    for row in await repository.replay(conn, program.id, start, end, program.base_currency):
+        currency = row["currency"]
+        eligible = row["eligible_amounts"]
+        lines = tuple(
+            domain.PricedLine(sku, qty, unit, qty * unit, qty * unit - elig, elig, 0)
+            for sku, qty, unit, elig in zip(
+                row["skus"], row["quantities"], row["unit_amounts"], eligible, strict=True
+            )
+        )
+        priced = domain.PricedOrder(row["subtotal_amount"], row["eligible_amount"], 0, lines, "")
+        subject = order_subject(
+            program,
+            currency=currency,
+            placed_at=row["placed_at"],
+            priced=priced,
+            categories=list(row["categories"]),
+            names=list(row["names"]),
+            discount_amount=row["discount_amount"],
+            shipping_amount=row["shipping_amount"],
+            total_amount=row["total_amount"],
+            attributes=msgspec.json.decode(row["attributes"]),
+            customer=dict(row),
+        )
+        subjects.append((row["customer_external_id"], subject))
+    return subjects

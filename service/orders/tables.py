@@ -34,6 +34,7 @@ class Order(Table, tablename="orders"):
     points_reversed = BigInt(default=0)
     status = Varchar(length=24, default="placed")  # placed | partially_refunded | refunded
     earn_explanation = Text()
+    attributes = JSONB(default="{}")  # the shop's own facts (channel, store...), for rule conditions
     created_at = Timestamptz(default=TimestamptzNow())
 
 

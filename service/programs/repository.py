@@ -9,7 +9,7 @@ import msgspec
 from service.core.db import Connection
 
 PROGRAM_FIELDS = """id, name, base_currency, earn_rates, pending_days, points_expire_after_days,
-    point_value_amount, point_value_points, timezone, created_at, updated_at"""
+    point_value_amount, point_value_points, timezone, rules_revision, event_types, created_at, updated_at"""
 
 
 def _program(row: Any) -> dict[str, Any]:
@@ -51,7 +51,8 @@ async def update_program(
     row = await conn.fetchrow(
         f"""
         UPDATE program SET name = $2, earn_rates = $3::jsonb, pending_days = $4, points_expire_after_days = $5,
-               point_value_amount = $6, point_value_points = $7, timezone = $8, updated_at = $9
+               point_value_amount = $6, point_value_points = $7, timezone = $8, updated_at = $9,
+               event_types = $10
         WHERE id = $1 RETURNING {PROGRAM_FIELDS}
         """,
         program_id,
@@ -63,9 +64,20 @@ async def update_program(
         values["point_value_points"],
         values["timezone"],
         now,
+        values["event_types"],
     )
     assert row is not None
     return _program(row)
+
+
+async def bump_rules_revision(conn: Connection, program_id: UUID, *, only_from: int | None = None) -> None:
+    """Tell every API process its cached rule set is stale (`only_from`: only if still at that revision)."""
+    await conn.execute(
+        "UPDATE program SET rules_revision = rules_revision + 1 "
+        "WHERE id = $1 AND ($2::bigint IS NULL OR rules_revision = $2)",
+        program_id,
+        only_from,
+    )
 
 
 async def count_programs(conn: Connection) -> int:

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+EventTypeName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.\-]*$")]
 Currency = Annotated[str, Meta(min_length=3, max_length=3, pattern="^[A-Z]{3}$", description="ISO 4217 code")]
 
 
@@ -27,6 +28,7 @@ class ProgramOut(Struct, kw_only=True):
     points_expire_after_days: int | None
     point_value: PointValue
     timezone: str
+    event_types: list[str]  # custom event types rules can be triggered by, besides the built-in ones
     created_at: datetime
     updated_at: datetime
 
@@ -39,6 +41,9 @@ class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
     points_expire_after_days: Annotated[int, Meta(ge=1, le=3650)] | UnsetType | None = UNSET
     point_value: PointValue | UnsetType = UNSET
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
+    # Custom event types for POST /v1/events (signup, birthday, review_written, newsletter_signup,
+    # social_follow and referral are always known).
+    event_types: Annotated[list[EventTypeName], Meta(max_length=100)] | UnsetType = UNSET
 
 
 ScopeName = Literal["admin", "server", "read"]

@@ -33,6 +33,10 @@ class Program:
     pending_days: int
     points_expire_after_days: int | None
     timezone: str
+    rules_revision: int = 0
+    event_types: tuple[str, ...] = ()
+    point_value_amount: int = 1
+    point_value_points: int = 1
 
     def earn_rate(self, currency: str) -> Decimal | None:
         return self.earn_rates.get(currency)
@@ -46,6 +50,10 @@ def _program(row: dict[str, Any]) -> Program:
         row["pending_days"],
         row["points_expire_after_days"],
         row["timezone"],
+        row["rules_revision"],
+        tuple(row["event_types"]),
+        row["point_value_amount"],
+        row["point_value_points"],
     )
 
 
@@ -61,6 +69,7 @@ def _out(row: dict[str, Any]) -> ProgramOut:
             amount=row["point_value_amount"], points=row["point_value_points"], currency=row["base_currency"]
         ),
         timezone=row["timezone"],
+        event_types=list(row["event_types"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -130,6 +139,8 @@ async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: d
                     field=f"earn_rates.{code}",
                 )
         values["earn_rates"] = {code: str(rate) for code, rate in changes["earn_rates"].items()}
+    if "event_types" in changes:
+        values["event_types"] = sorted(set(changes["event_types"]))
     for key in ("pending_days", "points_expire_after_days"):
         if key in changes:
             values[key] = changes[key]
@@ -154,6 +165,10 @@ async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: d
         now,
     )
     return out
+
+
+async def bump_rules_revision(conn: Connection, program_id: UUID, *, only_from: int | None = None) -> None:
+    await repository.bump_rules_revision(conn, program_id, only_from=only_from)
 
 
 async def create_key(

@@ -1,6 +1,8 @@
 from piccolo.columns import (
     JSONB,
     UUID,
+    Array,
+    BigInt,
     ForeignKey,
     Integer,
     Timestamptz,
@@ -25,6 +27,10 @@ class Program(Table, tablename="program"):
     point_value_amount = Integer(default=1)
     point_value_points = Integer(default=1)
     timezone = Varchar(length=64, default="UTC")
+    # Bumped by every rule change: API processes reload their cached rule set when it moves.
+    rules_revision = BigInt(default=0)
+    # Custom event types the program declares (besides signup, birthday, review_written, ...).
+    event_types = Array(base_column=Varchar(length=64), default=list)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
 

@@ -101,7 +101,9 @@ async def test_program_settings(api: Api) -> None:
     assert patched.json()["earn_rates"] == {"EUR": "2", "USD": "1.5"}
     order = await api.order("o-usd", currency="USD")
     assert order.json()["order"]["points_earned"] == 135
-    assert order.json()["entries"][0]["explanation"] == "1.5 points per USD 1.00 on USD 90.00"
+    assert (
+        order.json()["entries"][0]["explanation"] == "Base earn rate v1: 1.5 points per USD 1.00 on USD 90.00"
+    )
     cleared = await api.client.patch(
         "/v1/program", json={"points_expire_after_days": None}, headers=api.headers()
     )

@@ -29,7 +29,7 @@ async def test_order_earns_pending_points_with_explanation(api: Api) -> None:
     assert sum(line["points"] for line in order["lines"]) == 84
     [entry] = body["entries"]
     assert entry["kind"] == "earn" and entry["points"] == 84
-    assert entry["explanation"] == "1 point per EUR 1.00 on EUR 84.50"
+    assert entry["explanation"] == "Base earn rate v1: 1 point per EUR 1.00 on EUR 84.50"
     assert entry["order_external_id"] == "o-1"
 
     status = await api.status()

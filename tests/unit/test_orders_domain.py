@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import assume, given, settings
@@ -11,18 +14,68 @@ from hypothesis import strategies as st
 
 from service.core.errors import InvalidInput
 from service.core.money import exponent, format_money
+from service.orders import domain as orders_domain
 from service.orders.domain import (
     LineInput,
     PricedLine,
     PricedOrder,
     RefundPlan,
-    describe_rate,
     fully_refunded,
     plan_amount_refund,
     plan_line_refund,
-    points_for,
-    price_order,
 )
+from service.rules.conditions import Facts, LineFacts, Money, compile_conditions
+from service.rules.domain import Effect, Limits, Rule, Subject, describe_rate, evaluate
+from service.rules.domain import points_at_rate as points_for
+
+# The Foundation's earn rate is now the default rule: pricing an order = its amounts + that rule.
+BASE_RULE = Rule(
+    uuid.UUID(int=1),
+    1,
+    "Base earn rate",
+    0,
+    "order",
+    compile_conditions(None, None, "order"),
+    Effect("base_rate"),
+    exclusive=True,
+)
+UTC_ZONE = ZoneInfo("UTC")
+PLACED_AT = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def price_order(
+    lines: list[LineInput],
+    *,
+    discount_amount: int,
+    shipping_amount: int,
+    total_amount: int,
+    currency: str,
+    rate: Decimal | None,
+) -> PricedOrder:
+    priced = orders_domain.price_order(
+        lines,
+        discount_amount=discount_amount,
+        shipping_amount=shipping_amount,
+        total_amount=total_amount,
+        currency=currency,
+    )
+    facts = tuple(
+        LineFacts(
+            line.sku,
+            None,
+            None,
+            line.quantity,
+            Money(line.unit_amount, currency),
+            Money(line.eligible_amount, currency),
+        )
+        for line in priced.lines
+    )
+    subject = Subject("order", PLACED_AT, Facts({}), currency, facts, rate)
+    evaluation = evaluate([BASE_RULE], subject, Limits(), UTC_ZONE)
+    return orders_domain.with_points(
+        priced, evaluation.unit_points(len(priced.lines)), evaluation.explanation()
+    )
+
 
 CURRENCIES = ["EUR", "USD", "JPY", "KWD", "CLF", "GBP"]
 rates = (
@@ -116,9 +169,11 @@ def test_price_order_spreads_discount_and_points(
         assert priced.explanation == (
             f"No earn rate is set for {currency}: no points on {format_money(priced.eligible_amount, currency)}"
         )
+    elif priced.points == 0:
+        assert priced.explanation == "No rule matched: no points"
     else:
         assert priced.explanation == (
-            f"{describe_rate(rate, currency)} on {format_money(priced.eligible_amount, currency)}"
+            f"Base earn rate v1: {describe_rate(rate, currency)} on {format_money(priced.eligible_amount, currency)}"
         )
 
 
@@ -192,7 +247,7 @@ def test_price_order_examples() -> None:
     )
     assert priced.eligible_amount == 8450
     assert priced.points == 84
-    assert priced.explanation == "1 point per EUR 1.00 on EUR 84.50"
+    assert priced.explanation == "Base earn rate v1: 1 point per EUR 1.00 on EUR 84.50"
     assert [line.points for line in priced.lines] == [50, 34]
 
     # A discount spread in proportion (5000 : 3450), shipping earns nothing.
@@ -207,7 +262,7 @@ def test_price_order_examples() -> None:
     assert [line.discount_amount for line in priced.lines] == [592, 408]
     assert [line.eligible_amount for line in priced.lines] == [4408, 3042]
     assert priced.points == 186  # floor(74.50 × 2.5) = floor(186.25)
-    assert priced.explanation == "2.5 points per EUR 1.00 on EUR 74.50"
+    assert priced.explanation == "Base earn rate v1: 2.5 points per EUR 1.00 on EUR 74.50"
     assert sum(line.points for line in priced.lines) == 186
 
     jpy = price_order(
@@ -219,7 +274,7 @@ def test_price_order_examples() -> None:
         rate=Decimal("0.01"),
     )
     assert jpy.points == 36
-    assert jpy.explanation == "0.01 points per JPY 1 on JPY 3600"
+    assert jpy.explanation == "Base earn rate v1: 0.01 points per JPY 1 on JPY 3600"
 
     kwd = price_order(
         [LineInput("oud", 1, 12_345)],
@@ -230,7 +285,7 @@ def test_price_order_examples() -> None:
         rate=Decimal(10),
     )
     assert kwd.points == 123
-    assert kwd.explanation == "10 points per KWD 1.000 on KWD 12.345"
+    assert kwd.explanation == "Base earn rate v1: 10 points per KWD 1.000 on KWD 12.345"
 
     none = price_order(
         [LineInput("gift", 1, 999)],

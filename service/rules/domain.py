@@ -1,0 +1,464 @@
+"""Rule evaluation: rules + an order (or event) + the customer's context -> awards with explanations.
+
+Pure and deterministic: no I/O, no clock; the caller passes the time, the caps already used and the
+campaign budgets left. The order of play:
+
+1. A rule is a candidate when its trigger fits, the time is in its window (program time zone: dates,
+   days of week, hours), the customer is in its audience and its budget is not spent.
+2. Its conditions pick the matching lines (an event is one unit). No matching line, no award.
+3. Rules are played by priority, highest first. An `exclusive` rule takes its lines from every
+   exclusive rule of lower priority; of the exclusive rules of one priority, the one worth the most
+   points wins (ties: the earlier rule). A `stack` rule adds to whatever else applies.
+4. Percentage bonuses come last: a percentage of the points the other rules gave the matching lines.
+5. Caps and budgets cut an award down (per order, per customer per day / month / year / lifetime,
+   campaign budget); the explanation says so.
+
+A rule that raises while being evaluated is left out and reported as a problem; the others still
+award, so a broken rule never fails an order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from service.core.money import allocate, exponent, format_money
+from service.rules.conditions import Compiled, Facts, LineFacts
+
+EffectKind = Literal["base_rate", "rate", "multiplier", "fixed", "percent_bonus"]
+Scope = Literal["order", "lines"]
+CustomerKind = Literal["all", "new", "returning"]
+CapPeriod = Literal["order", "day", "month", "year", "lifetime"]
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    days_of_week: frozenset[int] = frozenset()  # 0 = Monday; empty = every day
+    hours: tuple[int, int] | None = None  # [start, end) local hours; start > end wraps past midnight
+
+    def contains(self, at: datetime, zone: ZoneInfo) -> bool:
+        if self.starts_at is not None and at < self.starts_at:
+            return False
+        if self.ends_at is not None and at >= self.ends_at:
+            return False
+        if not self.days_of_week and self.hours is None:
+            return True
+        local = at.astimezone(zone)
+        if self.days_of_week and local.weekday() not in self.days_of_week:
+            return False
+        if self.hours is not None:
+            start, end = self.hours
+            hour = local.hour
+            inside = start <= hour < end if start < end else (hour >= start or hour < end)
+            if not inside:
+                return False
+        return True
+
+    def describe(self) -> str:
+        parts = []
+        if self.days_of_week:
+            parts.append("on " + ", ".join(DAY_NAMES[d].capitalize() for d in sorted(self.days_of_week)))
+        if self.hours is not None:
+            parts.append(f"{self.hours[0]:02d}:00–{self.hours[1]:02d}:00")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    tiers: frozenset[str] = frozenset()  # empty = every tier and none
+    customers: CustomerKind = "all"
+
+    def admits(self, facts: Facts) -> bool:
+        if self.tiers and facts.values.get("customer.tier") not in self.tiers:
+            return False
+        if self.customers == "new":
+            return bool(facts.values.get("customer.is_new"))
+        if self.customers == "returning":
+            return not facts.values.get("customer.is_new")
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    kind: EffectKind
+    scope: Scope = "lines"
+    rates: Mapping[str, Decimal] = field(default_factory=dict)  # rate: points per major unit
+    multiplier: Decimal = Decimal(1)  # multiplier: × the program's base rate
+    points: int = 0  # fixed
+    percent: Decimal = Decimal(0)  # percent_bonus
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    per_order: int | None = None
+    per_customer_day: int | None = None
+    per_customer_month: int | None = None
+    per_customer_year: int | None = None
+    per_customer_lifetime: int | None = None
+
+    def customer_caps(self) -> list[tuple[CapPeriod, int]]:
+        found: list[tuple[CapPeriod, int]] = []
+        for period, cap in (
+            ("day", self.per_customer_day),
+            ("month", self.per_customer_month),
+            ("year", self.per_customer_year),
+            ("lifetime", self.per_customer_lifetime),
+        ):
+            if cap is not None:
+                found.append((period, cap))  # type: ignore[arg-type]
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: UUID
+    version: int
+    name: str
+    priority: int
+    trigger: str
+    condition: Compiled
+    effect: Effect
+    exclusive: bool = False
+    window: Window = Window()
+    audience: Audience = Audience()
+    caps: Caps = Caps()
+    budget_points: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def limited(self) -> bool:
+        return self.budget_points is not None or bool(self.caps.customer_caps())
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What is being rewarded: an order (lines) or an event (one unit, no lines)."""
+
+    trigger: str
+    at: datetime
+    facts: Facts
+    currency: str | None = None
+    lines: tuple[LineFacts, ...] = ()
+    base_rate: Decimal | None = None  # the program's earn rate for this currency
+
+
+def period_key(period: CapPeriod, at: datetime, zone: ZoneInfo) -> str:
+    local: date = at.astimezone(zone).date()
+    if period == "day":
+        return local.isoformat()
+    if period == "month":
+        return f"{local.year:04d}-{local.month:02d}"
+    if period == "year":
+        return f"{local.year:04d}"
+    return "lifetime"
+
+
+@dataclass(slots=True)
+class Limits:
+    """Caps used so far and budgets left, for the rules that have them. `None`: not known (unlimited)."""
+
+    used: dict[tuple[UUID, str], int] = field(default_factory=dict)  # (rule, period key) -> points
+    budget_left: dict[UUID, int] = field(default_factory=dict)
+    known: bool = True
+
+    def room(self, rule: Rule, at: datetime, zone: ZoneInfo) -> tuple[int | None, str | None]:
+        """Points the rule may still give this customer now, and which limit binds (None: no limit)."""
+        if not self.known:
+            return None, None
+        best: tuple[int | None, str | None] = (None, None)
+        for period, cap in rule.caps.customer_caps():
+            left = max(0, cap - self.used.get((rule.id, period_key(period, at, zone)), 0))
+            if best[0] is None or left < best[0]:
+                best = (
+                    left,
+                    f"{cap} points per customer {'in total' if period == 'lifetime' else 'per ' + period}",
+                )
+        if rule.budget_points is not None:
+            left = max(0, self.budget_left.get(rule.id, rule.budget_points))
+            if best[0] is None or left < best[0]:
+                best = (left, f"campaign budget of {rule.budget_points} points")
+        return best
+
+    def consume(self, rule: Rule, points: int, at: datetime, zone: ZoneInfo) -> None:
+        if not self.known:
+            return
+        for period, _cap in rule.caps.customer_caps():
+            key = (rule.id, period_key(period, at, zone))
+            self.used[key] = self.used.get(key, 0) + points
+        if rule.budget_points is not None:
+            self.budget_left[rule.id] = self.budget_left.get(rule.id, rule.budget_points) - points
+
+
+UNKNOWN_LIMITS = Limits(known=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    rule: Rule
+    points: int
+    unit_points: tuple[int, ...]  # per line (an event: one unit)
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    rule: Rule
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    awards: tuple[Award, ...]
+    problems: tuple[Problem, ...]
+    touched: frozenset[UUID]  # limited rules whose conditions matched a unit (their limits matter)
+    notes: tuple[str, ...]
+
+    @property
+    def points(self) -> int:
+        return sum(a.points for a in self.awards)
+
+    def unit_points(self, units: int) -> list[int]:
+        totals = [0] * units
+        for award in self.awards:
+            for i, p in enumerate(award.unit_points):
+                totals[i] += p
+        return totals
+
+    def explanation(self) -> str:
+        if self.awards:
+            return "; ".join(a.explanation for a in self.awards)
+        return "; ".join(self.notes) if self.notes else "No rule matched: no points"
+
+
+def points_at_rate(amount: int, rate: Decimal | Fraction, currency: str) -> int:
+    """Points for an amount in minor units at `rate` points per major unit, rounded down, exactly."""
+    exact = Fraction(amount) * Fraction(rate) / 10 ** exponent(currency)
+    return exact.numerator // exact.denominator  # floor, also for negatives
+
+
+def describe_rate(rate: Decimal, currency: str) -> str:
+    one_unit = format_money(10 ** exponent(currency), currency)
+    number = format(rate.normalize(), "f")
+    return f"{number} {'point' if rate == 1 else 'points'} per {one_unit}"
+
+
+def _plural(points: int) -> str:
+    return f"{points} point" if points == 1 else f"{points} points"
+
+
+def _what(subject: Subject, matched: Sequence[int], scope: Scope) -> str:
+    """`of Shoes`, `of 2 lines (A-1, B-2)`, or nothing when the award is on the whole order."""
+    if scope == "order" or len(matched) == len(subject.lines):
+        return ""
+    lines = [subject.lines[i] for i in matched]
+    categories = {line.category for line in lines}
+    if len(categories) == 1 and None not in categories:
+        return f" of {categories.pop()}"
+    skus = ", ".join(line.sku for line in lines[:3]) + (", …" if len(lines) > 3 else "")
+    return f" of {len(lines)} {'line' if len(lines) == 1 else 'lines'} ({skus})"
+
+
+def _weights(subject: Subject, units: Sequence[int]) -> list[int]:
+    if not subject.lines:
+        return [1 for _ in units]
+    amounts = [subject.lines[i].amount.amount for i in units]
+    return amounts if sum(amounts) > 0 else [subject.lines[i].quantity for i in units]
+
+
+def _raw_award(
+    rule: Rule, subject: Subject, units: Sequence[int], awarded: Sequence[int]
+) -> tuple[int, list[int], str] | None:
+    """Points before caps, spread over `units`, and the explanation; None when the effect does not apply."""
+    effect = rule.effect
+    n_units = max(1, len(subject.lines))
+    if effect.scope == "order" and subject.lines:
+        units = range(n_units)
+    if effect.kind == "fixed":
+        points = effect.points
+        spread = allocate(points, _weights(subject, units))
+        text = _plural(points)
+        if subject.lines and effect.scope == "lines":
+            text += _what(subject, units, effect.scope).replace(" of ", " for ", 1)
+    elif effect.kind == "percent_bonus":
+        base = [awarded[i] for i in units]
+        if sum(base) <= 0:
+            return None
+        points = math.floor(Fraction(effect.percent) * sum(base) / 100)
+        spread = allocate(points, base)
+        text = f"{format(effect.percent.normalize(), 'f')}% bonus on {_plural(sum(base))}"
+        text += _what(subject, units, effect.scope)
+    else:
+        currency = subject.currency
+        if currency is None:
+            return None
+        if effect.kind == "rate":
+            rate = effect.rates.get(currency)
+            if rate is None:
+                return None
+            amount = sum(subject.lines[i].amount.amount for i in units)
+            points = points_at_rate(amount, rate, currency)
+            text = f"{describe_rate(rate, currency)} on {format_money(amount, currency)}"
+        else:
+            base_rate = subject.base_rate
+            if base_rate is None:
+                return None
+            amount = sum(subject.lines[i].amount.amount for i in units)
+            if effect.kind == "base_rate":
+                points = points_at_rate(amount, base_rate, currency)
+                text = f"{describe_rate(base_rate, currency)} on {format_money(amount, currency)}"
+            else:
+                points = points_at_rate(amount, Fraction(effect.multiplier) * Fraction(base_rate), currency)
+                text = (
+                    f"{format(effect.multiplier.normalize(), 'f')} × {describe_rate(base_rate, currency)} "
+                    f"on {format_money(amount, currency)}"
+                )
+        text += _what(subject, units, effect.scope)
+        weights = _weights(subject, units)
+        spread = allocate(points, weights) if sum(weights) > 0 else [0 for _ in units]
+    unit_points = [0] * n_units
+    for i, p in zip(units, spread, strict=True):
+        unit_points[i] = p
+    return points, unit_points, text
+
+
+@dataclass(slots=True)
+class _Candidate:
+    rule: Rule
+    units: list[int]
+    points: int
+    unit_points: list[int]
+    text: str
+    limit_note: str | None
+
+
+def _capped(
+    rule: Rule,
+    raw: tuple[int, list[int], str],
+    units: list[int],
+    limits: Limits,
+    subject: Subject,
+    zone: ZoneInfo,
+) -> _Candidate:
+    points, unit_points, text = raw
+    note = None
+    if rule.caps.per_order is not None and points > rule.caps.per_order:
+        points, note = rule.caps.per_order, f"capped at {rule.caps.per_order} points per order"
+    room, binding = limits.room(rule, subject.at, zone)
+    if room is not None and points > room:
+        points, note = room, f"capped by the {binding}: {room} left"
+    if points != raw[0]:
+        unit_points = allocate(points, unit_points) if raw[0] > 0 else unit_points
+    return _Candidate(rule, units, points, unit_points, text, note)
+
+
+def evaluate(rules: Iterable[Rule], subject: Subject, limits: Limits, zone: ZoneInfo) -> Evaluation:
+    """Play the rules on the subject; see the module docstring for the order of play."""
+    n_units = max(1, len(subject.lines))
+    candidates: list[tuple[Rule, list[int]]] = []
+    problems: list[Problem] = []
+    touched: set[UUID] = set()
+    notes: list[str] = []
+    for rule in rules:
+        if rule.trigger != subject.trigger:
+            continue
+        if not rule.window.contains(subject.at, zone) or not rule.audience.admits(subject.facts):
+            continue
+        try:
+            units = _matching_units(rule, subject, n_units)
+        except Exception as exc:
+            problems.append(Problem(rule, f"{type(exc).__name__}: {exc}"))
+            continue
+        if not units:
+            continue
+        if rule.limited:
+            touched.add(rule.id)
+        candidates.append((rule, units))
+    candidates.sort(key=lambda c: (-c[0].priority, c[0].effect.kind == "percent_bonus"))
+    awarded = [0] * n_units
+    claimed: set[int] = set()
+    awards: list[Award] = []
+    index = 0
+    # Non-bonus rules, one priority level at a time.
+    main = [c for c in candidates if c[0].effect.kind != "percent_bonus"]
+    bonuses = [c for c in candidates if c[0].effect.kind == "percent_bonus"]
+    while index < len(main):
+        priority = main[index][0].priority
+        level: list[_Candidate] = []
+        while index < len(main) and main[index][0].priority == priority:
+            rule, units = main[index]
+            index += 1
+            free = [u for u in units if u not in claimed] if rule.exclusive else units
+            if not free:
+                continue
+            try:
+                raw = _raw_award(rule, subject, free, awarded)
+            except Exception as exc:
+                problems.append(Problem(rule, f"{type(exc).__name__}: {exc}"))
+                continue
+            if raw is None:
+                if rule.effect.kind == "base_rate" and subject.currency is not None:
+                    total = format_money(sum(line.amount.amount for line in subject.lines), subject.currency)
+                    notes.append(f"No earn rate is set for {subject.currency}: no points on {total}")
+                continue
+            level.append(_capped(rule, raw, free, limits, subject, zone))
+        exclusive = [c for c in level if c.rule.exclusive and c.points > 0]
+        winner = max(exclusive, key=lambda c: c.points, default=None)  # max keeps the first of equals
+        for candidate in level:
+            if candidate.points <= 0 or (candidate.rule.exclusive and candidate is not winner):
+                continue
+            awards.append(_award(candidate, limits, subject, zone))
+            for i, p in enumerate(candidate.unit_points):
+                awarded[i] += p
+        if winner is not None:
+            claimed.update(winner.units if winner.rule.effect.scope == "lines" else range(n_units))
+    base_awarded = list(awarded)
+    for rule, units in bonuses:
+        try:
+            raw = _raw_award(rule, subject, units, base_awarded)
+        except Exception as exc:
+            problems.append(Problem(rule, f"{type(exc).__name__}: {exc}"))
+            continue
+        if raw is None:
+            continue
+        candidate = _capped(rule, raw, units, limits, subject, zone)
+        if candidate.points > 0:
+            awards.append(_award(candidate, limits, subject, zone))
+    return Evaluation(tuple(awards), tuple(problems), frozenset(touched), tuple(dict.fromkeys(notes)))
+
+
+def _matching_units(rule: Rule, subject: Subject, n_units: int) -> list[int]:
+    predicate = rule.condition.predicate
+    if not subject.lines:
+        return [0] if predicate(subject.facts, None) else []
+    if not rule.condition.uses_lines:
+        return list(range(n_units)) if predicate(subject.facts, None) else []
+    return [i for i, line in enumerate(subject.lines) if predicate(subject.facts, line)]
+
+
+def _award(candidate: _Candidate, limits: Limits, subject: Subject, zone: ZoneInfo) -> Award:
+    limits.consume(candidate.rule, candidate.points, subject.at, zone)
+    text = f"{candidate.rule.label}: {candidate.text}"
+    if candidate.limit_note:
+        text += f" ({candidate.limit_note}; {_plural(candidate.points)} given)"
+    return Award(candidate.rule, candidate.points, tuple(candidate.unit_points), text)
+
+
+def window_has_ended(window: Window, now: datetime) -> bool:
+    return window.ends_at is not None and window.ends_at <= now
+
+
+def days_between(earlier: datetime | None, later: datetime) -> int | None:
+    return None if earlier is None else max(0, (later - earlier) // timedelta(days=1))

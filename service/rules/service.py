@@ -1,0 +1,541 @@
+"""Earning rules: CRUD with versions, the cached active set, and earning by rules inside the caller's
+transaction (orders, events, quotes). The decisions themselves are in `domain` (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import msgspec
+import structlog
+
+from service.core import db
+from service.core.db import Connection
+from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.money import is_currency
+from service.ledger import service as ledger
+from service.outbox.service import Event
+from service.programs import service as programs
+from service.programs.service import Program
+from service.rules import domain, repository
+from service.rules.conditions import Money, compile_conditions
+from service.rules.schemas import (
+    AwardOut,
+    BaseRateEffect,
+    BudgetOut,
+    FixedEffect,
+    MultiplierEffect,
+    PercentBonusEffect,
+    RateEffect,
+    RuleCreate,
+    RuleDefinition,
+    RuleOut,
+    RulePatch,
+    RuleProblems,
+    RuleVersionOut,
+)
+
+log = structlog.get_logger("encore.rules")
+
+BUILTIN_EVENT_TYPES = (
+    "signup",
+    "birthday",
+    "review_written",
+    "newsletter_signup",
+    "social_follow",
+    "referral",
+)
+MAX_RATE = Decimal(1000)
+MAX_MULTIPLIER = Decimal(100)
+MAX_PERCENT = Decimal(1000)
+DEFAULT_RULE = RuleDefinition(
+    name="Base earn rate",
+    effect=BaseRateEffect(),
+    priority=0,
+    stacking="exclusive",
+    description="The program's earn rate on every order line. Rules of higher priority that are exclusive "
+    "take their lines from it (double points on Sunday); pause it to earn by other rules only.",
+)
+
+
+# --- definitions: check, normalise, compile ---------------------------------------------------------
+
+
+def _decimal(value: Decimal, low: Decimal, high: Decimal, field: str, what: str) -> None:
+    if not value.is_finite() or not low < value <= high:
+        raise InvalidInput(f"{what} must be more than {low} and at most {high}", field=field)
+    if -value.as_tuple().exponent > 6:  # type: ignore[operator]
+        raise InvalidInput(f"{what} has at most 6 decimal places", field=field)
+
+
+def _effect(definition: RuleDefinition) -> domain.Effect:
+    effect = definition.effect
+    is_order = definition.trigger == "order"
+    if not is_order and not isinstance(effect, FixedEffect | PercentBonusEffect):
+        raise InvalidInput(
+            "an event has no amount: rules triggered by events give `fixed` points or a `percent_bonus`",
+            field="effect.kind",
+        )
+    if isinstance(effect, BaseRateEffect):
+        return domain.Effect("base_rate", effect.scope)
+    if isinstance(effect, RateEffect):
+        if not effect.rates:
+            raise InvalidInput("give a rate for at least one currency", field="effect.rates")
+        for code, rate in effect.rates.items():
+            if not is_currency(code):
+                raise InvalidInput(f"{code!r} is not an ISO 4217 currency", field=f"effect.rates.{code}")
+            _decimal(rate, Decimal(0), MAX_RATE, f"effect.rates.{code}", "a rate (points per major unit)")
+        return domain.Effect("rate", effect.scope, rates=dict(effect.rates))
+    if isinstance(effect, MultiplierEffect):
+        _decimal(effect.multiplier, Decimal(0), MAX_MULTIPLIER, "effect.multiplier", "a multiplier")
+        return domain.Effect("multiplier", effect.scope, multiplier=effect.multiplier)
+    if isinstance(effect, FixedEffect):
+        return domain.Effect("fixed", effect.scope, points=effect.points)
+    _decimal(effect.percent, Decimal(0), MAX_PERCENT, "effect.percent", "a percentage bonus")
+    if definition.stacking != "stack":
+        raise InvalidInput(
+            "a percentage bonus adds to the other rules: its stacking is `stack`", field="stacking"
+        )
+    return domain.Effect("percent_bonus", effect.scope, percent=effect.percent)
+
+
+def _window(definition: RuleDefinition) -> domain.Window:
+    w = definition.window
+    if w.starts_at is not None and w.ends_at is not None and w.starts_at >= w.ends_at:
+        raise InvalidInput("the window ends before it starts", field="window.ends_at")
+    if w.hours is not None and w.hours.start == w.hours.end % 24:
+        raise InvalidInput(
+            "hours start and end at the same hour; leave `hours` out for all day", field="window.hours"
+        )
+    days = frozenset(domain.DAY_NAMES.index(d) for d in w.days_of_week)
+    hours = (w.hours.start, w.hours.end) if w.hours else None
+    return domain.Window(w.starts_at, w.ends_at, days, hours)
+
+
+def compile_rule(
+    definition: RuleDefinition, rule_id: UUID, version: int, event_types: Sequence[str] | None = None
+) -> domain.Rule:
+    """A checked definition as the evaluator's Rule; raises InvalidInput naming the field.
+    `event_types`: the program's known triggers (None: a stored definition, checked when saved)."""
+    trigger = definition.trigger
+    if (
+        event_types is not None
+        and trigger != "order"
+        and trigger not in BUILTIN_EVENT_TYPES
+        and trigger not in event_types
+    ):
+        raise InvalidInput(
+            f"unknown trigger {trigger!r}: use `order`, a built-in event type ({', '.join(BUILTIN_EVENT_TYPES)}) "
+            "or declare it in the program's event_types",
+            field="trigger",
+        )
+    caps = definition.caps
+    return domain.Rule(
+        id=rule_id,
+        version=version,
+        name=definition.name,
+        priority=definition.priority,
+        trigger=trigger,
+        condition=compile_conditions(definition.conditions, definition.definitions, trigger),
+        effect=_effect(definition),
+        exclusive=definition.stacking == "exclusive",
+        window=_window(definition),
+        audience=domain.Audience(frozenset(definition.audience.tiers), definition.audience.customers),
+        caps=domain.Caps(
+            caps.per_order,
+            caps.per_customer_day,
+            caps.per_customer_month,
+            caps.per_customer_year,
+            caps.per_customer_lifetime,
+        ),
+        budget_points=definition.budget_points,
+    )
+
+
+def _normalised(definition: RuleDefinition, zone: ZoneInfo) -> RuleDefinition:
+    """Times without an offset are in the program's time zone; stored and shown in UTC."""
+
+    def utc(moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        return (moment.replace(tzinfo=zone) if moment.tzinfo is None else moment).astimezone(UTC)
+
+    window = msgspec.structs.replace(
+        definition.window, starts_at=utc(definition.window.starts_at), ends_at=utc(definition.window.ends_at)
+    )
+    return msgspec.structs.replace(definition, window=window, name=definition.name.strip() or definition.name)
+
+
+def _definition(stored: dict[str, Any]) -> RuleDefinition:
+    return msgspec.convert(stored, RuleDefinition)
+
+
+def _out(row: dict[str, Any]) -> RuleOut:
+    definition = _definition(row["definition"])
+    budget = None
+    if definition.budget_points is not None:
+        spent = row["budget_spent"]
+        budget = BudgetOut(
+            points=definition.budget_points,
+            spent=spent,
+            remaining=max(0, definition.budget_points - spent),
+            exhausted_at=row["exhausted_at"],
+        )
+    return RuleOut(
+        **msgspec.structs.asdict(definition),
+        id=row["id"],
+        status=row["status"],
+        version=row["current_version"],
+        is_default=row["is_default"],
+        budget=budget,
+        problems=RuleProblems(
+            count=row["problem_count"], last_error=row["last_problem"], last_at=row["last_problem_at"]
+        ),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _check_activation(definition: RuleDefinition, now: datetime) -> None:
+    ends_at = definition.window.ends_at
+    if ends_at is not None and ends_at <= now:
+        raise InvalidInput(
+            f"the rule's window ended at {ends_at.isoformat()}; move `window.ends_at` to activate it",
+            field="window.ends_at",
+        )
+
+
+# --- CRUD -------------------------------------------------------------------------------------------------
+
+
+async def ensure_default(conn: Connection, program: Program, now: datetime) -> None:
+    """Every program has the default rule (the base earn rate); made on first use, once."""
+    if await repository.has_default(conn, program.id):
+        return
+    inserted = await repository.insert_rule(
+        conn,
+        rule_id=uuid4(),
+        program_id=program.id,
+        status="active",
+        definition=msgspec.to_builtins(DEFAULT_RULE),
+        is_default=True,
+        now=now,
+    )
+    if inserted:
+        await programs.bump_rules_revision(conn, program.id)
+
+
+async def create(conn: Connection, program: Program, data: RuleCreate, now: datetime) -> RuleOut:
+    await ensure_default(conn, program, now)
+    fields = msgspec.structs.asdict(data)
+    status = fields.pop("status")
+    definition = _normalised(RuleDefinition(**fields), ZoneInfo(program.timezone))
+    rule_id = uuid4()
+    compile_rule(definition, rule_id, 1, program.event_types)
+    if status == "active":
+        _check_activation(definition, now)
+    await repository.insert_rule(
+        conn,
+        rule_id=rule_id,
+        program_id=program.id,
+        status=status,
+        definition=msgspec.to_builtins(definition),
+        is_default=False,
+        now=now,
+    )
+    if status == "active":
+        await programs.bump_rules_revision(conn, program.id)
+    row = await repository.get_rule(conn, program.id, rule_id)
+    assert row is not None
+    return _out(row)
+
+
+async def _row(conn: Connection, program_id: UUID, rule_id: UUID, *, lock: bool = False) -> dict[str, Any]:
+    row = await repository.get_rule(conn, program_id, rule_id, lock=lock)
+    if row is None:
+        raise NotFound(f"no rule {rule_id} in this program", field="rule_id")
+    return row
+
+
+async def get(conn: Connection, program_id: UUID, rule_id: UUID) -> RuleOut:
+    return _out(await _row(conn, program_id, rule_id))
+
+
+async def list_all(conn: Connection, program: Program, status: str | None, now: datetime) -> list[RuleOut]:
+    await ensure_default(conn, program, now)
+    return [_out(row) for row in await repository.list_rules(conn, program.id, status)]
+
+
+async def versions(conn: Connection, program_id: UUID, rule_id: UUID) -> list[RuleVersionOut]:
+    await _row(conn, program_id, rule_id)
+    return [
+        RuleVersionOut(
+            version=v["version"], definition=_definition(v["definition"]), created_at=v["created_at"]
+        )
+        for v in await repository.versions(conn, rule_id)
+    ]
+
+
+async def update(
+    conn: Connection, program: Program, rule_id: UUID, patch: RulePatch, now: datetime
+) -> RuleOut:
+    """Change a rule. Once a rule has been active its versions are frozen: a change of what it awards
+    makes the next version (entries keep naming the version that awarded them)."""
+    row = await _row(conn, program.id, rule_id, lock=True)
+    changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
+    status = changes.pop("status", row["status"])
+    merged = {**row["definition"], **msgspec.to_builtins(changes)}
+    try:
+        definition = _normalised(msgspec.convert(merged, RuleDefinition), ZoneInfo(program.timezone))
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from exc
+    if status == "draft" and row["published"]:
+        raise InvalidInput("a rule that has been active cannot go back to draft; pause it", field="status")
+    changed = msgspec.to_builtins(definition) != row["definition"]
+    version = row["current_version"] + (1 if changed and row["published"] else 0)
+    compile_rule(definition, rule_id, version, program.event_types)
+    if status == "active":
+        _check_activation(definition, now)
+    await repository.update_rule(
+        conn,
+        rule_id,
+        status=status,
+        definition=msgspec.to_builtins(definition),
+        new_version=changed and row["published"],
+        budget_points=definition.budget_points,
+        now=now,
+    )
+    if "active" in (status, row["status"]):
+        await programs.bump_rules_revision(conn, program.id)
+    return _out(await _row(conn, program.id, rule_id))
+
+
+async def delete(conn: Connection, program: Program, rule_id: UUID) -> None:
+    row = await _row(conn, program.id, rule_id, lock=True)
+    if row["is_default"]:
+        raise Conflict("the default rule cannot be deleted; pause it to stop base points", field="rule_id")
+    if row["published"]:
+        raise Conflict(
+            "this rule has been active and ledger entries may name its versions: archive it instead",
+            field="rule_id",
+        )
+    await repository.delete_rule(conn, rule_id)
+
+
+# --- the active set, cached per process by the program's rules revision ------------------------------------
+
+_active: dict[UUID, tuple[int, tuple[domain.Rule, ...]]] = {}
+
+
+def compile_stored(rows: Sequence[dict[str, Any]]) -> list[domain.Rule]:
+    rules = []
+    for row in rows:
+        try:
+            rules.append(compile_rule(_definition(row["definition"]), row["id"], row["current_version"]))
+        except (InvalidInput, msgspec.ValidationError) as exc:
+            # Checked when saved; only a later change elsewhere could break it. Never fail an order for it.
+            log.error("rule_not_compiled", rule_id=str(row["id"]), error=str(exc))
+    return rules
+
+
+async def active_set(conn: Connection, program: Program, now: datetime) -> tuple[domain.Rule, ...]:
+    if program.rules_revision == 0:
+        await ensure_default(conn, program, now)
+        return tuple(compile_stored(await repository.active_rules(conn, program.id)))
+    cached = _active.get(program.id)
+    if cached is not None and cached[0] == program.rules_revision:
+        return cached[1]
+    rules = tuple(compile_stored(await repository.active_rules(conn, program.id)))
+    _active[program.id] = (program.rules_revision, rules)
+    return rules
+
+
+async def rules_by_id(
+    conn: Connection, program_id: UUID, rule_id: UUID
+) -> tuple[dict[str, Any], domain.Rule]:
+    row = await _row(conn, program_id, rule_id)
+    return row, compile_rule(_definition(row["definition"]), row["id"], row["current_version"])
+
+
+# --- facts -----------------------------------------------------------------------------------------------
+
+
+def customer_facts(customer: dict[str, Any], at: datetime, base_currency: str) -> dict[str, Any]:
+    """The customer's side of the facts, from the customer row and its order stats (before this order)."""
+    order_count = customer.get("order_count") or 0
+    last = customer.get("last_order_at")
+    birthday = customer.get("birthday")
+    created = customer.get("created_at")
+    return {
+        "customer.order_count": order_count,
+        "customer.days_since_last_order": domain.days_between(last, at),
+        "customer.days_since_signup": domain.days_between(created, at) if created else None,
+        "customer.lifetime_spend": Money(customer.get("lifetime_spend") or 0, base_currency),
+        "customer.tier": customer.get("tier"),
+        "customer.birthday_month": birthday.month if birthday else None,
+        "customer.is_birthday_month": (birthday.month == at.month) if birthday else False,
+        "customer.is_new": order_count == 0,
+        "customer.locale": customer.get("locale"),
+        "customer.marketing_consent": bool(customer.get("marketing_consent")),
+    }
+
+
+# --- earning ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Earned:
+    evaluation: domain.Evaluation
+    events: list[Event]
+
+
+async def _limits(
+    conn: Connection,
+    customer_id: UUID | None,
+    rules: Sequence[domain.Rule],
+    at: datetime,
+    zone: ZoneInfo,
+    *,
+    lock: bool,
+) -> domain.Limits:
+    limits = domain.Limits()
+    capped = [r for r in rules if r.caps.customer_caps()]
+    if capped and customer_id is not None:
+        periods = sorted({domain.period_key(p, at, zone) for r in capped for p, _ in r.caps.customer_caps()})
+        limits.used = await repository.usage(conn, customer_id, [r.id for r in capped], periods)
+    budgeted = [r for r in rules if r.budget_points is not None]
+    if budgeted:
+        spent = await repository.budgets_spent(conn, [r.id for r in budgeted], lock=lock)
+        limits.budget_left = {
+            r.id: r.budget_points - spent.get(r.id, 0) for r in budgeted if r.budget_points is not None
+        }
+    return limits
+
+
+async def evaluate(
+    conn: Connection,
+    program: Program,
+    subject: domain.Subject,
+    now: datetime,
+    *,
+    customer: ledger.Customer | None,
+    write: bool,
+) -> Earned:
+    """Evaluate the active rules on the subject. With `write`, inside the order's or event's transaction:
+    caps are read under the customer's ledger lock and budgets under a row lock, and what the awards use
+    of them is written, so concurrent orders never overspend a budget or a cap."""
+    rules = await active_set(conn, program, now)
+    zone = ZoneInfo(program.timezone)
+    evaluation = domain.evaluate(rules, subject, domain.UNKNOWN_LIMITS, zone)
+    events: list[Event] = []
+    limited = [r for r in rules if r.id in evaluation.touched]
+    if limited:
+        if write and customer is not None:
+            await ledger.lock(conn, customer, now)
+        limits = await _limits(conn, customer.id if customer else None, limited, subject.at, zone, lock=write)
+        evaluation = domain.evaluate(rules, subject, limits, zone)
+        if write and customer is not None:
+            events = await _record_use(conn, program, customer, evaluation, subject.at, zone, now)
+    for problem in evaluation.problems:
+        log.warning(
+            "rule_failed", rule_id=str(problem.rule.id), version=problem.rule.version, error=problem.error
+        )
+    return Earned(evaluation, events)
+
+
+async def _record_use(
+    conn: Connection,
+    program: Program,
+    customer: ledger.Customer,
+    evaluation: domain.Evaluation,
+    at: datetime,
+    zone: ZoneInfo,
+    now: datetime,
+) -> list[Event]:
+    usage: list[tuple[UUID, str, int]] = []
+    events: list[Event] = []
+    for award in evaluation.awards:
+        rule = award.rule
+        usage.extend(
+            (rule.id, domain.period_key(p, at, zone), award.points) for p, _ in rule.caps.customer_caps()
+        )
+        if rule.budget_points is not None and await repository.spend_budget(
+            conn, rule.id, award.points, rule.budget_points, now
+        ):
+            await programs.bump_rules_revision(conn, program.id)
+            events.append(
+                Event(
+                    "rule.budget_exhausted",
+                    {
+                        "rule_id": str(rule.id),
+                        "rule_version": rule.version,
+                        "name": rule.name,
+                        "budget_points": rule.budget_points,
+                    },
+                )
+            )
+    if usage:
+        await repository.record_usage(conn, customer.id, usage)
+    return events
+
+
+async def credit_awards(
+    conn: Connection,
+    customer: ledger.Customer,
+    evaluation: domain.Evaluation,
+    *,
+    reason: str,
+    now: datetime,
+    available_at: datetime,
+    expires_at: datetime | None,
+    order_id: UUID | None = None,
+) -> ledger.LedgerResult:
+    """One ledger entry (and lot) per award, each naming the rule version that gave it."""
+    total = ledger.LedgerResult()
+    for award in evaluation.awards:
+        result = await ledger.credit(
+            conn,
+            customer,
+            award.points,
+            kind="earn",
+            reason=reason,
+            explanation=award.explanation,
+            now=now,
+            available_at=available_at,
+            expires_at=expires_at,
+            topic="points.earned",
+            order_id=order_id,
+            rule=(award.rule.id, award.rule.version),
+        )
+        total.entries.extend(result.entries)
+        total.events.extend(result.events)
+        total.debt_settled += result.debt_settled
+    return total
+
+
+def awards_out(evaluation: domain.Evaluation) -> list[AwardOut]:
+    return [
+        AwardOut(
+            rule_id=a.rule.id,
+            rule_version=a.rule.version,
+            rule_name=a.rule.name,
+            points=a.points,
+            explanation=a.explanation,
+        )
+        for a in evaluation.awards
+    ]
+
+
+async def record_problems(evaluation: domain.Evaluation, now: datetime) -> None:
+    """Make run-time failures visible on their rules — in a transaction of its own, after the order's,
+    so that an order never waits on (or fails for) this bookkeeping."""
+    if not evaluation.problems:
+        return
+    problems = sorted({(p.rule.id, p.error[:1000]) for p in evaluation.problems})
+    async with db.transaction() as conn:
+        await repository.record_problems(conn, problems, now)
