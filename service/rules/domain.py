@@ -245,8 +245,8 @@ class Evaluation:
 
 def points_at_rate(amount: int, rate: Decimal | Fraction, currency: str) -> int:
     """Points for an amount in minor units at `rate` points per major unit, rounded down, exactly."""
-    exact = Fraction(amount) * Fraction(rate) / 10 ** exponent(currency)
-    return exact.numerator // exact.denominator  # floor, also for negatives
+    exact: Fraction = Fraction(amount) * Fraction(rate) / 10 ** exponent(currency)
+    return math.floor(exact)
 
 
 def describe_rate(rate: Decimal, currency: str) -> str:
