@@ -8,6 +8,8 @@
    in SQL on their own database (bench/sweeps.py); BENCH_SWEEP_LOTS=0 skips it.
 6. webhooks: BENCH_WEBHOOK_EVENTS (default 100,000) outbox events delivered by `encore worker` to a local
    receiver (bench/receiver.py), one worker then two, each on a fresh database (bench/webhooks.py).
+7. rules: orders with 50 active earning rules against the base rule alone (alternating), and a rule
+   simulation over BENCH_SIMULATION_ORDERS (100,000) orders (bench/rules.py); BENCH_RULES=0 skips it.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -71,7 +73,7 @@ import msgspec
 import uvloop
 from yarl import URL
 
-from bench import sweeps, webhooks
+from bench import rules, sweeps, webhooks
 from bench.load import PhaseResult, Request, run_phase
 
 T = TypeVar("T")
@@ -595,6 +597,7 @@ class Run:
     postmaster: int | None = None  # the local PostgreSQL's postmaster, for CPU accounting
     sweeps: dict[str, Any] | None = None  # bench.sweeps: mature/expire/verify over many lots
     webhooks: dict[str, Any] | None = None  # bench.webhooks: outbox → receiver, one worker vs two
+    rules: dict[str, Any] | None = None  # bench.rules: earn with 50 rules vs base, simulation time
 
     def http_phase(
         self,
@@ -652,6 +655,8 @@ class Run:
             out[key] = {"value": value, "target": target, "met": met}
         if self.webhooks is not None:
             out.update({f"webhooks_{k}": v for k, v in self.webhooks["ratios"].items()})
+        if self.rules is not None:
+            out.update({f"rules_{k}": v for k, v in self.rules["ratios"].items()})
         return out
 
     def table(self) -> str:
@@ -727,6 +732,9 @@ class Run:
         if self.webhooks is not None:
             lines.append("")
             lines.append(webhooks.format_results(self.webhooks))
+        if self.rules is not None:
+            lines.append("")
+            lines.append(rules.format_results(self.rules))
         if self.error:
             lines.append(f"RUN FAILED: {self.error}")
         return "\n".join(lines)
@@ -760,6 +768,7 @@ class Run:
             "ledger_verify": self.ledger_verify,
             "sweeps": self.sweeps,
             "webhooks": self.webhooks,
+            "rules": self.rules,
             "error": self.error,
             "table": table,
         }
@@ -840,6 +849,10 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         else:
             print("status: no customer could be given an order; the phase is not measured")
             run.phases["status"] = None
+        # 7. Earning rules: on the same server and database, programs of their own (BENCH_RULES=0 skips).
+        if _env_number("BENCH_RULES", 1):
+            print("earning rules: 50 rules against the base rule, then a simulation ...", flush=True)
+            run.rules = rules.measure(run, api, api_env, api_url)
     finally:
         stop_server(api)
         run.server_logs["api"] = _log_info(api)

@@ -42,6 +42,29 @@ class Customer:
     external_id: str
 
 
+def _credit_event(
+    topic: str,
+    customer: Customer,
+    entry: NewEntry,
+    entry_id: int,
+    state: str,
+    available_at: datetime,
+    expires_at: datetime | None,
+) -> Event:
+    payload: dict[str, Any] = {
+        "customer": customer.external_id,
+        "points": entry.points,
+        "entry_id": entry_id,
+        "state": state,
+        "available_at": available_at,
+        "expires_at": expires_at,
+        "explanation": entry.explanation,
+    }
+    if entry.rule_id is not None:
+        payload["rule"] = {"id": str(entry.rule_id), "version": entry.rule_version}
+    return Event(topic, payload)
+
+
 async def credit(
     conn: Connection,
     customer: Customer,
@@ -100,20 +123,7 @@ async def credit(
         ),
     )
     result.entries.append((entry_id, earn))
-    result.events.append(
-        Event(
-            topic,
-            {
-                "customer": customer.external_id,
-                "points": points,
-                "entry_id": entry_id,
-                "state": state,
-                "available_at": available_at,
-                "expires_at": expires_at,
-                "explanation": explanation,
-            },
-        )
-    )
+    result.events.append(_credit_event(topic, customer, earn, entry_id, state, available_at, expires_at))
     if settled:
         settle = NewEntry(
             customer.program_id,
@@ -136,6 +146,94 @@ async def credit(
                 {"customer": customer.external_id, "points": settled, "entry_id": settle_id},
             )
         )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """One of several credits written together: its points, why, and the rule version that gave them."""
+
+    points: int
+    explanation: str
+    rule: tuple[UUID, int] | None = None
+
+
+async def credit_many(
+    conn: Connection,
+    customer: Customer,
+    credits: list[Credit],
+    *,
+    kind: str,
+    reason: str,
+    now: datetime,
+    available_at: datetime,
+    expires_at: datetime | None,
+    topic: str,
+    order_id: UUID | None = None,
+) -> LedgerResult:
+    """`credit` for several lots at once (one entry and lot each), written in one statement."""
+    credits = [c for c in credits if c.points > 0]
+    balance = (
+        await repository.lock_balance(conn, customer.program_id, customer.id, now)
+        if len(credits) > 1
+        else None
+    )
+    if balance is None or balance.debt > 0:
+        # Nothing, one, or a debt to settle first: the one-by-one path, which settles it.
+        total = LedgerResult()
+        for c in credits:
+            one = await credit(
+                conn,
+                customer,
+                c.points,
+                kind=kind,
+                reason=reason,
+                explanation=c.explanation,
+                now=now,
+                available_at=available_at,
+                expires_at=expires_at,
+                topic=topic,
+                order_id=order_id,
+                rule=c.rule,
+            )
+            total.entries.extend(one.entries)
+            total.events.extend(one.events)
+            total.debt_settled += one.debt_settled
+        return total
+    state: domain.LotState = "available" if available_at <= now else "pending"
+    entries = [
+        NewEntry(
+            customer.program_id,
+            customer.id,
+            kind,
+            c.points,
+            reason,
+            c.explanation,
+            now,
+            order_id=order_id,
+            lot_id=uuid4(),
+            rule_id=c.rule[0] if c.rule else None,
+            rule_version=c.rule[1] if c.rule else None,
+        )
+        for c in credits
+    ]
+    held = sum(c.points for c in credits)
+    ids = await repository.insert_credits(
+        conn,
+        entries,
+        state,
+        available_at,
+        expires_at,
+        repository.BalanceChange(
+            available=held if state == "available" else 0,
+            pending=held if state == "pending" else 0,
+            lifetime=held,
+        ),
+    )
+    result = LedgerResult()
+    for entry_id, entry in zip(ids, entries, strict=True):
+        result.entries.append((entry_id, entry))
+        result.events.append(_credit_event(topic, customer, entry, entry_id, state, available_at, expires_at))
     return result
 
 

@@ -15,7 +15,7 @@ and `not_in`. A money comparison in another currency than the order's is false.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -109,6 +109,10 @@ class Compiled:
     predicate: Predicate
     uses_lines: bool
     fields: frozenset[str]
+    # The indexes of the lines the tree holds for: the same test, one call per order instead of per line.
+    match_lines: Callable[[Facts, Sequence[LineFacts]], list[int]] = field(
+        default=lambda facts, lines: list(range(len(lines))), compare=False, repr=False
+    )
 
 
 def _scopes_for(trigger: Trigger) -> frozenset[str]:
@@ -218,29 +222,13 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
         ) from exc
 
 
-def _getter(name: str) -> tuple[Callable[[Facts, LineFacts | None], Any], bool]:
-    for prefix in ATTRIBUTE_PREFIXES:
-        if name.startswith(prefix):
-            key = name[len(prefix) :]
+_ORDERING = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
-            def attribute(facts: Facts, _line: LineFacts | None, key: str = key) -> Any:
-                value = facts.attributes.get(key)
-                # bool is an int in Python: keep true/false from comparing equal to 1/0.
-                return ("bool", value) if isinstance(value, bool) else value
 
-            return attribute, False
-    if name.startswith("line."):
-        attr = name[len("line.") :]
-
-        def line_value(_facts: Facts, line: LineFacts | None) -> Any:
-            return None if line is None else getattr(line, attr)
-
-        return line_value, True
-
-    def fact(facts: Facts, _line: LineFacts | None) -> Any:
-        return facts.values.get(name)
-
-    return fact, False
+def _attribute(facts: Facts, key: str) -> Any:
+    value = facts.attributes.get(key)
+    # bool is an int in Python: keep true/false from comparing equal to 1/0.
+    return ("bool", value) if isinstance(value, bool) else value
 
 
 def _wrap_bool(value: Any) -> Any:
@@ -252,14 +240,24 @@ def _wrap_bool(value: Any) -> Any:
 
 
 class _Compiler:
+    """Checks the tree and writes it as one Python expression over `f` (facts) and `l` (the line): no
+    call per node at run time. Only fixed templates and validated field names become code; every value
+    from the request is a bound name (`v3`), never source text."""
+
     def __init__(self, trigger: Trigger, definitions: Mapping[str, Any]) -> None:
         self.trigger = trigger
         self.definitions = definitions
         self.nodes = 0
         self.uses_lines = False
         self.fields: set[str] = set()
+        self.namespace: dict[str, Any] = {"_compare": _compare, "_attribute": _attribute}
 
-    def compile(self, node: Any, path: str, depth: int, refs: tuple[str, ...]) -> Predicate:
+    def bind(self, value: Any) -> str:
+        name = f"v{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def compile(self, node: Any, path: str, depth: int, refs: tuple[str, ...]) -> str:
         if depth > MAX_DEPTH:
             raise InvalidInput(f"conditions nest deeper than {MAX_DEPTH} levels", field=path)
         self.nodes += 1
@@ -282,15 +280,13 @@ class _Compiler:
                 raise InvalidInput(
                     f"`{kind}` takes a list of 1 to {MAX_LIST} conditions", field=f"{path}.{kind}"
                 )
-            parts = tuple(
+            parts = [
                 self.compile(child, f"{path}.{kind}[{i}]", depth + 1, refs) for i, child in enumerate(arg)
-            )
-            if kind == "all":
-                return lambda facts, line: all(part(facts, line) for part in parts)
-            return lambda facts, line: any(part(facts, line) for part in parts)
+            ]
+            joiner = " and " if kind == "all" else " or "
+            return "(" + joiner.join(parts) + ")"
         if kind == "not":
-            inner = self.compile(arg, f"{path}.not", depth + 1, refs)
-            return lambda facts, line: not inner(facts, line)
+            return f"(not {self.compile(arg, f'{path}.not', depth + 1, refs)})"
         if kind == "ref":
             if not isinstance(arg, str) or arg not in self.definitions:
                 raise InvalidInput(f"`ref` names no definition: {arg!r}", field=f"{path}.ref")
@@ -304,7 +300,7 @@ class _Compiler:
             f"unknown condition {kind!r}: use all, any, not, ref or field/op/value", field=path
         )
 
-    def _comparison(self, node: dict[str, Any], path: str) -> Predicate:
+    def _comparison(self, node: dict[str, Any], path: str) -> str:
         name = node["field"]
         if not isinstance(name, str):
             raise InvalidInput("`field` is a string such as order.total", field=f"{path}.field")
@@ -318,14 +314,36 @@ class _Compiler:
         if "value" not in node:
             raise InvalidInput("a comparison needs a `value`", field=f"{path}.value")
         expected = _check_value(kind, op, node["value"], f"{path}.value")
-        get, uses_lines = _getter(name)
-        self.uses_lines = self.uses_lines or uses_lines
         self.fields.add(name)
         if kind == "any":
+            # Typed only at run time: the general comparison, which raises on a mismatch.
             expected = _wrap_bool(expected)
             if op in ("contains", "starts_with", "ends_with") and isinstance(expected, tuple):
                 raise InvalidInput(f"`{op}` takes a string", field=f"{path}.value")
-        return lambda facts, line: _compare(op, get(facts, line), expected)
+            key = self.bind(name.split(".", 2)[2])
+            return f"_compare({op!r}, _attribute(f, {key}), {self.bind(expected)})"
+        if name.startswith("line."):
+            self.uses_lines = True
+            value = f"l.{name[len('line.') :]}"  # a known LineFacts attribute (checked against FIELDS)
+        else:
+            value = f"f.values.get({self.bind(name)})"
+        x = f"x{len(self.namespace)}"
+        self.namespace[x] = None  # reserve the name
+        if kind == "money":
+            amount, currency = self.bind(expected.amount), self.bind(expected.currency)
+            symbol = {"eq": "==", "ne": "!=", **_ORDERING}[op]
+            return f"(({x} := {value}) is not None and {x}.currency == {currency} and {x}.amount {symbol} {amount})"
+        v = self.bind(expected)
+        if op in ("eq", "ne", "in", "not_in"):
+            # None: eq and in are false, ne and not_in true — the documented meaning of a missing value.
+            symbol = {"eq": "==", "ne": "!=", "in": "in", "not_in": "not in"}[op]
+            return f"({value} {symbol} {v})"
+        if op in _ORDERING:
+            return f"(({x} := {value}) is not None and {x} {_ORDERING[op]} {v})"
+        if op == "contains":
+            return f"(({x} := {value}) is not None and {v} in {x})"
+        method = "startswith" if op == "starts_with" else "endswith"
+        return f"(({x} := {value}) is not None and {x}.{method}({v}))"
 
 
 def compile_conditions(
@@ -333,14 +351,14 @@ def compile_conditions(
 ) -> Compiled:
     """Check a condition tree and turn it into a predicate; raises InvalidInput naming the JSON path."""
     definitions = definitions or {}
-    compiler = _Compiler(trigger, definitions)
     for name, node in definitions.items():
         # Every definition must be valid on its own, used or not.
-        compiler.compile(node, f"definitions.{name}", 1, (name,))
-    compiler.nodes = 0
-    compiler.uses_lines = False
-    compiler.fields = set()
+        _Compiler(trigger, definitions).compile(node, f"definitions.{name}", 1, (name,))
     if conditions is None:
         return Compiled(lambda facts, line: True, False, frozenset())
-    predicate = compiler.compile(conditions, path, 1, ())
-    return Compiled(predicate, compiler.uses_lines, frozenset(compiler.fields))
+    compiler = _Compiler(trigger, definitions)
+    code = compiler.compile(conditions, path, 1, ())
+    # Generated code, see _Compiler: only templates and checked names; the values are bound names.
+    predicate: Predicate = eval(f"lambda f, l: bool({code})", compiler.namespace)
+    match_lines = eval(f"lambda f, ls: [i for i, l in enumerate(ls) if {code}]", compiler.namespace)
+    return Compiled(predicate, compiler.uses_lines, frozenset(compiler.fields), match_lines)

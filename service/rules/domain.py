@@ -19,12 +19,11 @@ award, so a broken rule never fails an order.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from fractions import Fraction
 from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -64,14 +63,6 @@ class Window:
                 return False
         return True
 
-    def describe(self) -> str:
-        parts = []
-        if self.days_of_week:
-            parts.append("on " + ", ".join(DAY_NAMES[d].capitalize() for d in sorted(self.days_of_week)))
-        if self.hours is not None:
-            parts.append(f"{self.hours[0]:02d}:00–{self.hours[1]:02d}:00")
-        return " ".join(parts)
-
 
 @dataclass(frozen=True, slots=True)
 class Audience:
@@ -106,17 +97,19 @@ class Caps:
     per_customer_year: int | None = None
     per_customer_lifetime: int | None = None
 
-    def customer_caps(self) -> list[tuple[CapPeriod, int]]:
-        found: list[tuple[CapPeriod, int]] = []
-        for period, cap in (
+    _periods: tuple[tuple[CapPeriod, int], ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        periods = (
             ("day", self.per_customer_day),
             ("month", self.per_customer_month),
             ("year", self.per_customer_year),
             ("lifetime", self.per_customer_lifetime),
-        ):
-            if cap is not None:
-                found.append((period, cap))  # type: ignore[arg-type]
-        return found
+        )
+        object.__setattr__(self, "_periods", tuple((p, cap) for p, cap in periods if cap is not None))
+
+    def customer_caps(self) -> tuple[tuple[CapPeriod, int], ...]:
+        return self._periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +127,17 @@ class Rule:
     caps: Caps = Caps()
     budget_points: int | None = None
 
+    # Worked out once: the evaluator asks for every rule on every order.
+    limited: bool = field(init=False, repr=False, compare=False, default=False)
+    gated: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limited", self.budget_points is not None or bool(self.caps.customer_caps()))
+        object.__setattr__(self, "gated", self.window != Window() or self.audience != Audience())
+
     @property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
-
-    @property
-    def limited(self) -> bool:
-        return self.budget_points is not None or bool(self.caps.customer_caps())
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +207,12 @@ class Award:
     rule: Rule
     points: int
     unit_points: tuple[int, ...]  # per line (an event: one unit)
-    explanation: str
+    # Written only when asked for (a simulation replays 100,000 orders and reads none).
+    describe: Callable[[], str] = field(repr=False, compare=False)
+
+    @property
+    def explanation(self) -> str:
+        return self.describe()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,10 +245,20 @@ class Evaluation:
         return "; ".join(self.notes) if self.notes else "No rule matched: no points"
 
 
-def points_at_rate(amount: int, rate: Decimal | Fraction, currency: str) -> int:
-    """Points for an amount in minor units at `rate` points per major unit, rounded down, exactly."""
-    exact: Fraction = Fraction(amount) * Fraction(rate) / 10 ** exponent(currency)
-    return math.floor(exact)
+@functools.lru_cache(maxsize=4096)
+def _ratio(value: Decimal) -> tuple[int, int]:
+    return value.as_integer_ratio()
+
+
+def points_at_rate(amount: int, rate: Decimal, currency: str, multiplier: Decimal | None = None) -> int:
+    """Points for an amount in minor units at `rate` (× `multiplier`) points per major unit, rounded
+    down, exactly: integer arithmetic on the decimals' ratios, never a rounded product."""
+    num, den = _ratio(rate)
+    if multiplier is not None:
+        m_num, m_den = _ratio(multiplier)
+        num, den = num * m_num, den * m_den
+    points: int = amount * num // (den * 10 ** exponent(currency))
+    return points
 
 
 def describe_rate(rate: Decimal, currency: str) -> str:
@@ -278,60 +290,75 @@ def _weights(subject: Subject, units: Sequence[int]) -> list[int]:
     return amounts if sum(amounts) > 0 else [subject.lines[i].quantity for i in units]
 
 
+def _spread(points: int, weights: list[int], units: Sequence[int], n_units: int) -> list[int]:
+    unit_points = [0] * n_units
+    if len(units) == 1:
+        unit_points[units[0]] = points
+        return unit_points
+    if sum(weights) <= 0:
+        return unit_points
+    for i, p in zip(units, allocate(points, weights), strict=True):
+        unit_points[i] = p
+    return unit_points
+
+
 def _raw_award(
     rule: Rule, subject: Subject, units: Sequence[int], awarded: Sequence[int]
-) -> tuple[int, list[int], str] | None:
-    """Points before caps, spread over `units`, and the explanation; None when the effect does not apply."""
+) -> tuple[int, list[int], Callable[[], str]] | None:
+    """Points before caps, spread over `units`, and how to explain them; None when the effect does not apply."""
     effect = rule.effect
     n_units = max(1, len(subject.lines))
     if effect.scope == "order" and subject.lines:
         units = range(n_units)
-    if effect.kind == "fixed":
+    kind = effect.kind
+    if kind == "fixed":
         points = effect.points
-        spread = allocate(points, _weights(subject, units))
-        text = _plural(points)
-        if subject.lines and effect.scope == "lines":
-            text += _what(subject, units, effect.scope).replace(" of ", " for ", 1)
-    elif effect.kind == "percent_bonus":
+        unit_points = _spread(points, _weights(subject, units), units, n_units)
+
+        def describe() -> str:
+            text = _plural(points)
+            if subject.lines and effect.scope == "lines":
+                text += _what(subject, units, effect.scope).replace(" of ", " for ", 1)
+            return text
+
+        return points, unit_points, describe
+    if kind == "percent_bonus":
         base = [awarded[i] for i in units]
-        if sum(base) <= 0:
+        base_total = sum(base)
+        if base_total <= 0:
             return None
-        points = math.floor(Fraction(effect.percent) * sum(base) / 100)
-        spread = allocate(points, base)
-        text = f"{format(effect.percent.normalize(), 'f')}% bonus on {_plural(sum(base))}"
-        text += _what(subject, units, effect.scope)
+        num, den = _ratio(effect.percent)
+        points = base_total * num // (den * 100)
+        unit_points = _spread(points, base, units, n_units)
+
+        def describe_bonus() -> str:
+            percent = format(effect.percent.normalize(), "f")
+            return f"{percent}% bonus on {_plural(base_total)}{_what(subject, units, effect.scope)}"
+
+        return points, unit_points, describe_bonus
+    currency = subject.currency
+    if currency is None:
+        return None
+    if kind == "rate":
+        rate = effect.rates.get(currency)
+        multiplier = None
     else:
-        currency = subject.currency
-        if currency is None:
-            return None
-        if effect.kind == "rate":
-            rate = effect.rates.get(currency)
-            if rate is None:
-                return None
-            amount = sum(subject.lines[i].amount.amount for i in units)
-            points = points_at_rate(amount, rate, currency)
-            text = f"{describe_rate(rate, currency)} on {format_money(amount, currency)}"
-        else:
-            base_rate = subject.base_rate
-            if base_rate is None:
-                return None
-            amount = sum(subject.lines[i].amount.amount for i in units)
-            if effect.kind == "base_rate":
-                points = points_at_rate(amount, base_rate, currency)
-                text = f"{describe_rate(base_rate, currency)} on {format_money(amount, currency)}"
-            else:
-                points = points_at_rate(amount, Fraction(effect.multiplier) * Fraction(base_rate), currency)
-                text = (
-                    f"{format(effect.multiplier.normalize(), 'f')} × {describe_rate(base_rate, currency)} "
-                    f"on {format_money(amount, currency)}"
-                )
-        text += _what(subject, units, effect.scope)
-        weights = _weights(subject, units)
-        spread = allocate(points, weights) if sum(weights) > 0 else [0 for _ in units]
-    unit_points = [0] * n_units
-    for i, p in zip(units, spread, strict=True):
-        unit_points[i] = p
-    return points, unit_points, text
+        rate = subject.base_rate
+        multiplier = effect.multiplier if kind == "multiplier" else None
+    if rate is None:
+        return None
+    lines = subject.lines
+    amount = sum(lines[i].amount.amount for i in units)
+    points = points_at_rate(amount, rate, currency, multiplier)
+    unit_points = _spread(points, _weights(subject, units), units, n_units)
+
+    def describe_rate_award() -> str:
+        text = f"{describe_rate(rate, currency)} on {format_money(amount, currency)}"
+        if multiplier is not None:
+            text = f"{format(multiplier.normalize(), 'f')} × {text}"
+        return text + _what(subject, units, effect.scope)
+
+    return points, unit_points, describe_rate_award
 
 
 @dataclass(slots=True)
@@ -340,28 +367,29 @@ class _Candidate:
     units: list[int]
     points: int
     unit_points: list[int]
-    text: str
+    describe: Callable[[], str]
     limit_note: str | None
 
 
 def _capped(
     rule: Rule,
-    raw: tuple[int, list[int], str],
+    raw: tuple[int, list[int], Callable[[], str]],
     units: list[int],
     limits: Limits,
     subject: Subject,
     zone: ZoneInfo,
 ) -> _Candidate:
-    points, unit_points, text = raw
+    points, unit_points, describe = raw
     note = None
     if rule.caps.per_order is not None and points > rule.caps.per_order:
         points, note = rule.caps.per_order, f"capped at {rule.caps.per_order} points per order"
-    room, binding = limits.room(rule, subject.at, zone)
-    if room is not None and points > room:
-        points, note = room, f"capped by the {binding}: {room} left"
+    if rule.limited:
+        room, binding = limits.room(rule, subject.at, zone)
+        if room is not None and points > room:
+            points, note = room, f"capped by the {binding}: {room} left"
     if points != raw[0]:
         unit_points = allocate(points, unit_points) if raw[0] > 0 else unit_points
-    return _Candidate(rule, units, points, unit_points, text, note)
+    return _Candidate(rule, units, points, unit_points, describe, note)
 
 
 def evaluate(rules: Iterable[Rule], subject: Subject, limits: Limits, zone: ZoneInfo) -> Evaluation:
@@ -374,7 +402,9 @@ def evaluate(rules: Iterable[Rule], subject: Subject, limits: Limits, zone: Zone
     for rule in rules:
         if rule.trigger != subject.trigger:
             continue
-        if not rule.window.contains(subject.at, zone) or not rule.audience.admits(subject.facts):
+        if rule.gated and not (
+            rule.window.contains(subject.at, zone) and rule.audience.admits(subject.facts)
+        ):
             continue
         try:
             units = _matching_units(rule, subject, n_units)
@@ -445,15 +475,20 @@ def _matching_units(rule: Rule, subject: Subject, n_units: int) -> list[int]:
         return [0] if predicate(subject.facts, None) else []
     if not rule.condition.uses_lines:
         return list(range(n_units)) if predicate(subject.facts, None) else []
-    return [i for i, line in enumerate(subject.lines) if predicate(subject.facts, line)]
+    return rule.condition.match_lines(subject.facts, subject.lines)
 
 
 def _award(candidate: _Candidate, limits: Limits, subject: Subject, zone: ZoneInfo) -> Award:
-    limits.consume(candidate.rule, candidate.points, subject.at, zone)
-    text = f"{candidate.rule.label}: {candidate.text}"
-    if candidate.limit_note:
-        text += f" ({candidate.limit_note}; {_plural(candidate.points)} given)"
-    return Award(candidate.rule, candidate.points, tuple(candidate.unit_points), text)
+    if candidate.rule.limited:
+        limits.consume(candidate.rule, candidate.points, subject.at, zone)
+
+    def describe() -> str:
+        text = f"{candidate.rule.label}: {candidate.describe()}"
+        if candidate.limit_note:
+            text += f" ({candidate.limit_note}; {_plural(candidate.points)} given)"
+        return text
+
+    return Award(candidate.rule, candidate.points, tuple(candidate.unit_points), describe)
 
 
 def window_has_ended(window: Window, now: datetime) -> bool:

@@ -496,26 +496,18 @@ async def credit_awards(
     order_id: UUID | None = None,
 ) -> ledger.LedgerResult:
     """One ledger entry (and lot) per award, each naming the rule version that gave it."""
-    total = ledger.LedgerResult()
-    for award in evaluation.awards:
-        result = await ledger.credit(
-            conn,
-            customer,
-            award.points,
-            kind="earn",
-            reason=reason,
-            explanation=award.explanation,
-            now=now,
-            available_at=available_at,
-            expires_at=expires_at,
-            topic="points.earned",
-            order_id=order_id,
-            rule=(award.rule.id, award.rule.version),
-        )
-        total.entries.extend(result.entries)
-        total.events.extend(result.events)
-        total.debt_settled += result.debt_settled
-    return total
+    return await ledger.credit_many(
+        conn,
+        customer,
+        [ledger.Credit(a.points, a.explanation, (a.rule.id, a.rule.version)) for a in evaluation.awards],
+        kind="earn",
+        reason=reason,
+        now=now,
+        available_at=available_at,
+        expires_at=expires_at,
+        topic="points.earned",
+        order_id=order_id,
+    )
 
 
 def awards_out(evaluation: domain.Evaluation) -> list[AwardOut]:
