@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 
+from service.core import db
 from service.core.db import Connection
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.money import format_money, is_currency
@@ -34,7 +36,7 @@ from service.outbox.service import Event, emit
 from service.programs.service import Program
 from service.rules import domain as rules_domain
 from service.rules import service as rules
-from service.rules.conditions import Facts, LineFacts, Money
+from service.rules.conditions import Facts, LineFacts
 
 # An order placed further ahead than this is refused (clock skew between the shop and us is allowed).
 MAX_FUTURE = timedelta(days=1)
@@ -69,46 +71,55 @@ def _price(data: OrderIn | QuoteIn) -> domain.PricedOrder:
     )
 
 
+def line_facts(
+    priced: domain.PricedOrder, categories: list[str | None], names: list[str | None], currency: str
+) -> tuple[LineFacts, ...]:
+    return tuple(
+        LineFacts(line.sku, category, name, line.quantity, line.unit_amount, line.eligible_amount)
+        for line, category, name in zip(priced.lines, categories, names, strict=True)
+    )
+
+
 def order_subject(
     program: Program,
     *,
     currency: str,
     placed_at: datetime,
-    priced: domain.PricedOrder,
-    categories: list[str | None],
-    names: list[str | None],
+    lines: tuple[LineFacts, ...],
+    subtotal_amount: int,
+    eligible_amount: int,
     discount_amount: int,
     shipping_amount: int,
     total_amount: int,
     attributes: dict[str, Any],
-    customer: dict[str, Any],
+    customer: Any,
+    lazy: bool = False,
 ) -> rules_domain.Subject:
-    """What the rules see of an order: its amounts, lines and attributes, and the customer before it."""
-
-    def money(amount: int) -> Money:
-        return Money(amount, currency)
-
-    lines = tuple(
-        LineFacts(
-            line.sku, category, name, line.quantity, money(line.unit_amount), money(line.eligible_amount)
-        )
-        for line, category, name in zip(priced.lines, categories, names, strict=True)
-    )
-    values = rules.customer_facts(customer, placed_at, program.base_currency)
-    values.update(
-        {
-            "order.total": money(total_amount),
-            "order.subtotal": money(priced.subtotal_amount),
-            "order.eligible": money(priced.eligible_amount),
-            "order.discount": money(discount_amount),
-            "order.shipping": money(shipping_amount),
-            "order.item_count": sum(line.quantity for line in priced.lines),
-            "order.line_count": len(priced.lines),
-            "order.currency": currency,
-        }
-    )
+    """What the rules see of an order: its amounts (minor units of `order.currency`), lines and attributes,
+    and the customer before it (`lazy`: customer fields worked out when a rule reads them)."""
+    values = {
+        "order.total": total_amount,
+        "order.subtotal": subtotal_amount,
+        "order.eligible": eligible_amount,
+        "order.discount": discount_amount,
+        "order.shipping": shipping_amount,
+        "order.item_count": sum(line.quantity for line in lines),
+        "order.line_count": len(lines),
+        "order.currency": currency,
+    }
+    facts: Any
+    if lazy:
+        facts = rules.LazyFacts(customer, placed_at, program.base_currency, values)
+    else:
+        facts = rules.customer_facts(customer, placed_at, program.base_currency) | values
     return rules_domain.Subject(
-        "order", placed_at, Facts(values, attributes), currency, lines, program.earn_rate(currency)
+        "order",
+        placed_at,
+        Facts(facts, attributes),
+        currency,
+        lines,
+        program.earn_rate(currency),
+        placed_at.astimezone(program.zone),
     )
 
 
@@ -130,9 +141,9 @@ async def create_order(
         program,
         currency=data.currency,
         placed_at=data.placed_at,
-        priced=priced,
-        categories=categories,
-        names=names,
+        lines=line_facts(priced, categories, names, data.currency),
+        subtotal_amount=priced.subtotal_amount,
+        eligible_amount=priced.eligible_amount,
         discount_amount=data.discount_amount,
         shipping_amount=data.shipping_amount,
         total_amount=data.total_amount,
@@ -254,9 +265,11 @@ async def quote(
         program,
         currency=data.currency,
         placed_at=placed_at,
-        priced=priced,
-        categories=[line.category for line in data.lines],
-        names=[line.name for line in data.lines],
+        lines=line_facts(
+            priced, [line.category for line in data.lines], [line.name for line in data.lines], data.currency
+        ),
+        subtotal_amount=priced.subtotal_amount,
+        eligible_amount=priced.eligible_amount,
         discount_amount=data.discount_amount,
         shipping_amount=data.shipping_amount,
         total_amount=data.total_amount,
@@ -427,30 +440,33 @@ def customer_stats_lateral(customer_id: str) -> str:
 async def replay_subjects(
     conn: Connection, program: Program, start: datetime, end: datetime
 ) -> list[tuple[str, rules_domain.Subject]]:
-    """The orders placed in [start, end) as the rules saw them (customer external id, subject), oldest first."""
+    """The orders placed in [start, end) as the rules saw them (customer external id, subject), oldest first.
+    The lines are read on a second connection at the same time (an order and its lines commit together)."""
+
+    async def read_lines() -> dict[UUID, list[tuple[Any, ...]]]:
+        async with db.connection() as other:
+            return await repository.replay_lines(other, program.id, start, end)
+
+    orders, lines_by_order = await asyncio.gather(
+        repository.replay_orders(conn, program.id, start, end, program.base_currency), read_lines()
+    )
     subjects = []
-    for row in await repository.replay(conn, program.id, start, end, program.base_currency):
-        currency = row["currency"]
-        eligible = row["eligible_amounts"]
-        lines = tuple(
-            domain.PricedLine(sku, qty, unit, qty * unit, qty * unit - elig, elig, 0)
-            for sku, qty, unit, elig in zip(
-                row["skus"], row["quantities"], row["unit_amounts"], eligible, strict=True
-            )
-        )
-        priced = domain.PricedOrder(row["subtotal_amount"], row["eligible_amount"], 0, lines, "")
+    make_line = LineFacts._make
+    for row in orders:
+        lines = tuple(make_line(line) for line in lines_by_order.get(row["id"], ()))
         subject = order_subject(
             program,
-            currency=currency,
+            currency=row["currency"],
             placed_at=row["placed_at"],
-            priced=priced,
-            categories=list(row["categories"]),
-            names=list(row["names"]),
+            lines=lines,
+            subtotal_amount=row["subtotal_amount"],
+            eligible_amount=row["eligible_amount"],
             discount_amount=row["discount_amount"],
             shipping_amount=row["shipping_amount"],
             total_amount=row["total_amount"],
             attributes=msgspec.json.decode(row["attributes"]),
-            customer=dict(row),
+            customer=row,
+            lazy=True,
         )
         subjects.append((row["customer_external_id"], subject))
     return subjects

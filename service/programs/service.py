@@ -38,6 +38,10 @@ class Program:
     point_value_amount: int = 1
     point_value_points: int = 1
 
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)  # ZoneInfo caches its instances: cheap to ask again
+
     def earn_rate(self, currency: str) -> Decimal | None:
         return self.earn_rates.get(currency)
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from service.core.errors import InvalidInput
 from service.core.money import is_currency
@@ -30,28 +31,27 @@ FieldType = Literal["number", "money", "string", "bool", "any"]
 Trigger = str  # "order" or an event type
 
 
-@dataclass(frozen=True, slots=True)
-class Money:
+class Money(NamedTuple):
+    # Tuples: a simulation builds millions of these, and a tuple is the cheapest object to make.
     amount: int
     currency: str
 
 
-@dataclass(slots=True)
-class Facts:
+class Facts(NamedTuple):
     """What a rule can look at, besides the line: `values` maps field names to values (None = unknown)."""
 
     values: dict[str, Any]
-    attributes: Mapping[str, Any] = field(default_factory=dict)  # order.attributes.* / event.properties.*
+    attributes: Mapping[str, Any] = MappingProxyType({})  # order.attributes.* / event.properties.*
 
 
-@dataclass(frozen=True, slots=True)
-class LineFacts:
+class LineFacts(NamedTuple):
     sku: str
     category: str | None
     name: str | None
     quantity: int
-    unit_amount: Money
-    amount: Money  # eligible: after the line's share of the discount
+    # Minor units of the order's currency (`order.currency`): plain numbers, a simulation makes millions.
+    unit_amount: int
+    amount: int  # eligible: after the line's share of the discount
 
 
 # Field name -> (type, scope). Scope: "order" (order triggers), "line", "event" (event triggers), "customer".
@@ -329,6 +329,11 @@ class _Compiler:
             value = f"f.values.get({self.bind(name)})"
         x = f"x{len(self.namespace)}"
         self.namespace[x] = None  # reserve the name
+        if kind == "money" and name.startswith(("line.", "order.")):
+            # An order's and its lines' amounts are plain minor units of the order's currency.
+            amount, currency = self.bind(expected.amount), self.bind(expected.currency)
+            symbol = {"eq": "==", "ne": "!=", **_ORDERING}[op]
+            return f"(f.values.get('order.currency') == {currency} and {value} {symbol} {amount})"
         if kind == "money":
             amount, currency = self.bind(expected.amount), self.bind(expected.currency)
             symbol = {"eq": "==", "ne": "!=", **_ORDERING}[op]

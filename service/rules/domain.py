@@ -22,9 +22,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -45,14 +45,15 @@ class Window:
     days_of_week: frozenset[int] = frozenset()  # 0 = Monday; empty = every day
     hours: tuple[int, int] | None = None  # [start, end) local hours; start > end wraps past midnight
 
-    def contains(self, at: datetime, zone: ZoneInfo) -> bool:
+    def contains(self, at: datetime, zone: ZoneInfo, local: datetime | None = None) -> bool:
         if self.starts_at is not None and at < self.starts_at:
             return False
         if self.ends_at is not None and at >= self.ends_at:
             return False
         if not self.days_of_week and self.hours is None:
             return True
-        local = at.astimezone(zone)
+        if local is None:
+            local = at.astimezone(zone)
         if self.days_of_week and local.weekday() not in self.days_of_week:
             return False
         if self.hours is not None:
@@ -140,9 +141,9 @@ class Rule:
         return f"{self.name} v{self.version}"
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """What is being rewarded: an order (lines) or an event (one unit, no lines)."""
+class Subject(NamedTuple):
+    """What is being rewarded: an order (lines) or an event (one unit, no lines). A tuple: a simulation
+    makes one per order replayed."""
 
     trigger: str
     at: datetime
@@ -150,6 +151,7 @@ class Subject:
     currency: str | None = None
     lines: tuple[LineFacts, ...] = ()
     base_rate: Decimal | None = None  # the program's earn rate for this currency
+    local_at: datetime | None = None  # `at` in the program's time zone, if the caller has it already
 
 
 def period_key(period: CapPeriod, at: datetime, zone: ZoneInfo) -> str:
@@ -286,7 +288,7 @@ def _what(subject: Subject, matched: Sequence[int], scope: Scope) -> str:
 def _weights(subject: Subject, units: Sequence[int]) -> list[int]:
     if not subject.lines:
         return [1 for _ in units]
-    amounts = [subject.lines[i].amount.amount for i in units]
+    amounts = [subject.lines[i].amount for i in units]
     return amounts if sum(amounts) > 0 else [subject.lines[i].quantity for i in units]
 
 
@@ -348,7 +350,7 @@ def _raw_award(
     if rate is None:
         return None
     lines = subject.lines
-    amount = sum(lines[i].amount.amount for i in units)
+    amount = sum(lines[i].amount for i in units)
     points = points_at_rate(amount, rate, currency, multiplier)
     unit_points = _spread(points, _weights(subject, units), units, n_units)
 
@@ -392,22 +394,31 @@ def _capped(
     return _Candidate(rule, units, points, unit_points, describe, note)
 
 
-def evaluate(rules: Iterable[Rule], subject: Subject, limits: Limits, zone: ZoneInfo) -> Evaluation:
-    """Play the rules on the subject; see the module docstring for the order of play."""
+def evaluate(
+    rules: Iterable[Rule],
+    subject: Subject,
+    limits: Limits,
+    zone: ZoneInfo,
+    memo: dict[int, list[int]] | None = None,
+) -> Evaluation:
+    """Play the rules on the subject; see the module docstring for the order of play. `memo` keeps each
+    rule's matching units for the next evaluation of the same subject (a simulation plays it twice)."""
     n_units = max(1, len(subject.lines))
     candidates: list[tuple[Rule, list[int]]] = []
     problems: list[Problem] = []
     touched: set[UUID] = set()
     notes: list[str] = []
+    if isinstance(rules, tuple):
+        local = subject.local_at or subject.at.astimezone(zone)
+        rules = _of_weekday(rules, local.weekday())
     for rule in rules:
-        if rule.trigger != subject.trigger:
-            continue
-        if rule.gated and not (
-            rule.window.contains(subject.at, zone) and rule.audience.admits(subject.facts)
-        ):
-            continue
         try:
-            units = _matching_units(rule, subject, n_units)
+            if memo is None:
+                units = _matching_units(rule, subject, zone)
+            else:
+                units = memo.get(id(rule))  # type: ignore[assignment]
+                if units is None:
+                    units = memo[id(rule)] = _matching_units(rule, subject, zone)
         except Exception as exc:
             problems.append(Problem(rule, f"{type(exc).__name__}: {exc}"))
             continue
@@ -440,7 +451,7 @@ def evaluate(rules: Iterable[Rule], subject: Subject, limits: Limits, zone: Zone
                 continue
             if raw is None:
                 if rule.effect.kind == "base_rate" and subject.currency is not None:
-                    total = format_money(sum(line.amount.amount for line in subject.lines), subject.currency)
+                    total = format_money(sum(line.amount for line in subject.lines), subject.currency)
                     notes.append(f"No earn rate is set for {subject.currency}: no points on {total}")
                 continue
             level.append(_capped(rule, raw, free, limits, subject, zone))
@@ -469,12 +480,48 @@ def evaluate(rules: Iterable[Rule], subject: Subject, limits: Limits, zone: Zone
     return Evaluation(tuple(awards), tuple(problems), frozenset(touched), tuple(dict.fromkeys(notes)))
 
 
-def _matching_units(rule: Rule, subject: Subject, n_units: int) -> list[int]:
+_WEEKDAYS: dict[int, tuple[tuple[Rule, ...], list[tuple[Rule, ...]]]] = {}
+
+
+def _of_weekday(rules: tuple[Rule, ...], weekday: int) -> tuple[Rule, ...]:
+    """The rules whose days of the week include `weekday` (a rule set is sorted into seven once)."""
+    found = _WEEKDAYS.get(id(rules))
+    if found is None or found[0] is not rules:
+        if len(_WEEKDAYS) > 64:
+            _WEEKDAYS.clear()
+        days = [
+            tuple(r for r in rules if not r.window.days_of_week or day in r.window.days_of_week)
+            for day in range(7)
+        ]
+        found = _WEEKDAYS[id(rules)] = (rules, days)
+    return found[1][weekday]
+
+
+def matching_units(
+    rule: Rule, subject: Subject, zone: ZoneInfo, memo: dict[int, list[int]] | None = None
+) -> list[int]:
+    """The units (line indexes; an event is unit 0) the rule would reward, before caps and other rules:
+    empty when the trigger, window or audience does not fit or no line meets the conditions."""
+    if memo is not None:
+        found = memo.get(id(rule))
+        if found is None:
+            found = memo[id(rule)] = _matching_units(rule, subject, zone)
+        return found
+    return _matching_units(rule, subject, zone)
+
+
+def _matching_units(rule: Rule, subject: Subject, zone: ZoneInfo) -> list[int]:
+    if rule.trigger != subject.trigger:
+        return []
+    if rule.gated and not (
+        rule.window.contains(subject.at, zone, subject.local_at) and rule.audience.admits(subject.facts)
+    ):
+        return []
     predicate = rule.condition.predicate
     if not subject.lines:
         return [0] if predicate(subject.facts, None) else []
     if not rule.condition.uses_lines:
-        return list(range(n_units)) if predicate(subject.facts, None) else []
+        return list(range(len(subject.lines))) if predicate(subject.facts, None) else []
     return rule.condition.match_lines(subject.facts, subject.lines)
 
 
@@ -496,4 +543,4 @@ def window_has_ended(window: Window, now: datetime) -> bool:
 
 
 def days_between(earlier: datetime | None, later: datetime) -> int | None:
-    return None if earlier is None else max(0, (later - earlier) // timedelta(days=1))
+    return None if earlier is None else max(0, (later - earlier).days)

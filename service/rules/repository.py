@@ -148,59 +148,74 @@ async def versions(conn: Connection, rule_id: UUID) -> list[dict[str, Any]]:
     return [{**dict(r), "definition": msgspec.json.decode(r["definition"])} for r in rows]
 
 
-async def usage(
-    conn: Connection, customer_id: UUID, rule_ids: list[UUID], periods: list[str]
-) -> dict[tuple[UUID, str], int]:
+async def limits(
+    conn: Connection,
+    customer_id: UUID | None,
+    capped: list[UUID],
+    periods: list[str],
+    budgeted: list[UUID],
+    *,
+    lock: bool,
+    ledger_lock_sql: str,
+) -> tuple[dict[tuple[UUID, str], int], dict[UUID, int]]:
+    """What the customer has had of capped rules in these periods, and the budget spent of budgeted rules;
+    with `lock`, under the customer's ledger lock and the budgeted rules' row locks (in id order, so two
+    orders never wait on each other in a circle) until commit. One round trip."""
+    lock_clause = "FOR UPDATE" if lock else ""
+    ledger_lock = ledger_lock_sql if lock and customer_id is not None else "SELECT NULL::uuid WHERE false"
     rows = await conn.fetch(
-        """
+        f"""
+        WITH ledger AS ({ledger_lock}), budgets AS (
+            SELECT id, budget_spent FROM rule WHERE id = ANY($4::uuid[]) ORDER BY id {lock_clause}
+        )
         SELECT rule_id, period, points FROM rule_usage
         WHERE customer_id = $1 AND rule_id = ANY($2::uuid[]) AND period = ANY($3::text[])
+        UNION ALL SELECT id, NULL, budget_spent FROM budgets
+        UNION ALL SELECT NULL, NULL, count(*) FROM ledger
         """,
         customer_id,
-        rule_ids,
+        capped,
         periods,
+        budgeted,
     )
-    return {(r["rule_id"], r["period"]): r["points"] for r in rows}
+    used = {(r["rule_id"], r["period"]): r["points"] for r in rows if r["period"] is not None}
+    spent = {r["rule_id"]: r["points"] for r in rows if r["period"] is None and r["rule_id"] is not None}
+    return used, spent
 
 
-async def budgets_spent(conn: Connection, rule_ids: list[UUID], *, lock: bool) -> dict[UUID, int]:
-    """Budget spent so far of these rules; `lock`: their rows stay locked until commit (taken in id order,
-    so two orders never wait on each other in a circle)."""
+async def record_use(
+    conn: Connection,
+    customer_id: UUID,
+    usage: list[tuple[UUID, str, int]],
+    budgets: list[tuple[UUID, int, int]],
+    now: datetime,
+) -> list[UUID]:
+    """Add what awards used of caps (rule, period, points) and budgets (rule, points, budget) in one
+    statement; returns the rules whose budget this spent to the end (they stop)."""
     rows = await conn.fetch(
-        f"SELECT id, budget_spent FROM rule WHERE id = ANY($1::uuid[]) ORDER BY id {'FOR UPDATE' if lock else ''}",
-        rule_ids,
-    )
-    return {r["id"]: r["budget_spent"] for r in rows}
-
-
-async def record_usage(conn: Connection, customer_id: UUID, rows: list[tuple[UUID, str, int]]) -> None:
-    await conn.execute(
         """
-        INSERT INTO rule_usage (rule_id, customer_id, period, points)
-        SELECT u.rule_id, $1, u.period, u.points FROM unnest($2::uuid[], $3::text[], $4::bigint[]) AS u(rule_id, period, points)
-        ON CONFLICT (customer_id, rule_id, period) DO UPDATE SET points = rule_usage.points + EXCLUDED.points
+        WITH usage AS (
+            INSERT INTO rule_usage (rule_id, customer_id, period, points)
+            SELECT u.rule_id, $1, u.period, u.points
+            FROM unnest($2::uuid[], $3::text[], $4::bigint[]) AS u(rule_id, period, points)
+            ON CONFLICT (customer_id, rule_id, period) DO UPDATE SET points = rule_usage.points + EXCLUDED.points
+        )
+        UPDATE rule r SET budget_spent = r.budget_spent + b.points,
+               exhausted_at = CASE WHEN r.budget_spent + b.points >= b.budget THEN $8::timestamptz END
+        FROM unnest($5::uuid[], $6::bigint[], $7::bigint[]) AS b(rule_id, points, budget)
+        WHERE r.id = b.rule_id
+        RETURNING r.id, r.exhausted_at IS NOT NULL AS exhausted
         """,
         customer_id,
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-    )
-
-
-async def spend_budget(conn: Connection, rule_id: UUID, points: int, budget: int, now: datetime) -> bool:
-    """Add to the rule's spent budget; True when this spends the last of it (the rule stops)."""
-    exhausted = await conn.fetchval(
-        """
-        UPDATE rule SET budget_spent = budget_spent + $2,
-               exhausted_at = CASE WHEN budget_spent + $2 >= $3 THEN $4::timestamptz END
-        WHERE id = $1 RETURNING exhausted_at IS NOT NULL
-        """,
-        rule_id,
-        points,
-        budget,
+        [u[0] for u in usage],
+        [u[1] for u in usage],
+        [u[2] for u in usage],
+        [b[0] for b in budgets],
+        [b[1] for b in budgets],
+        [b[2] for b in budgets],
         now,
     )
-    return bool(exhausted)
+    return [r["id"] for r in rows if r["exhausted"]]
 
 
 async def record_problems(conn: Connection, problems: list[tuple[UUID, str]], now: datetime) -> None:

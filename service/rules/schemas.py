@@ -216,11 +216,10 @@ class SimulationOut(Struct, kw_only=True):
     from_: datetime = msgspec.field(name="from")
     to: datetime
     orders_replayed: int
+    orders_evaluated: int  # in full; the others could not earn differently with the rule
     orders_affected: int
     customers_affected: int
-    points_before: int
-    points_after: int
-    extra_points: int
+    extra_points: int  # with the rule minus without it (negative when it takes points away)
     extra_cost: dict[
         str, Any
     ]  # {"amount": minor units, "currency": base currency} at the program's point value

@@ -3,7 +3,7 @@ transaction (orders, events, quotes). The decisions themselves are in `domain` (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -365,24 +365,52 @@ async def rules_by_id(
 # --- facts -----------------------------------------------------------------------------------------------
 
 
-def customer_facts(customer: dict[str, Any], at: datetime, base_currency: str) -> dict[str, Any]:
-    """The customer's side of the facts, from the customer row and its order stats (before this order)."""
-    order_count = customer.get("order_count") or 0
-    last = customer.get("last_order_at")
+def _birthday_month(customer: Any, at: datetime, base: str) -> int | None:
     birthday = customer.get("birthday")
-    created = customer.get("created_at")
-    return {
-        "customer.order_count": order_count,
-        "customer.days_since_last_order": domain.days_between(last, at),
-        "customer.days_since_signup": domain.days_between(created, at) if created else None,
-        "customer.lifetime_spend": Money(customer.get("lifetime_spend") or 0, base_currency),
-        "customer.tier": customer.get("tier"),
-        "customer.birthday_month": birthday.month if birthday else None,
-        "customer.is_birthday_month": (birthday.month == at.month) if birthday else False,
-        "customer.is_new": order_count == 0,
-        "customer.locale": customer.get("locale"),
-        "customer.marketing_consent": bool(customer.get("marketing_consent")),
-    }
+    return birthday.month if birthday else None
+
+
+# The customer's side of the facts, from the customer row and its order stats (before this order):
+# one function per field, so a simulation computes only the fields its rules read.
+CUSTOMER_FACTS: dict[str, Callable[[Any, datetime, str], Any]] = {
+    "customer.order_count": lambda c, at, base: c.get("order_count") or 0,
+    "customer.days_since_last_order": lambda c, at, base: domain.days_between(c.get("last_order_at"), at),
+    "customer.days_since_signup": lambda c, at, base: domain.days_between(c.get("created_at"), at),
+    "customer.lifetime_spend": lambda c, at, base: Money(c.get("lifetime_spend") or 0, base),
+    "customer.tier": lambda c, at, base: c.get("tier"),
+    "customer.birthday_month": _birthday_month,
+    "customer.is_birthday_month": lambda c, at, base: _birthday_month(c, at, base) == at.month,
+    "customer.is_new": lambda c, at, base: not c.get("order_count"),
+    "customer.locale": lambda c, at, base: c.get("locale"),
+    "customer.marketing_consent": lambda c, at, base: bool(c.get("marketing_consent")),
+}
+
+
+def customer_facts(customer: Any, at: datetime, base_currency: str) -> dict[str, Any]:
+    return {name: fact(customer, at, base_currency) for name, fact in CUSTOMER_FACTS.items()}
+
+
+class LazyFacts:
+    """`values` for a Facts whose customer fields are worked out on first use (a simulation replays
+    100,000 orders; most rules read one or two fields). Behaves as the dict `customer_facts` returns."""
+
+    __slots__ = ("_at", "_base", "_customer", "_values")
+
+    def __init__(self, customer: Any, at: datetime, base_currency: str, values: dict[str, Any]) -> None:
+        self._customer = customer
+        self._at = at
+        self._base = base_currency
+        self._values = values
+
+    def get(self, name: str, default: Any = None) -> Any:
+        values = self._values
+        if name in values:
+            return values[name]
+        fact = CUSTOMER_FACTS.get(name)
+        if fact is None:
+            return default
+        value = values[name] = fact(self._customer, self._at, self._base)
+        return value
 
 
 # --- earning ---------------------------------------------------------------------------------------------
@@ -403,18 +431,22 @@ async def _limits(
     *,
     lock: bool,
 ) -> domain.Limits:
-    limits = domain.Limits()
-    capped = [r for r in rules if r.caps.customer_caps()]
-    if capped and customer_id is not None:
-        periods = sorted({domain.period_key(p, at, zone) for r in capped for p, _ in r.caps.customer_caps()})
-        limits.used = await repository.usage(conn, customer_id, [r.id for r in capped], periods)
+    capped = [r for r in rules if r.caps.customer_caps()] if customer_id is not None else []
+    periods = sorted({domain.period_key(p, at, zone) for r in capped for p, _ in r.caps.customer_caps()})
     budgeted = [r for r in rules if r.budget_points is not None]
-    if budgeted:
-        spent = await repository.budgets_spent(conn, [r.id for r in budgeted], lock=lock)
-        limits.budget_left = {
-            r.id: r.budget_points - spent.get(r.id, 0) for r in budgeted if r.budget_points is not None
-        }
-    return limits
+    used, spent = await repository.limits(
+        conn,
+        customer_id,
+        [r.id for r in capped],
+        periods,
+        [r.id for r in budgeted],
+        lock=lock,
+        ledger_lock_sql=ledger.lock_sql("$1"),
+    )
+    budget_left = {
+        r.id: r.budget_points - spent.get(r.id, 0) for r in budgeted if r.budget_points is not None
+    }
+    return domain.Limits(used, budget_left)
 
 
 async def evaluate(
@@ -435,8 +467,7 @@ async def evaluate(
     events: list[Event] = []
     limited = [r for r in rules if r.id in evaluation.touched]
     if limited:
-        if write and customer is not None:
-            await ledger.lock(conn, customer, now)
+        # With `write`, this also takes the customer's ledger lock before reading their caps.
         limits = await _limits(conn, customer.id if customer else None, limited, subject.at, zone, lock=write)
         evaluation = domain.evaluate(rules, subject, limits, zone)
         if write and customer is not None:
@@ -457,30 +488,34 @@ async def _record_use(
     zone: ZoneInfo,
     now: datetime,
 ) -> list[Event]:
-    usage: list[tuple[UUID, str, int]] = []
-    events: list[Event] = []
-    for award in evaluation.awards:
-        rule = award.rule
-        usage.extend(
-            (rule.id, domain.period_key(p, at, zone), award.points) for p, _ in rule.caps.customer_caps()
+    usage = [
+        (award.rule.id, domain.period_key(p, at, zone), award.points)
+        for award in evaluation.awards
+        for p, _ in award.rule.caps.customer_caps()
+    ]
+    budgets = [
+        (award.rule.id, award.points, award.rule.budget_points)
+        for award in evaluation.awards
+        if award.rule.budget_points is not None
+    ]
+    if not usage and not budgets:
+        return []
+    exhausted = set(await repository.record_use(conn, customer.id, usage, budgets, now))
+    events = [
+        Event(
+            "rule.budget_exhausted",
+            {
+                "rule_id": str(award.rule.id),
+                "rule_version": award.rule.version,
+                "name": award.rule.name,
+                "budget_points": award.rule.budget_points,
+            },
         )
-        if rule.budget_points is not None and await repository.spend_budget(
-            conn, rule.id, award.points, rule.budget_points, now
-        ):
-            await programs.bump_rules_revision(conn, program.id)
-            events.append(
-                Event(
-                    "rule.budget_exhausted",
-                    {
-                        "rule_id": str(rule.id),
-                        "rule_version": rule.version,
-                        "name": rule.name,
-                        "budget_points": rule.budget_points,
-                    },
-                )
-            )
-    if usage:
-        await repository.record_usage(conn, customer.id, usage)
+        for award in evaluation.awards
+        if award.rule.id in exhausted
+    ]
+    if events:
+        await programs.bump_rules_revision(conn, program.id)
     return events
 
 

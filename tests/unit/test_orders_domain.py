@@ -24,7 +24,7 @@ from service.orders.domain import (
     plan_amount_refund,
     plan_line_refund,
 )
-from service.rules.conditions import Facts, LineFacts, Money, compile_conditions
+from service.rules.conditions import Facts, LineFacts, compile_conditions
 from service.rules.domain import Effect, Limits, Rule, Subject, describe_rate, evaluate
 from service.rules.domain import points_at_rate as points_for
 
@@ -60,14 +60,7 @@ def price_order(
         currency=currency,
     )
     facts = tuple(
-        LineFacts(
-            line.sku,
-            None,
-            None,
-            line.quantity,
-            Money(line.unit_amount, currency),
-            Money(line.eligible_amount, currency),
-        )
+        LineFacts(line.sku, None, None, line.quantity, line.unit_amount, line.eligible_amount)
         for line in priced.lines
     )
     subject = Subject("order", PLACED_AT, Facts({}), currency, facts, rate)
