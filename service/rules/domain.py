@@ -538,6 +538,17 @@ def _award(candidate: _Candidate, limits: Limits, subject: Subject, zone: ZoneIn
     return Award(candidate.rule, candidate.points, tuple(candidate.unit_points), describe)
 
 
+def within_limits(evaluation: Evaluation, limits: Limits, at: datetime, zone: ZoneInfo) -> bool:
+    """Whether an evaluation made without limits stands as it is under these: every capped or budgeted
+    award fits in what is left. (A capped rule that lost to an exclusive rule could only lose by more.)"""
+    for award in evaluation.awards:
+        if award.rule.limited:
+            room, _ = limits.room(award.rule, at, zone)
+            if room is not None and room < award.points:
+                return False
+    return True
+
+
 def window_has_ended(window: Window, now: datetime) -> bool:
     return window.ends_at is not None and window.ends_at <= now
 

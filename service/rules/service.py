@@ -469,7 +469,8 @@ async def evaluate(
     if limited:
         # With `write`, this also takes the customer's ledger lock before reading their caps.
         limits = await _limits(conn, customer.id if customer else None, limited, subject.at, zone, lock=write)
-        evaluation = domain.evaluate(rules, subject, limits, zone)
+        if not domain.within_limits(evaluation, limits, subject.at, zone):
+            evaluation = domain.evaluate(rules, subject, limits, zone)
         if write and customer is not None:
             events = await _record_use(conn, program, customer, evaluation, subject.at, zone, now)
     for problem in evaluation.problems:
