@@ -150,6 +150,16 @@ class BalanceChange:
     debt: int = 0
     lifetime: int = 0
 
+    @classmethod
+    def credited(cls, held: int, state: str, *, debt: int = 0, lifetime: int) -> BalanceChange:
+        """Points now held in a lot of `state` (pending or available)."""
+        return cls(
+            available=held if state == "available" else 0,
+            pending=held if state == "pending" else 0,
+            debt=debt,
+            lifetime=lifetime,
+        )
+
 
 async def insert_credit(
     conn: Connection,

@@ -115,12 +115,7 @@ async def credit(
         state,
         available_at,
         expires_at,
-        repository.BalanceChange(
-            available=held if state == "available" else 0,
-            pending=held if state == "pending" else 0,
-            debt=-settled,
-            lifetime=points,
-        ),
+        repository.BalanceChange.credited(held, state, debt=-settled, lifetime=points),
     )
     result.entries.append((entry_id, earn))
     result.events.append(_credit_event(topic, customer, earn, entry_id, state, available_at, expires_at))
@@ -224,11 +219,7 @@ async def credit_many(
         state,
         available_at,
         expires_at,
-        repository.BalanceChange(
-            available=held if state == "available" else 0,
-            pending=held if state == "pending" else 0,
-            lifetime=held,
-        ),
+        repository.BalanceChange.credited(held, state, lifetime=held),
     )
     result = LedgerResult()
     for entry_id, entry in zip(ids, entries, strict=True):

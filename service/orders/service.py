@@ -71,12 +71,27 @@ def _price(data: OrderIn | QuoteIn) -> domain.PricedOrder:
     )
 
 
-def line_facts(
-    priced: domain.PricedOrder, categories: list[str | None], names: list[str | None], currency: str
-) -> tuple[LineFacts, ...]:
-    return tuple(
-        LineFacts(line.sku, category, name, line.quantity, line.unit_amount, line.eligible_amount)
-        for line, category, name in zip(priced.lines, categories, names, strict=True)
+def _subject_of(
+    program: Program, data: OrderIn | QuoteIn, placed_at: datetime, priced: domain.PricedOrder, customer: Any
+) -> rules_domain.Subject:
+    """An order (or a cart) being placed, as the rules see it."""
+    return order_subject(
+        program,
+        currency=data.currency,
+        placed_at=placed_at,
+        lines=tuple(
+            LineFacts(
+                line.sku, given.category, given.name, line.quantity, line.unit_amount, line.eligible_amount
+            )
+            for line, given in zip(priced.lines, data.lines, strict=True)
+        ),
+        subtotal_amount=priced.subtotal_amount,
+        eligible_amount=priced.eligible_amount,
+        discount_amount=data.discount_amount,
+        shipping_amount=data.shipping_amount,
+        total_amount=data.total_amount,
+        attributes=data.attributes,
+        customer=customer,
     )
 
 
@@ -137,19 +152,7 @@ async def create_order(
     customer = customers.ledger_customer(customer_row)
     names = [line.name for line in data.lines]
     categories = [line.category for line in data.lines]
-    subject = order_subject(
-        program,
-        currency=data.currency,
-        placed_at=data.placed_at,
-        lines=line_facts(priced, categories, names, data.currency),
-        subtotal_amount=priced.subtotal_amount,
-        eligible_amount=priced.eligible_amount,
-        discount_amount=data.discount_amount,
-        shipping_amount=data.shipping_amount,
-        total_amount=data.total_amount,
-        attributes=data.attributes,
-        customer=customer_row,
-    )
+    subject = _subject_of(program, data, data.placed_at, priced, customer_row)
     earned = await rules.evaluate(conn, program, subject, now, customer=customer, write=True)
     evaluation = earned.evaluation
     priced = domain.with_points(priced, evaluation.unit_points(len(priced.lines)), evaluation.explanation())
@@ -260,22 +263,7 @@ async def quote(
     found = await customers.find(
         conn, program.id, data.customer.external_id, repository.customer_stats_lateral("c.id")
     )
-    customer_row = found or {"created_at": now}
-    subject = order_subject(
-        program,
-        currency=data.currency,
-        placed_at=placed_at,
-        lines=line_facts(
-            priced, [line.category for line in data.lines], [line.name for line in data.lines], data.currency
-        ),
-        subtotal_amount=priced.subtotal_amount,
-        eligible_amount=priced.eligible_amount,
-        discount_amount=data.discount_amount,
-        shipping_amount=data.shipping_amount,
-        total_amount=data.total_amount,
-        attributes=data.attributes,
-        customer=customer_row,
-    )
+    subject = _subject_of(program, data, placed_at, priced, found or {"created_at": now})
     customer = customers.ledger_customer(found) if found else None
     evaluation = (
         await rules.evaluate(conn, program, subject, now, customer=customer, write=False)

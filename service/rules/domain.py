@@ -444,11 +444,7 @@ def evaluate(
             free = [u for u in units if u not in claimed] if rule.exclusive else units
             if not free:
                 continue
-            try:
-                raw = _raw_award(rule, subject, free, awarded)
-            except Exception as exc:
-                problems.append(Problem(rule, f"{type(exc).__name__}: {exc}"))
-                continue
+            raw = _guarded_award(rule, subject, free, awarded, problems)
             if raw is None:
                 if rule.effect.kind == "base_rate" and subject.currency is not None:
                     total = format_money(sum(line.amount for line in subject.lines), subject.currency)
@@ -467,11 +463,7 @@ def evaluate(
             claimed.update(winner.units if winner.rule.effect.scope == "lines" else range(n_units))
     base_awarded = list(awarded)
     for rule, units in bonuses:
-        try:
-            raw = _raw_award(rule, subject, units, base_awarded)
-        except Exception as exc:
-            problems.append(Problem(rule, f"{type(exc).__name__}: {exc}"))
-            continue
+        raw = _guarded_award(rule, subject, units, base_awarded, problems)
         if raw is None:
             continue
         candidate = _capped(rule, raw, units, limits, subject, zone)
@@ -508,6 +500,17 @@ def matching_units(
             found = memo[id(rule)] = _matching_units(rule, subject, zone)
         return found
     return _matching_units(rule, subject, zone)
+
+
+def _guarded_award(
+    rule: Rule, subject: Subject, units: Sequence[int], awarded: Sequence[int], problems: list[Problem]
+) -> tuple[int, list[int], Callable[[], str]] | None:
+    """`_raw_award`, with a failure reported as the rule's problem (and no award) instead of raised."""
+    try:
+        return _raw_award(rule, subject, units, awarded)
+    except Exception as exc:
+        problems.append(Problem(rule, f"{type(exc).__name__}: {exc}"))
+        return None
 
 
 def _matching_units(rule: Rule, subject: Subject, zone: ZoneInfo) -> list[int]:
