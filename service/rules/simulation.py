@@ -139,6 +139,10 @@ async def simulate(
     if (data.to - data.from_).days > MAX_PERIOD_DAYS:
         raise InvalidInput(f"simulate at most {MAX_PERIOD_DAYS} days at a time", field="to")
     _, rule = await rules.rules_by_id(conn, program.id, rule_id)
+    if rule.trigger != "order":
+        raise InvalidInput(
+            f"a simulation replays orders; this rule is triggered by {rule.trigger!r} events", field="rule_id"
+        )
     active = await rules.active_set(conn, program, now)
     before = active
     after = (rule,) if data.mode == "replace_all" else (*(r for r in active if r.id != rule.id), rule)
