@@ -275,7 +275,7 @@ def _plural(points: int) -> str:
 
 def _what(subject: Subject, matched: Sequence[int], scope: Scope) -> str:
     """`of Shoes`, `of 2 lines (A-1, B-2)`, or nothing when the award is on the whole order."""
-    if scope == "order" or len(matched) == len(subject.lines):
+    if len(matched) == len(subject.lines):
         return ""
     lines = [subject.lines[i] for i in matched]
     categories = {line.category for line in lines}
@@ -310,8 +310,6 @@ def _raw_award(
     """Points before caps, spread over `units`, and how to explain them; None when the effect does not apply."""
     effect = rule.effect
     n_units = max(1, len(subject.lines))
-    if effect.scope == "order" and subject.lines:
-        units = range(n_units)
     kind = effect.kind
     if kind == "fixed":
         points = effect.points
@@ -429,7 +427,8 @@ def evaluate(
         candidates.append((rule, units))
     candidates.sort(key=lambda c: (-c[0].priority, c[0].effect.kind == "percent_bonus"))
     awarded = [0] * n_units
-    claimed: set[int] = set()
+    all_units = list(range(n_units))
+    claimed: set[int] = set()  # lines an exclusive rule has taken from the exclusive rules below it
     awards: list[Award] = []
     index = 0
     # Non-bonus rules, one priority level at a time.
@@ -441,6 +440,8 @@ def evaluate(
         while index < len(main) and main[index][0].priority == priority:
             rule, units = main[index]
             index += 1
+            if rule.effect.scope == "order":
+                units = all_units  # matched by one line or more, it applies to the whole order
             free = [u for u in units if u not in claimed] if rule.exclusive else units
             if not free:
                 continue
@@ -460,9 +461,11 @@ def evaluate(
             for i, p in enumerate(candidate.unit_points):
                 awarded[i] += p
         if winner is not None:
-            claimed.update(winner.units if winner.rule.effect.scope == "lines" else range(n_units))
+            claimed.update(winner.units)
     base_awarded = list(awarded)
     for rule, units in bonuses:
+        if rule.effect.scope == "order":
+            units = all_units
         raw = _guarded_award(rule, subject, units, base_awarded, problems)
         if raw is None:
             continue

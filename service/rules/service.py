@@ -16,7 +16,7 @@ import structlog
 
 from service.core import db
 from service.core.db import Connection
-from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.errors import Conflict, InvalidInput, NotFound, validation_problem
 from service.core.money import is_currency
 from service.ledger import service as ledger
 from service.outbox.service import Event
@@ -293,7 +293,8 @@ async def update(
     try:
         definition = _normalised(msgspec.convert(merged, RuleDefinition), ZoneInfo(program.timezone))
     except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from exc
+        problem = validation_problem(str(exc))
+        raise InvalidInput(problem["detail"], field=problem.get("field")) from exc
     if status == "draft" and row["published"]:
         raise InvalidInput("a rule that has been active cannot go back to draft; pause it", field="status")
     changed = msgspec.to_builtins(definition) != row["definition"]
