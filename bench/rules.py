@@ -217,8 +217,8 @@ def measure(run: Any, api: Any, api_env: dict[str, str], url: str) -> dict[str, 
     seconds = float(os.environ.get("BENCH_RULES_SECONDS", "15"))
     orders_count = int(os.environ.get("BENCH_SIMULATION_ORDERS", "100000"))
     rules = rule_set()
-    _, base_key = _program(api_env, "Rules bench: base rule only")
-    _, rules_key = _program(api_env, "Rules bench: 50 rules")
+    base_program, base_key = _program(api_env, "Rules bench: base rule only")
+    rules_program, rules_key = _program(api_env, "Rules bench: 50 rules")
     for rule in rules:
         _api(api.base, rules_key, "POST", "/v1/rules", rule)
     saved_cfg = run.cfg
@@ -238,6 +238,23 @@ def measure(run: Any, api: Any, api_env: dict[str, str], url: str) -> dict[str, 
         return ok / spent if spent else 0.0
 
     base_rate, rules_rate = rate("base"), rate("rules")
+
+    async def entries_per_order(program_id: str) -> float:
+        conn = await asyncpg.connect(url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS entries, count(DISTINCT order_id) AS orders FROM points_entry "
+                "WHERE program_id = $1 AND kind = 'earn'",
+                program_id,
+            )
+        finally:
+            await conn.close()
+        return round(row["entries"] / row["orders"], 2) if row and row["orders"] else 0.0
+
+    per_order = {
+        "base": harness.run_async(lambda: entries_per_order(base_program)),
+        "rules": harness.run_async(lambda: entries_per_order(rules_program)),
+    }
     errors = sum(p.errors for kind in phases for p in phases[kind])
     ratio = round(rules_rate / base_rate, 3) if base_rate else None
 
@@ -293,6 +310,7 @@ def measure(run: Any, api: Any, api_env: dict[str, str], url: str) -> dict[str, 
             "base_per_s": round(base_rate, 1),
             "rules_per_s": round(rules_rate, 1),
             "phases": {k: [round(p.rps, 1) for p in v] for k, v in phases.items()},
+            "earn_entries_per_order": per_order,
             "errors": errors,
         },
         "simulation": {
@@ -328,8 +346,10 @@ def format_results(results: dict[str, Any]) -> str:
         [
             "earning rules (orders of 5 lines, alternating base / rules, "
             f"{earn['seconds_per_phase']:g} s each, two rounds)",
-            f"  base rule only  {earn['base_per_s']:>8.1f} orders/s  {earn['phases']['base']}",
-            f"  50 more rules   {earn['rules_per_s']:>8.1f} orders/s  {earn['phases']['rules']}"
+            f"  base rule only  {earn['base_per_s']:>8.1f} orders/s  {earn['phases']['base']}  "
+            f"{earn['earn_entries_per_order']['base']} earn entries per order",
+            f"  50 more rules   {earn['rules_per_s']:>8.1f} orders/s  {earn['phases']['rules']}  "
+            f"{earn['earn_entries_per_order']['rules']} earn entries per order"
             + (f"  ({earn['errors']} errors)" if earn["errors"] else ""),
             f"  rules/base = {per_base['value']} (target >= {per_base['target']:g}: {verdict[per_base['met']]})",
             f"  simulation of {sim['orders']:,} orders with 51 rules (generated in {sim['generated_in_s']} s): "
@@ -361,7 +381,14 @@ def main() -> int:
             results = measure(run, api, env, url)
         finally:
             harness.stop_server(api)
-        print(format_results(results))
+        text = format_results(results)
+        print(text)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        harness.RESULTS.mkdir(parents=True, exist_ok=True)
+        (harness.RESULTS / f"rules-{stamp}.txt").write_text(text + "\n")
+        (harness.RESULTS / f"rules-{stamp}.json").write_text(
+            json.dumps(results, indent=2, default=str) + "\n"
+        )
     finally:
         harness.run_async(lambda: harness.drop_database(server_url, name))
     return 0

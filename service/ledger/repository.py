@@ -208,45 +208,47 @@ async def insert_credit(
 async def insert_credits(
     conn: Connection,
     entries: list[NewEntry],
+    lot_id: UUID,
     state: str,
     available_at: datetime,
     expires_at: datetime | None,
     balance: BalanceChange,
 ) -> list[int]:
-    """Several credits of one customer (each entry with its own lot, `entry.lot_id`, and allocation) and
-    the balance change, in one statement: an order that several rules reward is still one round trip.
-    Returns the entry ids in the order of `entries`."""
+    """Several credits of one customer into one new lot (`lot_id`: an order's earnings, whichever rules
+    gave them), each entry with its allocation, and the balance change: one statement. Returns the entry
+    ids in the order of `entries`."""
     first = entries[0]
     details = [None if e.details is None else msgspec.json.encode(e.details).decode() for e in entries]
+    total = sum(e.points for e in entries)
     rows = await conn.fetch(
         f"""
         WITH given AS (
-            SELECT * FROM unnest($3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::uuid[],
-                                 $9::int[], $10::text[])
-                AS g(lot_id, points, kind, reason, explanation, rule_id, rule_version, details)
+            SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::int[],
+                                 $9::text[]) WITH ORDINALITY
+                AS g(points, kind, reason, explanation, rule_id, rule_version, details, ord)
         ), lot AS (
             INSERT INTO points_lot (id, program_id, customer_id, order_id, points, remaining, state,
                                     available_at, expires_at, created_at)
-            SELECT lot_id, $1, $2, $11, points, points, $12, $13, $14, $15 FROM given
+            VALUES ($10, $1, $2, $11, $18, $18, $12, $13, $14, $15)
         ), entry AS (
+            -- In `ord` order, so the ids (a sequence) ascend in the order of `entries`.
             INSERT INTO points_entry ({_ENTRY_COLUMNS})
-            SELECT $1, $2, kind, points, 0, $11, NULL, lot_id, reason, explanation, $16, details::jsonb, $15,
+            SELECT $1, $2, kind, points, 0, $11, NULL, $10, reason, explanation, $16, details::jsonb, $15,
                    rule_id, rule_version
-            FROM given
-            RETURNING id, lot_id, points
+            FROM given ORDER BY ord
+            RETURNING id, points
         ), allocation AS (
             INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
-            SELECT $1, id, lot_id, points FROM entry
+            SELECT $1, id, $10, points FROM entry
         ), balance AS (
-            UPDATE customer_balance SET available = available + $17, pending = pending + $18,
-                   lifetime_earned = lifetime_earned + $19, updated_at = $15
+            UPDATE customer_balance SET available = available + $17, pending = pending + $19,
+                   lifetime_earned = lifetime_earned + $18, updated_at = $15
             WHERE customer_id = $2
         )
-        SELECT id, lot_id FROM entry
+        SELECT id FROM entry ORDER BY id
         """,
         first.program_id,
         first.customer_id,
-        [e.lot_id for e in entries],
         [e.points for e in entries],
         [e.kind for e in entries],
         [e.reason for e in entries],
@@ -254,6 +256,7 @@ async def insert_credits(
         [e.rule_id for e in entries],
         [e.rule_version for e in entries],
         details,
+        lot_id,
         first.order_id,
         state,
         available_at,
@@ -261,11 +264,10 @@ async def insert_credits(
         first.created_at,
         first.actor,
         balance.available,
+        total,
         balance.pending,
-        balance.lifetime,
     )
-    ids = {row["lot_id"]: row["id"] for row in rows}
-    return [ids[e.lot_id] for e in entries]
+    return [row["id"] for row in rows]
 
 
 async def insert_debit(conn: Connection, entry: NewEntry, draws: tuple[Draw, ...]) -> int:

@@ -166,7 +166,8 @@ async def credit_many(
     topic: str,
     order_id: UUID | None = None,
 ) -> LedgerResult:
-    """`credit` for several lots at once (one entry and lot each), written in one statement."""
+    """`credit` of several amounts at once: one lot holding them all, one entry each (each names its rule
+    version and explains its points), written in one statement."""
     credits = [c for c in credits if c.points > 0]
     balance = (
         await repository.lock_balance(conn, customer.program_id, customer.id, now)
@@ -196,6 +197,7 @@ async def credit_many(
             total.debt_settled += one.debt_settled
         return total
     state: domain.LotState = "available" if available_at <= now else "pending"
+    lot_id = uuid4()
     entries = [
         NewEntry(
             customer.program_id,
@@ -206,7 +208,7 @@ async def credit_many(
             c.explanation,
             now,
             order_id=order_id,
-            lot_id=uuid4(),
+            lot_id=lot_id,
             rule_id=c.rule[0] if c.rule else None,
             rule_version=c.rule[1] if c.rule else None,
         )
@@ -216,6 +218,7 @@ async def credit_many(
     ids = await repository.insert_credits(
         conn,
         entries,
+        lot_id,
         state,
         available_at,
         expires_at,

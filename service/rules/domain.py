@@ -535,6 +535,7 @@ def _award(candidate: _Candidate, limits: Limits, subject: Subject, zone: ZoneIn
     if candidate.rule.limited:
         limits.consume(candidate.rule, candidate.points, subject.at, zone)
 
+    @functools.cache  # asked for by the order's explanation and by its ledger entry
     def describe() -> str:
         text = f"{candidate.rule.label}: {candidate.describe()}"
         if candidate.limit_note:
