@@ -218,28 +218,27 @@ async def replay_orders(
     await conn.execute("SET LOCAL work_mem = '64MB'")  # the sorts of 100,000 orders stay in memory
     return await conn.fetch(
         """
-        WITH period AS (
-            SELECT id, customer_id, placed_at FROM orders
-            WHERE program_id = $1 AND placed_at >= $2 AND placed_at < $3
-        ), history AS (
-            SELECT o.id,
+        SELECT h.id, c.external_id AS customer_external_id, c.birthday, c.locale, c.marketing_consent,
+               c.created_at, h.currency, h.placed_at, h.total_amount, h.subtotal_amount, h.discount_amount,
+               h.shipping_amount, h.eligible_amount, h.attributes::text AS attributes,
+               h.order_count, h.last_order_at, h.lifetime_spend
+        FROM (
+            -- Every earlier order of the period's customers, for the counts; the period's kept below.
+            SELECT o.id, o.customer_id, o.currency, o.placed_at, o.total_amount, o.subtotal_amount,
+                   o.discount_amount, o.shipping_amount, o.eligible_amount, o.attributes,
                    count(*) OVER w - 1 AS order_count,
                    lag(o.placed_at) OVER w AS last_order_at,
                    sum(CASE WHEN o.currency = $4 THEN o.total_amount - o.refunded_amount ELSE 0 END) OVER w
-                     - CASE WHEN o.currency = $4 THEN o.total_amount - o.refunded_amount ELSE 0 END AS lifetime_spend
+                     - CASE WHEN o.currency = $4 THEN o.total_amount - o.refunded_amount ELSE 0 END
+                     AS lifetime_spend
             FROM orders o
-            WHERE o.customer_id IN (SELECT customer_id FROM period) AND o.placed_at < $3
+            WHERE o.program_id = $1 AND o.placed_at < $3 AND o.customer_id IN (
+                SELECT customer_id FROM orders WHERE program_id = $1 AND placed_at >= $2 AND placed_at < $3)
             WINDOW w AS (PARTITION BY o.customer_id ORDER BY o.placed_at, o.id)
-        )
-        SELECT o.id, c.external_id AS customer_external_id, c.birthday, c.locale, c.marketing_consent,
-               c.created_at, o.currency, o.placed_at, o.total_amount, o.subtotal_amount, o.discount_amount,
-               o.shipping_amount, o.eligible_amount, o.attributes::text AS attributes,
-               h.order_count, h.last_order_at, h.lifetime_spend
-        FROM period p
-        JOIN history h ON h.id = p.id
-        JOIN orders o ON o.id = p.id
-        JOIN customer c ON c.id = o.customer_id
-        ORDER BY p.placed_at, p.id
+        ) h
+        JOIN customer c ON c.id = h.customer_id
+        WHERE h.placed_at >= $2
+        ORDER BY h.placed_at, h.id
         """,
         program_id,
         start,

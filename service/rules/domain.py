@@ -535,12 +535,15 @@ def _award(candidate: _Candidate, limits: Limits, subject: Subject, zone: ZoneIn
     if candidate.rule.limited:
         limits.consume(candidate.rule, candidate.points, subject.at, zone)
 
-    @functools.cache  # asked for by the order's explanation and by its ledger entry
+    written: list[str] = []  # asked for by the order's explanation and by its ledger entry: write it once
+
     def describe() -> str:
-        text = f"{candidate.rule.label}: {candidate.describe()}"
-        if candidate.limit_note:
-            text += f" ({candidate.limit_note}; {_plural(candidate.points)} given)"
-        return text
+        if not written:
+            text = f"{candidate.rule.label}: {candidate.describe()}"
+            if candidate.limit_note:
+                text += f" ({candidate.limit_note}; {_plural(candidate.points)} given)"
+            written.append(text)
+        return written[0]
 
     return Award(candidate.rule, candidate.points, tuple(candidate.unit_points), describe)
 
