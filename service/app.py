@@ -27,6 +27,7 @@ from service.rules.controller import EventController, RuleController
 from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
 from service.system.controller import healthz, readyz
+from service.tiers.controller import CustomerTierController, TierController
 from service.webhooks.controller import WebhookEndpointController
 
 VERSION = "0.1.0"
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             OrderController,
             RuleController,
             EventController,
+            TierController,
+            CustomerTierController,
             WebhookEndpointController,
             SystemJobsController,
         ],
@@ -112,4 +115,5 @@ def openapi_document() -> bytes:
     import json
 
     schema = create_app(Settings(database_url="postgresql:///unused")).openapi_schema.to_schema()
-    return (json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    # default=str: a Decimal default (an earn multiplier of 1) is shown as the API writes it, a string.
+    return (json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode()

@@ -1,4 +1,5 @@
-"""`encore run | serve | worker | migrate | programs create | ledger mature|expire|notices|verify | openapi`."""
+"""`encore run | serve | worker | migrate | programs create | ledger mature|expire|notices|verify |
+tiers reevaluate | openapi`."""
 
 from __future__ import annotations
 
@@ -240,6 +241,30 @@ def ledger_notices(now: str | None) -> None:
     at = _parse_now(now)
     result = _run_db(Settings.from_env(), lambda: jobs.expiry_notices(at))
     click.echo(f"expiry notices for {result.lots} lots, {result.points} points, in {result.chunks} chunks")
+
+
+@main.group()
+def tiers() -> None:
+    """VIP tiers."""
+
+
+@tiers.command("reevaluate")
+@click.option("--now", default=None, help="pretend it is this time (ISO 8601 with zone)")
+@click.option("--program", "program_id", default=None, help="only this program (its id)")
+def tiers_reevaluate(now: str | None, program_id: str | None) -> None:
+    """Re-evaluate every customer's tier: upgrades, downgrade warnings, downgrades (idempotent)."""
+    from uuid import UUID
+
+    from service.tiers import jobs
+
+    at = _parse_now(now)
+    try:
+        program = UUID(program_id) if program_id else None
+    except ValueError as exc:
+        raise click.BadParameter("a program id is a UUID", param_hint="--program") from exc
+    result = _run_db(Settings.from_env(), lambda: jobs.reevaluate(at, program))
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(result.counts.items())) or "no change"
+    click.echo(f"looked at {result.customers} customers whose tier could change: {counts}")
 
 
 @ledger.command("verify")

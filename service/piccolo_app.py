@@ -12,6 +12,7 @@ from service.outbox.tables import OutboxEvent
 from service.programs.tables import ApiKey, Program
 from service.rules.tables import CustomerEvent, Rule, RuleUsage, RuleVersion
 from service.scheduler.tables import JobRun
+from service.tiers.tables import Tier, TierChange
 from service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 
 APP_CONFIG = AppConfig(
@@ -37,6 +38,8 @@ APP_CONFIG = AppConfig(
         RuleVersion,
         RuleUsage,
         CustomerEvent,
+        Tier,
+        TierChange,
     ],
     migration_dependencies=[],
     commands=[],

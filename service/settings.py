@@ -51,6 +51,9 @@ class Settings:
     expire_interval_seconds: float = 300.0
     expiry_notice_interval_seconds: float = 900.0
     housekeeping_interval_seconds: float = 3600.0
+    tier_reevaluation_interval_seconds: float = (
+        86400.0  # daily; idempotent, so a restart's early run is harmless
+    )
     idempotency_retention_days: int = 7
     outbox_retention_days: int = 30
     job_run_retention_hours: int = 48
@@ -78,6 +81,7 @@ class Settings:
             expire_interval_seconds=_float("ENCORE_EXPIRE_INTERVAL_SECONDS", 300.0),
             expiry_notice_interval_seconds=_float("ENCORE_EXPIRY_NOTICE_INTERVAL_SECONDS", 900.0),
             housekeeping_interval_seconds=_float("ENCORE_HOUSEKEEPING_INTERVAL_SECONDS", 3600.0),
+            tier_reevaluation_interval_seconds=_float("ENCORE_TIER_REEVALUATION_INTERVAL_SECONDS", 86400.0),
             idempotency_retention_days=_int("ENCORE_IDEMPOTENCY_RETENTION_DAYS", 7),
             outbox_retention_days=_int("ENCORE_OUTBOX_RETENTION_DAYS", 30),
             job_run_retention_hours=_int("ENCORE_JOB_RUN_RETENTION_HOURS", 48),

@@ -12,6 +12,7 @@ from service.core.clock import Clock
 from service.customers import service, status
 from service.customers.schemas import CustomerOut, CustomerProfile, CustomerStatus
 from service.outbox.service import emit
+from service.programs import service as programs
 
 
 class CustomerController(Controller):
@@ -43,10 +44,11 @@ class CustomerController(Controller):
     @get(
         "/{external_id:str}",
         guards=[requires("read")],
-        summary="The customer's whole status in one call: points, pending, expiry, orders, recent entries",
+        summary="The customer's whole status in one call: points, pending, expiry, orders, recent entries, tier",
     )
     async def customer_status(
-        self, request: Request[Principal, Any, Any], external_id: FromPath[str]
+        self, request: Request[Principal, Any, Any], external_id: FromPath[str], clock: NamedDependency[Clock]
     ) -> CustomerStatus:
         async with db.connection() as conn:
-            return await status.customer_status(conn, request.user.program_id, external_id)
+            program = await programs.load(conn, request.user.program_id)
+            return await status.customer_status(conn, program, external_id, clock.now())

@@ -6,6 +6,7 @@ from typing import Annotated
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from service.ledger.schemas import LedgerEntryOut
+from service.tiers.schemas import CustomerTier
 
 ExternalId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
 Email = Annotated[str, Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
@@ -65,3 +66,4 @@ class CustomerStatus(Struct, kw_only=True):
     next_expiring: ExpiringPoints | None
     orders: OrderSummary
     recent_entries: list[LedgerEntryOut]
+    tier: CustomerTier | None  # null: the program has no tiers

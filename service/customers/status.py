@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from datetime import datetime
 
 import msgspec
 
@@ -19,6 +19,8 @@ from service.customers.schemas import (
 from service.ledger import service as ledger
 from service.ledger.schemas import entry_out
 from service.orders import service as orders
+from service.programs.service import Program
+from service.tiers import service as tiers
 
 RECENT_ENTRIES = 5
 
@@ -30,10 +32,12 @@ def check_external_id(external_id: str) -> None:
         )
 
 
-async def customer_status(conn: Connection, program_id: UUID, external_id: str) -> CustomerStatus:
+async def customer_status(
+    conn: Connection, program: Program, external_id: str, now: datetime
+) -> CustomerStatus:
     row = await service.get(
         conn,
-        program_id,
+        program.id,
         external_id,
         ledger.status_lateral("c.id", RECENT_ENTRIES),
         orders.customer_stats_lateral("c.id"),
@@ -53,4 +57,5 @@ async def customer_status(conn: Connection, program_id: UUID, external_id: str) 
         next_expiring=expiry,
         orders=OrderSummary(count=row["order_count"], last_order_at=row["last_order_at"]),
         recent_entries=recent,
+        tier=await tiers.standing_of(conn, program, row, now),
     )

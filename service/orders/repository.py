@@ -221,7 +221,8 @@ async def replay_orders(
         SELECT h.id, c.external_id AS customer_external_id, c.birthday, c.locale, c.marketing_consent,
                c.created_at, h.currency, h.placed_at, h.total_amount, h.subtotal_amount, h.discount_amount,
                h.shipping_amount, h.eligible_amount, h.attributes::text AS attributes,
-               h.order_count, h.last_order_at, h.lifetime_spend
+               h.order_count, h.last_order_at, h.lifetime_spend,
+               (SELECT t.key FROM tier t WHERE t.id = c.tier_id) AS tier  -- the tier held now, not then
         FROM (
             -- Every earlier order of the period's customers, for the counts; the period's kept below.
             SELECT o.id, o.customer_id, o.currency, o.placed_at, o.total_amount, o.subtotal_amount,

@@ -37,6 +37,7 @@ from service.programs.service import Program
 from service.rules import domain as rules_domain
 from service.rules import service as rules
 from service.rules.conditions import Facts, LineFacts
+from service.tiers import service as tiers
 
 NO_ATTRIBUTES: dict[str, Any] = {}  # shared by the replayed orders that have none; never written to
 # An order placed further ahead than this is refused (clock skew between the shop and us is allowed).
@@ -148,7 +149,7 @@ async def create_order(
     profile = customers.profile_changes(data.customer, "customer.")
     profile.pop("external_id", None)
     customer_row, _, events = await customers.upsert(
-        conn, program.id, data.customer.external_id, profile, now, repository.customer_stats_lateral("c.id")
+        conn, program.id, data.customer.external_id, profile, now, *customer_context_laterals()
     )
     customer = customers.ledger_customer(customer_row)
     names = [line.name for line in data.lines]
@@ -211,6 +212,7 @@ async def create_order(
     )
     events.extend(credited.events)
     events.extend(earned.events)
+    events.extend(await tiers.after_activity(conn, program, customer_row, now, "order", data.external_id))
     await emit(conn, program.id, events, now)
     # Everything the answer shows was just written from these values: no need to read it back.
     order = OrderOut(
@@ -261,9 +263,7 @@ async def quote(
     placed_at = data.placed_at or now
     _check(data.currency, placed_at, now)
     priced = _price(data)
-    found = await customers.find(
-        conn, program.id, data.customer.external_id, repository.customer_stats_lateral("c.id")
-    )
+    found = await customers.find(conn, program.id, data.customer.external_id, *customer_context_laterals())
     subject = _subject_of(program, data, placed_at, priced, found or {"created_at": now})
     customer = customers.ledger_customer(found) if found else None
     evaluation = (
@@ -424,6 +424,11 @@ async def refund(
 
 def customer_stats_lateral(customer_id: str) -> str:
     return repository.customer_stats_lateral(customer_id)
+
+
+def customer_context_laterals() -> tuple[str, str]:
+    """What the rules read of the customer `c` besides its row: order stats and the tier key."""
+    return repository.customer_stats_lateral("c.id"), tiers.TIER_KEY_LATERAL
 
 
 async def replay_subjects(

@@ -9,7 +9,8 @@ import msgspec
 from service.core.db import Connection
 
 PROGRAM_FIELDS = """id, name, base_currency, earn_rates, pending_days, points_expire_after_days,
-    point_value_amount, point_value_points, timezone, rules_revision, event_types, created_at, updated_at"""
+    point_value_amount, point_value_points, timezone, rules_revision, tiers_revision, event_types,
+    created_at, updated_at"""
 
 
 def _program(row: Any) -> dict[str, Any]:
@@ -78,6 +79,11 @@ async def bump_rules_revision(conn: Connection, program_id: UUID, *, only_from: 
         program_id,
         only_from,
     )
+
+
+async def bump_tiers_revision(conn: Connection, program_id: UUID) -> None:
+    """Tell every API process its cached tier set (and the rules built on it) is stale."""
+    await conn.execute("UPDATE program SET tiers_revision = tiers_revision + 1 WHERE id = $1", program_id)
 
 
 async def count_programs(conn: Connection) -> int:

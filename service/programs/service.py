@@ -37,6 +37,7 @@ class Program:
     event_types: tuple[str, ...] = ()
     point_value_amount: int = 1
     point_value_points: int = 1
+    tiers_revision: int = 0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -58,6 +59,7 @@ def _program(row: dict[str, Any]) -> Program:
         tuple(row["event_types"]),
         row["point_value_amount"],
         row["point_value_points"],
+        row["tiers_revision"],
     )
 
 
@@ -173,6 +175,10 @@ async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: d
 
 async def bump_rules_revision(conn: Connection, program_id: UUID, *, only_from: int | None = None) -> None:
     await repository.bump_rules_revision(conn, program_id, only_from=only_from)
+
+
+async def bump_tiers_revision(conn: Connection, program_id: UUID) -> None:
+    await repository.bump_tiers_revision(conn, program_id)
 
 
 async def create_key(

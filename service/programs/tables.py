@@ -29,6 +29,8 @@ class Program(Table, tablename="program"):
     timezone = Varchar(length=64, default="UTC")
     # Bumped by every rule change: API processes reload their cached rule set when it moves.
     rules_revision = BigInt(default=0)
+    # Bumped by every tier change (tiers feed the rules: audiences, earn multipliers).
+    tiers_revision = BigInt(default=0)
     # Custom event types the program declares (besides signup, birthday, review_written, ...).
     event_types = Array(base_column=Varchar(length=64), default=list)
     created_at = Timestamptz(default=TimestamptzNow())

@@ -18,6 +18,7 @@ from service.rules import domain, repository
 from service.rules import service as rules
 from service.rules.conditions import Facts
 from service.rules.schemas import EventIn, EventOut
+from service.tiers import service as tiers
 
 MAX_FUTURE = timedelta(days=1)
 
@@ -37,7 +38,7 @@ async def record(
     profile = customers.profile_changes(data.customer, "customer.")
     profile.pop("external_id", None)
     row, _, events = await customers.upsert(
-        conn, program.id, data.customer.external_id, profile, now, orders.customer_stats_lateral("c.id")
+        conn, program.id, data.customer.external_id, profile, now, *orders.customer_context_laterals()
     )
     customer = customers.ledger_customer(row)
     values = rules.customer_facts(row, occurred_at, program.base_currency)
@@ -85,6 +86,8 @@ async def record(
     )
     events.extend(credited.events)
     events.extend(earned.events)
+    if evaluation.awards:  # points earned may lift the customer's tier
+        events.extend(await tiers.after_activity(conn, program, row, now, "event", data.type))
     await emit(conn, program.id, events, now)
     out = EventOut(
         id=event_id,

@@ -28,6 +28,7 @@ from service.core.clock import Clock, SystemClock
 from service.ledger import jobs as ledger_jobs
 from service.scheduler import runs
 from service.settings import Settings
+from service.tiers import jobs as tier_jobs
 from service.webhooks import jobs as webhook_jobs
 
 log = structlog.get_logger("encore.worker")
@@ -94,6 +95,9 @@ class Worker:
         async def expiry_notices() -> int:
             return (await ledger_jobs.expiry_notices(clock.now())).lots
 
+        async def reevaluate_tiers() -> int:
+            return (await tier_jobs.reevaluate(clock.now())).changed
+
         async def housekeeping() -> int:
             now = clock.now()
             return (
@@ -108,6 +112,7 @@ class Worker:
             Job("ledger.mature", s.mature_interval_seconds, mature),
             Job("ledger.expire", s.expire_interval_seconds, expire),
             Job("ledger.expiry_notices", s.expiry_notice_interval_seconds, expiry_notices),
+            Job("tiers.reevaluate", s.tier_reevaluation_interval_seconds, reevaluate_tiers),
             Job("housekeeping", s.housekeeping_interval_seconds, housekeeping),
             Job("metrics", 15.0, self.refresh_gauges),
         ]

@@ -1,0 +1,83 @@
+"""VIP tiers: the tiers (definition as JSON, versioned, soft-deleted so history keeps its names), the
+tier each customer holds with its warning state, and the history of every tier change; a program's
+tier revision counter (API processes reload their cached tier set when it moves)."""
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
+ID = "2026-11-24T09:00:00:000000"
+VERSION = "1.38.0"
+DESCRIPTION = "VIP tiers"
+
+FORWARDS = (
+    "ALTER TABLE program ADD COLUMN tiers_revision bigint NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE tier (
+        id uuid PRIMARY KEY,
+        program_id uuid NOT NULL REFERENCES program (id) ON DELETE RESTRICT,
+        key varchar(64) NOT NULL,
+        version integer NOT NULL,
+        definition jsonb NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        deleted_at timestamptz
+    )
+    """,
+    "CREATE UNIQUE INDEX tier_program_key ON tier (program_id, key) WHERE deleted_at IS NULL",
+    "ALTER TABLE customer ADD COLUMN tier_id uuid REFERENCES tier (id) ON DELETE RESTRICT",
+    "ALTER TABLE customer ADD COLUMN tier_since timestamptz",
+    "ALTER TABLE customer ADD COLUMN tier_source varchar(8) NOT NULL DEFAULT 'earned'",
+    "ALTER TABLE customer ADD COLUMN tier_manual_until timestamptz",
+    "ALTER TABLE customer ADD COLUMN tier_warned_at timestamptz",
+    "ALTER TABLE customer ADD COLUMN tier_downgrade_at timestamptz",
+    "CREATE INDEX customer_tier ON customer (tier_id) WHERE tier_id IS NOT NULL",
+    """
+    CREATE TABLE tier_change (
+        id uuid PRIMARY KEY,
+        seq bigint GENERATED ALWAYS AS IDENTITY,  -- the order of writing (changes share a time)
+        program_id uuid NOT NULL REFERENCES program (id) ON DELETE RESTRICT,
+        customer_id uuid NOT NULL REFERENCES customer (id) ON DELETE CASCADE,
+        change varchar(24) NOT NULL,
+        from_tier_id uuid REFERENCES tier (id) ON DELETE RESTRICT,
+        to_tier_id uuid REFERENCES tier (id) ON DELETE RESTRICT,
+        cause varchar(24) NOT NULL,
+        reason text NOT NULL,
+        actor varchar(200),
+        details jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL
+    )
+    """,
+    "CREATE INDEX tier_change_customer ON tier_change (customer_id, seq DESC)",
+)
+
+BACKWARDS = (
+    "DROP TABLE IF EXISTS tier_change",
+    "DROP INDEX IF EXISTS customer_tier",
+    "ALTER TABLE customer DROP COLUMN IF EXISTS tier_downgrade_at",
+    "ALTER TABLE customer DROP COLUMN IF EXISTS tier_warned_at",
+    "ALTER TABLE customer DROP COLUMN IF EXISTS tier_manual_until",
+    "ALTER TABLE customer DROP COLUMN IF EXISTS tier_source",
+    "ALTER TABLE customer DROP COLUMN IF EXISTS tier_since",
+    "ALTER TABLE customer DROP COLUMN IF EXISTS tier_id",
+    "DROP TABLE IF EXISTS tier",
+    "ALTER TABLE program DROP COLUMN IF EXISTS tiers_revision",
+)
+
+
+async def forwards() -> MigrationManager:
+    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
+
+    async def run() -> None:
+        from service.piccolo_conf import DB
+
+        for statement in FORWARDS:
+            await DB.run_ddl(statement)
+
+    async def run_backwards() -> None:
+        from service.piccolo_conf import DB
+
+        for statement in BACKWARDS:
+            await DB.run_ddl(statement)
+
+    manager.add_raw(run)
+    manager.add_raw_backwards(run_backwards)
+    return manager

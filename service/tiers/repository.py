@@ -1,0 +1,350 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from service.core.db import Connection
+from service.tiers.domain import MetricKey
+
+TIER_FIELDS = "t.id, t.key, t.version, t.definition, t.created_at, t.updated_at"
+HOLDING_FIELDS = "tier_id, tier_since, tier_source, tier_manual_until, tier_warned_at"
+
+# The tier key of the customer row `c`, for the rules' `customer.tier` fact (a LATERAL fragment).
+TIER_KEY_LATERAL = (
+    "LEFT JOIN LATERAL (SELECT tk.key AS tier FROM tier tk WHERE tk.id = c.tier_id) tier_key ON true"
+)
+
+
+def _tier(row: Any) -> dict[str, Any]:
+    data = dict(row)
+    data["definition"] = msgspec.json.decode(data["definition"])
+    return data
+
+
+async def lock_program(conn: Connection, program_id: UUID) -> None:
+    """Tier changes of one program one at a time: the rank and threshold checks see every other tier."""
+    await conn.execute("SELECT 1 FROM program WHERE id = $1 FOR UPDATE", program_id)
+
+
+async def active_tiers(conn: Connection, program_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""
+        SELECT {TIER_FIELDS}, (SELECT count(*) FROM customer c WHERE c.tier_id = t.id) AS customers
+        FROM tier t WHERE t.program_id = $1 AND t.deleted_at IS NULL
+        ORDER BY (t.definition ->> 'rank')::int
+        """,
+        program_id,
+    )
+    return [_tier(r) for r in rows]
+
+
+async def tier_definitions(conn: Connection, program_id: UUID) -> list[dict[str, Any]]:
+    """The program's tiers without the holder counts (what evaluation needs)."""
+    rows = await conn.fetch(
+        f"SELECT {TIER_FIELDS} FROM tier t WHERE t.program_id = $1 AND t.deleted_at IS NULL", program_id
+    )
+    return [_tier(r) for r in rows]
+
+
+async def get_tier(conn: Connection, program_id: UUID, key: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"""
+        SELECT {TIER_FIELDS}, (SELECT count(*) FROM customer c WHERE c.tier_id = t.id) AS customers
+        FROM tier t WHERE t.program_id = $1 AND t.key = $2 AND t.deleted_at IS NULL
+        """,
+        program_id,
+        key,
+    )
+    return None if row is None else _tier(row)
+
+
+async def insert_tier(
+    conn: Connection, tier_id: UUID, program_id: UUID, key: str, definition: dict[str, Any], now: datetime
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO tier (id, program_id, key, version, definition, created_at, updated_at)
+        VALUES ($1, $2, $3, 1, $4::jsonb, $5, $5)
+        """,
+        tier_id,
+        program_id,
+        key,
+        msgspec.json.encode(definition).decode(),
+        now,
+    )
+
+
+async def update_tier(conn: Connection, tier_id: UUID, definition: dict[str, Any], now: datetime) -> None:
+    await conn.execute(
+        "UPDATE tier SET definition = $2::jsonb, version = version + 1, updated_at = $3 WHERE id = $1",
+        tier_id,
+        msgspec.json.encode(definition).decode(),
+        now,
+    )
+
+
+async def delete_tier(conn: Connection, tier_id: UUID, now: datetime) -> None:
+    await conn.execute("UPDATE tier SET deleted_at = $2, updated_at = $2 WHERE id = $1", tier_id, now)
+
+
+async def holders(conn: Connection, tier_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT id, external_id, {HOLDING_FIELDS} FROM customer WHERE tier_id = $1 ORDER BY id FOR UPDATE",
+        tier_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def holding(
+    conn: Connection, program_id: UUID, external_id: str, *, lock: bool
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"""
+        SELECT id, external_id, {HOLDING_FIELDS}, tier_downgrade_at FROM customer
+        WHERE program_id = $1 AND external_id = $2 {"FOR UPDATE" if lock else ""}
+        """,
+        program_id,
+        external_id,
+    )
+    return None if row is None else dict(row)
+
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+
+def activity_sql(*, events: bool, subset: bool, bound: str = "") -> str:
+    """What counts towards the metrics, one row per order or event: `$1` program, `$2` base currency,
+    `$3` the customers (uuid[]) with `subset`, else NULL (all). Refunds count against spend, orders and
+    points; spend counts the base currency only. `bound`: a condition on `{at}` that limits the scan."""
+    # Two texts, not `$3 IS NULL OR ...`: a generic plan of that would never use the customer index.
+    who = "AND customer_id = ANY($3::uuid[])" if subset else "AND $3::uuid[] IS NULL"
+    sql = f"""
+        SELECT customer_id, placed_at AS at,
+               CASE WHEN currency = $2::text THEN total_amount - refunded_amount ELSE 0 END AS spend,
+               CASE WHEN status <> 'refunded' THEN 1 ELSE 0 END AS orders,
+               points_earned - points_reversed AS points
+        FROM orders
+        WHERE program_id = $1 {who} {bound.format(at="placed_at")}
+    """
+    if events:
+        sql += f"""
+        UNION ALL
+        SELECT customer_id, occurred_at, 0, 0, points FROM customer_event
+        WHERE program_id = $1 AND points <> 0 {who} {bound.format(at="occurred_at")}
+        """
+    return sql
+
+
+@dataclass(frozen=True, slots=True)
+class MetricQuery:
+    """Per customer, the value of each metric over its window: `activity_sql`'s parameters, then one
+    window start per windowed metric (`starts`, in order)."""
+
+    sql: str
+    starts: tuple[MetricKey, ...]
+
+
+def metric_query(keys: Sequence[MetricKey], *, subset: bool) -> MetricQuery:
+    starts = tuple(k for k in keys if k.window != "lifetime")
+    columns = []
+    for key in keys:
+        value = f"sum({key.metric})"
+        if key.window != "lifetime":
+            value += f" FILTER (WHERE at >= ${4 + starts.index(key)})"
+        columns.append(f"coalesce({value}, 0)::bigint AS {key.column}")
+    bound = ""
+    if starts and len(starts) == len(keys):  # no lifetime metric: the oldest window start bounds the scan
+        bound = f"AND {{at}} >= least({', '.join(f'${4 + i}::timestamptz' for i in range(len(starts)))})"
+    activity = activity_sql(events=any(k.metric == "points" for k in keys), subset=subset, bound=bound)
+    sql = f"WITH activity AS ({activity}) SELECT customer_id, {', '.join(columns)} FROM activity GROUP BY customer_id"
+    return MetricQuery(sql, starts)
+
+
+async def metrics(
+    conn: Connection,
+    query: MetricQuery,
+    program_id: UUID,
+    base_currency: str,
+    customer_ids: Sequence[UUID],
+    starts: Sequence[datetime],
+) -> dict[UUID, dict[str, int]]:
+    rows = await conn.fetch(query.sql, program_id, base_currency, list(customer_ids), *starts)
+    return {r["customer_id"]: dict(r) for r in rows}
+
+
+async def candidates(
+    conn: Connection,
+    query: MetricQuery,
+    qualified_sql: str,
+    program_id: UUID,
+    base_currency: str,
+    starts: Sequence[datetime],
+) -> list[dict[str, Any]]:
+    """The customers whose tier could change: the tier their metrics reach (`qualified_sql`, a CASE over
+    the metric columns giving its id) is not the one they hold, or they hold a warning. Everyone else is
+    left alone; one set-based statement over the whole program."""
+    rows = await conn.fetch(
+        f"""
+        WITH m AS ({query.sql})
+        SELECT c.id, c.external_id, {", ".join(f"c.{f}" for f in HOLDING_FIELDS.split(", "))}, m.*
+        FROM customer c LEFT JOIN m ON m.customer_id = c.id
+        WHERE c.program_id = $1
+          AND (m.customer_id IS NOT NULL OR c.tier_id IS NOT NULL)
+          AND (({qualified_sql}) IS DISTINCT FROM c.tier_id OR c.tier_warned_at IS NOT NULL)
+        ORDER BY c.id
+        """,
+        program_id,
+        base_currency,
+        None,
+        *starts,
+    )
+    return [dict(r) for r in rows]
+
+
+async def last_qualified(
+    conn: Connection,
+    key: MetricKey,
+    threshold: int,
+    zone: str,
+    program_id: UUID,
+    base_currency: str,
+    customer_ids: Sequence[UUID],
+) -> dict[UUID, datetime]:
+    """Per customer, the latest moment their metric over its window reached `threshold`, from their whole
+    history. Rolling: from each activity's time `at`, the window [at, at + N months] is what counted until
+    `at` left it. Calendar year: the end of the last year that reached it. (Lifetime: only now counts.)"""
+    activity = activity_sql(events=key.metric == "points", subset=True)
+    if key.window == "rolling_months":
+        months = f"INTERVAL '{int(key.months)} months'"
+        sql = f"""
+            WITH activity AS ({activity}), runs AS (
+                SELECT customer_id, at, sum({key.metric}) OVER (
+                    PARTITION BY customer_id ORDER BY at RANGE BETWEEN CURRENT ROW AND {months} FOLLOWING) AS total
+                FROM activity
+            )
+            SELECT customer_id, max(at) + {months} AS until FROM runs WHERE total >= $4 GROUP BY customer_id
+        """
+    elif key.window == "calendar_year":
+        sql = f"""
+            WITH activity AS ({activity}), years AS (
+                SELECT customer_id, extract(year FROM at AT TIME ZONE $5::text)::int AS year, sum({key.metric}) AS total
+                FROM activity GROUP BY 1, 2
+            )
+            SELECT customer_id,
+                   (make_timestamp(max(year) + 1, 1, 1, 0, 0, 0) AT TIME ZONE $5::text) - INTERVAL '1 microsecond' AS until
+            FROM years WHERE total >= $4 GROUP BY customer_id
+        """
+    else:
+        return {}
+    args: list[Any] = [program_id, base_currency, list(customer_ids), threshold]
+    if key.window == "calendar_year":
+        args.append(zone)
+    rows = await conn.fetch(sql, *args)
+    return {r["customer_id"]: r["until"] for r in rows}
+
+
+# --- writing changes -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One customer's new tier state (guarded by the state it was decided on) and its history row."""
+
+    customer_id: UUID
+    old_tier_id: UUID | None
+    old_warned_at: datetime | None
+    tier_id: UUID | None
+    since: datetime | None
+    source: str
+    manual_until: datetime | None
+    warned_at: datetime | None
+    downgrade_at: datetime | None
+    change: str
+    from_tier_id: UUID | None
+    to_tier_id: UUID | None
+    cause: str
+    reason: str
+    actor: str | None
+    details: dict[str, Any]
+
+
+async def apply(conn: Connection, program_id: UUID, changes: Sequence[Change], now: datetime) -> set[UUID]:
+    """Write the changes whose customer still holds the state they were decided on (a concurrent order
+    may have moved it: that customer is left for the next run); returns the customers written."""
+    if not changes:
+        return set()
+    rows = await conn.fetch(
+        """
+        WITH d AS (
+            SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::uuid[], $6::timestamptz[],
+                                 $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
+                                 $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[],
+                                 $17::text[])
+                AS d(customer_id, old_tier_id, old_warned_at, tier_id, since, source, manual_until, warned_at,
+                     downgrade_at, change, from_tier_id, to_tier_id, cause, reason, actor, details)
+        ), written AS (
+            UPDATE customer c
+            SET tier_id = d.tier_id, tier_since = d.since, tier_source = d.source,
+                tier_manual_until = d.manual_until, tier_warned_at = d.warned_at,
+                tier_downgrade_at = d.downgrade_at
+            FROM d
+            WHERE c.id = d.customer_id AND c.program_id = $1
+              AND c.tier_id IS NOT DISTINCT FROM d.old_tier_id
+              AND c.tier_warned_at IS NOT DISTINCT FROM d.old_warned_at
+            RETURNING c.id
+        ), history AS (
+            INSERT INTO tier_change (id, program_id, customer_id, change, from_tier_id, to_tier_id, cause,
+                                     reason, actor, details, created_at)
+            SELECT gen_random_uuid(), $1, d.customer_id, d.change, d.from_tier_id, d.to_tier_id, d.cause,
+                   d.reason, d.actor, d.details::jsonb, $18
+            FROM d JOIN written w ON w.id = d.customer_id
+        )
+        SELECT id FROM written
+        """,
+        program_id,
+        [c.customer_id for c in changes],
+        [c.old_tier_id for c in changes],
+        [c.old_warned_at for c in changes],
+        [c.tier_id for c in changes],
+        [c.since for c in changes],
+        [c.source for c in changes],
+        [c.manual_until for c in changes],
+        [c.warned_at for c in changes],
+        [c.downgrade_at for c in changes],
+        [c.change for c in changes],
+        [c.from_tier_id for c in changes],
+        [c.to_tier_id for c in changes],
+        [c.cause for c in changes],
+        [c.reason for c in changes],
+        [c.actor for c in changes],
+        [msgspec.json.encode(c.details).decode() for c in changes],
+        now,
+    )
+    return {r["id"] for r in rows}
+
+
+async def history(
+    conn: Connection, customer_id: UUID, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT h.id, h.seq, h.change, h.cause, h.reason, h.actor, h.created_at,
+               f.key AS from_key, f.definition ->> 'name' AS from_name, (f.definition ->> 'rank')::int AS from_rank,
+               t.key AS to_key, t.definition ->> 'name' AS to_name, (t.definition ->> 'rank')::int AS to_rank
+        FROM tier_change h
+        LEFT JOIN tier f ON f.id = h.from_tier_id
+        LEFT JOIN tier t ON t.id = h.to_tier_id
+        WHERE h.customer_id = $1 AND ($2::bigint IS NULL OR h.seq < $2)
+        ORDER BY h.seq DESC
+        LIMIT $3
+        """,
+        customer_id,
+        before,
+        limit,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,595 @@
+"""VIP tiers: the tier set (CRUD, checks, a per-process cache), upgrades inside an order's or event's
+transaction, manual assignment, the customer's standing, and the history of changes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import msgspec
+
+from service.core.db import Connection
+from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.money import format_money
+from service.core.pagination import decode_cursor, encode_cursor
+from service.outbox.service import Event
+from service.programs import service as programs
+from service.programs.service import Program
+from service.tiers import domain, repository
+from service.tiers.repository import Change
+from service.tiers.schemas import (
+    AtRisk,
+    CustomerTier,
+    ManualTierIn,
+    MetricAmount,
+    MoneyThreshold,
+    TierBenefits,
+    TierChangeOut,
+    TierCreate,
+    TierDefinition,
+    TierDeleted,
+    TierHistory,
+    TierOut,
+    TierPatch,
+    TierProgress,
+    TierRef,
+)
+
+TIER_KEY_LATERAL = repository.TIER_KEY_LATERAL
+DEFAULT_MONTHS = 12
+MAX_MULTIPLIER = Decimal(10)
+
+
+# --- the tier set -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TierSet:
+    """A program's tiers as the evaluator uses them, with the queries built for their metrics."""
+
+    tiers: tuple[domain.Tier, ...]  # by rank
+    definitions: dict[UUID, TierDefinition]
+    keys: tuple[domain.MetricKey, ...]
+    one_customer: repository.MetricQuery | None
+    all_customers: repository.MetricQuery | None
+    by_key: dict[str, domain.Tier] = field(default_factory=dict)
+    by_id: dict[UUID, domain.Tier] = field(default_factory=dict)
+
+    def starts(self, now: datetime, zone: Any) -> list[datetime]:
+        query = self.all_customers
+        if query is None:
+            return []
+        return [s for k in query.starts if (s := domain.window_start(k, now, zone)) is not None]
+
+    def values(self, row: dict[str, Any] | None) -> dict[domain.MetricKey, int]:
+        return {k: (row or {}).get(k.column) or 0 for k in self.keys}
+
+    def qualified_sql(self) -> str:
+        """A CASE over the metric columns giving the id of the highest tier they reach."""
+        if not self.tiers:
+            return "NULL::uuid"
+        branches = " ".join(
+            f"WHEN coalesce(m.{t.metric_key.column}, 0) >= {int(t.threshold)} THEN '{t.id}'::uuid"
+            for t in reversed(self.tiers)
+        )
+        return f"CASE {branches} END"
+
+
+def _threshold(definition: TierDefinition) -> int:
+    threshold = definition.qualification.threshold
+    return threshold.amount if isinstance(threshold, MoneyThreshold) else threshold
+
+
+def to_domain(row: dict[str, Any], definition: TierDefinition) -> domain.Tier:
+    q = definition.qualification
+    return domain.Tier(
+        id=row["id"],
+        key=row["key"],
+        name=definition.name,
+        rank=definition.rank,
+        metric=q.metric,
+        threshold=_threshold(definition),
+        window=q.window,
+        months=(q.months or DEFAULT_MONTHS) if q.window == "rolling_months" else 0,
+        retain_next_window=definition.retention.keep_until_end_of_next_window,
+        grace_days=definition.retention.grace_days,
+        downgrade_policy=definition.downgrade,
+        warning_days=definition.retention.warning_days,
+        earn_multiplier=definition.benefits.earn_multiplier,
+        version=row["version"],
+    )
+
+
+def build_set(rows: Sequence[dict[str, Any]]) -> TierSet:
+    definitions = {r["id"]: msgspec.convert(r["definition"], TierDefinition) for r in rows}
+    tiers = tuple(domain.by_rank([to_domain(r, definitions[r["id"]]) for r in rows]))
+    keys = tuple(dict.fromkeys(t.metric_key for t in tiers))
+    return TierSet(
+        tiers=tiers,
+        definitions=definitions,
+        keys=keys,
+        one_customer=repository.metric_query(keys, subset=True) if keys else None,
+        all_customers=repository.metric_query(keys, subset=False) if keys else None,
+        by_key={t.key: t for t in tiers},
+        by_id={t.id: t for t in tiers},
+    )
+
+
+_sets: dict[UUID, tuple[int, TierSet]] = {}
+
+
+async def tier_set(conn: Connection, program: Program) -> TierSet:
+    """The program's tiers, cached per process until its tiers revision moves."""
+    cached = _sets.get(program.id)
+    if cached is not None and cached[0] == program.tiers_revision:
+        return cached[1]
+    built = build_set(await repository.tier_definitions(conn, program.id))
+    _sets[program.id] = (program.tiers_revision, built)
+    return built
+
+
+# --- CRUD ---------------------------------------------------------------------------------------------------------
+
+
+def _check(definition: TierDefinition, program: Program) -> None:
+    q = definition.qualification
+    threshold = q.threshold
+    if q.metric == "spend":
+        if not isinstance(threshold, MoneyThreshold):
+            raise InvalidInput(
+                f'a spend threshold is money: {{"amount": 50000, "currency": "{program.base_currency}"}}',
+                field="qualification.threshold",
+            )
+        if threshold.currency != program.base_currency:
+            raise InvalidInput(
+                f"spend counts in the program's base currency {program.base_currency}, not {threshold.currency}",
+                field="qualification.threshold.currency",
+            )
+    elif isinstance(threshold, MoneyThreshold):
+        raise InvalidInput(
+            f"a {q.metric} threshold is a whole number of {q.metric}, not money",
+            field="qualification.threshold",
+        )
+    if q.months is not None and q.window != "rolling_months":
+        raise InvalidInput("`months` belongs to a rolling_months window only", field="qualification.months")
+    multiplier = definition.benefits.earn_multiplier
+    if not multiplier.is_finite() or not Decimal(1) <= multiplier <= MAX_MULTIPLIER:
+        raise InvalidInput(
+            f"the earn multiplier is between 1 (no bonus) and {MAX_MULTIPLIER}",
+            field="benefits.earn_multiplier",
+        )
+    if multiplier.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise InvalidInput("the earn multiplier has at most two decimals", field="benefits.earn_multiplier")
+
+
+def _check_set(tiers: Sequence[domain.Tier]) -> None:
+    overlap = domain.overlaps(tiers)
+    if overlap is not None:
+        raise InvalidInput(
+            overlap.message, field="rank" if overlap.field == "rank" else "qualification.threshold"
+        )
+
+
+def _out(row: dict[str, Any]) -> TierOut:
+    definition = msgspec.convert(row["definition"], TierDefinition)
+    return TierOut(
+        **msgspec.structs.asdict(definition),
+        key=row["key"],
+        id=row["id"],
+        version=row["version"],
+        customers=row.get("customers") or 0,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def _row(conn: Connection, program_id: UUID, key: str) -> dict[str, Any]:
+    row = await repository.get_tier(conn, program_id, key)
+    if row is None:
+        raise NotFound(f"no tier {key!r} in this program", field="key")
+    return row
+
+
+async def _others(conn: Connection, program_id: UUID, except_id: UUID | None) -> list[domain.Tier]:
+    rows = await repository.tier_definitions(conn, program_id)
+    return [
+        to_domain(r, msgspec.convert(r["definition"], TierDefinition)) for r in rows if r["id"] != except_id
+    ]
+
+
+async def create(conn: Connection, program: Program, data: TierCreate, now: datetime) -> TierOut:
+    fields = msgspec.structs.asdict(data)
+    key = fields.pop("key")
+    definition = TierDefinition(**fields)
+    _check(definition, program)
+    await repository.lock_program(conn, program.id)
+    if await repository.get_tier(conn, program.id, key) is not None:
+        raise Conflict(f"the program has a tier {key!r} already", field="key")
+    tier_id = uuid4()
+    row = {"id": tier_id, "key": key, "version": 1}
+    _check_set([*await _others(conn, program.id, None), to_domain(row, definition)])
+    await repository.insert_tier(conn, tier_id, program.id, key, msgspec.to_builtins(definition), now)
+    await programs.bump_tiers_revision(conn, program.id)
+    return _out(await _row(conn, program.id, key))
+
+
+async def update(conn: Connection, program: Program, key: str, patch: TierPatch, now: datetime) -> TierOut:
+    await repository.lock_program(conn, program.id)
+    row = await _row(conn, program.id, key)
+    current = msgspec.convert(row["definition"], TierDefinition)
+    changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
+    if not changes:
+        return _out(row)
+    definition = msgspec.structs.replace(current, **changes)
+    _check(definition, program)
+    _check_set([*await _others(conn, program.id, row["id"]), to_domain(row, definition)])
+    await repository.update_tier(conn, row["id"], msgspec.to_builtins(definition), now)
+    await programs.bump_tiers_revision(conn, program.id)
+    return _out(await _row(conn, program.id, key))
+
+
+async def list_all(conn: Connection, program_id: UUID) -> list[TierOut]:
+    return [_out(r) for r in await repository.active_tiers(conn, program_id)]
+
+
+async def get(conn: Connection, program_id: UUID, key: str) -> TierOut:
+    return _out(await _row(conn, program_id, key))
+
+
+async def delete(
+    conn: Connection, program: Program, key: str, move_to: str | None, now: datetime
+) -> tuple[TierDeleted, list[Event]]:
+    """Delete a tier; its holders move to `move_to` (a tier key, or `none`). Without `move_to`, a tier that
+    customers hold is refused (409): where they go is the marketer's decision, not ours."""
+    await repository.lock_program(conn, program.id)
+    row = await _row(conn, program.id, key)
+    target: domain.Tier | None = None
+    if move_to is not None and move_to != "none":
+        if move_to == key:
+            raise InvalidInput("a tier's customers cannot move to the tier being deleted", field="move_to")
+        target_row = await repository.get_tier(conn, program.id, move_to)
+        if target_row is None:
+            raise InvalidInput(f"no tier {move_to!r} to move the customers to", field="move_to")
+        target = to_domain(target_row, msgspec.convert(target_row["definition"], TierDefinition))
+    holders = await repository.holders(conn, row["id"])
+    if holders and move_to is None:
+        raise Conflict(
+            f"{len(holders)} customers hold tier {key!r}: give `move_to` (a tier key, or `none`) to delete it",
+            field="move_to",
+            extra={"customers": len(holders)},
+        )
+    deleted = to_domain(row, msgspec.convert(row["definition"], TierDefinition))
+    reason = f"tier {deleted.name} deleted; moved to {target.name if target else 'no tier'}"
+    changes = [
+        move(h, target, now, "moved", "tier_deleted", reason, None, source="earned", manual_until=None)
+        for h in holders
+    ]
+    await repository.apply(conn, program.id, changes, now)
+    events = [_moved_event(h["external_id"], deleted, target, "tier_deleted", reason) for h in holders]
+    await repository.delete_tier(conn, row["id"], now)
+    await programs.bump_tiers_revision(conn, program.id)
+    return TierDeleted(key=key, customers_moved=len(holders), moved_to=target.key if target else None), events
+
+
+# --- changes --------------------------------------------------------------------------------------------------
+
+
+def holding_of(row: dict[str, Any]) -> domain.Holding:
+    return domain.Holding(
+        tier_id=row["tier_id"],
+        source=row["tier_source"] or "earned",
+        since=row["tier_since"],
+        manual_until=row["tier_manual_until"],
+        warned_at=row["tier_warned_at"],
+    )
+
+
+def move(
+    row: dict[str, Any],
+    to: domain.Tier | None,
+    now: datetime,
+    change: str,
+    cause: str,
+    reason: str,
+    actor: str | None,
+    *,
+    source: str,
+    manual_until: datetime | None,
+    details: dict[str, Any] | None = None,
+) -> Change:
+    """A move of the customer in `row` to tier `to` (warning cleared)."""
+    same = to is not None and to.id == row["tier_id"]
+    return Change(
+        customer_id=row["id"],
+        old_tier_id=row["tier_id"],
+        old_warned_at=row["tier_warned_at"],
+        tier_id=to.id if to else None,
+        since=row["tier_since"] if same else (now if to else None),
+        source=source,
+        manual_until=manual_until,
+        warned_at=None,
+        downgrade_at=None,
+        change=change,
+        from_tier_id=row["tier_id"],
+        to_tier_id=to.id if to else None,
+        cause=cause,
+        reason=reason,
+        actor=actor,
+        details=details or {},
+    )
+
+
+def _ref(tier: domain.Tier | None) -> dict[str, Any] | None:
+    return None if tier is None else {"key": tier.key, "name": tier.name, "rank": tier.rank}
+
+
+def _moved_event(
+    customer: str, old: domain.Tier | None, new: domain.Tier | None, cause: str, reason: str
+) -> Event:
+    up = new is not None and (old is None or new.rank > old.rank)
+    topic = "tier.upgraded" if up else "tier.downgraded"
+    return Event(
+        topic,
+        {"customer": customer, "from": _ref(old), "to": _ref(new), "cause": cause, "reason": reason},
+    )
+
+
+def describe_amount(tier: domain.Tier, amount: int, currency: str) -> str:
+    if tier.metric == "spend":
+        return format_money(amount, currency)
+    if tier.metric == "orders":
+        return f"{amount} order" + ("" if amount == 1 else "s")
+    return f"{amount} point" + ("" if amount == 1 else "s")
+
+
+def _window_text(tier: domain.Tier) -> str:
+    if tier.window == "rolling_months":
+        return f"over {tier.months} months"
+    return "this year" if tier.window == "calendar_year" else "in all"
+
+
+def qualification_text(tier: domain.Tier, value: int, currency: str) -> str:
+    what = {"spend": "spend", "orders": "orders", "points": "points earned"}[tier.metric]
+    return (
+        f"{what} {_window_text(tier)} {describe_amount(tier, value, currency)} "
+        f"({tier.name} needs {describe_amount(tier, tier.threshold, currency)})"
+    )
+
+
+async def after_activity(
+    conn: Connection, program: Program, customer: dict[str, Any], now: datetime, cause: str, ref: str
+) -> list[Event]:
+    """Inside the order's or event's transaction (the customer row locked): lift the customer to the
+    highest tier their metrics now reach, if above the one they hold. Never down: that is for the
+    re-evaluation, after a warning."""
+    tiers = await tier_set(conn, program)
+    current = tiers.by_id.get(customer["tier_id"]) if customer["tier_id"] else None
+    above = [t for t in tiers.tiers if current is None or t.rank > current.rank]
+    if not above or tiers.one_customer is None:
+        return []
+    rows = await repository.metrics(
+        conn,
+        tiers.one_customer,
+        program.id,
+        program.base_currency,
+        [customer["id"]],
+        tiers.starts(now, program.zone),
+    )
+    values = tiers.values(rows.get(customer["id"]))
+    target = domain.upgrade_on_activity(
+        tiers.tiers, holding_of(customer), domain.qualified_tier(above, values)
+    )
+    if target is None:
+        return []
+    reason = f"{cause} {ref}: {qualification_text(target, values[target.metric_key], program.base_currency)}"
+    change = move(customer, target, now, "upgrade", cause, reason, None, source="earned", manual_until=None)
+    written = await repository.apply(conn, program.id, [change], now)
+    if not written:
+        return []
+    return [_moved_event(customer["external_id"], current, target, cause, reason)]
+
+
+async def assign(
+    conn: Connection, program: Program, external_id: str, data: ManualTierIn, now: datetime
+) -> tuple[CustomerTier, list[Event]]:
+    """An admin's gesture: this tier (or none) with a reason, until a date or for good. A manual tier is a
+    floor: the customer still rises by their own qualification, and drops only after it ends (warned)."""
+    row = await repository.holding(conn, program.id, external_id, lock=True)
+    if row is None:
+        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+    tiers = await tier_set(conn, program)
+    target = None
+    if data.tier is not None:
+        target = tiers.by_key.get(data.tier)
+        if target is None:
+            raise InvalidInput(f"no tier {data.tier!r} in this program", field="tier")
+    if data.until is not None and data.until <= now:
+        raise InvalidInput("`until` is in the past: the gesture would end before it starts", field="until")
+    if target is None and data.until is not None:
+        raise InvalidInput("`until` goes with a tier; to take the tier away leave it out", field="until")
+    current = tiers.by_id.get(row["tier_id"]) if row["tier_id"] else None
+    until = f" until {data.until.date().isoformat()}" if data.until else ""
+    reason = f"set by hand to {target.name if target else 'no tier'}{until}: {data.reason}"
+    change = move(
+        row,
+        target,
+        now,
+        "manual",
+        "manual",
+        reason,
+        data.actor,
+        source="manual" if target else "earned",
+        manual_until=data.until if target else None,
+    )
+    await repository.apply(conn, program.id, [change], now)
+    events = []
+    if (current.id if current else None) != (target.id if target else None):
+        events.append(_moved_event(external_id, current, target, "manual", reason))
+    return await standing(conn, program, external_id, now), events
+
+
+# --- the customer's standing -----------------------------------------------------------------------------------
+
+
+def _amount(tier: domain.Tier, current: int, currency: str) -> MetricAmount:
+    return MetricAmount(
+        metric=tier.metric,
+        window=tier.window,
+        months=tier.months or None,
+        current=current,
+        needed=tier.threshold,
+        remaining=max(0, tier.threshold - current),
+        currency=currency if tier.metric == "spend" else None,
+    )
+
+
+def _tier_ref(tier: domain.Tier) -> TierRef:
+    return TierRef(key=tier.key, name=tier.name, rank=tier.rank)
+
+
+def _more_text(tier: domain.Tier, remaining: int, currency: str) -> str:
+    verb = {"spend": "spend", "orders": "place", "points": "earn"}[tier.metric]
+    return f"{verb} {describe_amount(tier, remaining, currency)} more"
+
+
+async def last_qualified(
+    conn: Connection, program: Program, tier: domain.Tier, customer_ids: Sequence[UUID]
+) -> dict[UUID, datetime]:
+    return await repository.last_qualified(
+        conn,
+        tier.metric_key,
+        tier.threshold,
+        program.timezone,
+        program.id,
+        program.base_currency,
+        customer_ids,
+    )
+
+
+async def standing(conn: Connection, program: Program, external_id: str, now: datetime) -> CustomerTier:
+    row = await repository.holding(conn, program.id, external_id, lock=False)
+    if row is None:
+        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+    result = await standing_of(conn, program, row, now)
+    return result or CustomerTier(
+        tier=None,
+        since=None,
+        source=None,
+        manual_until=None,
+        benefits=None,
+        qualification=None,
+        period_ends_at=None,
+        next_tier=None,
+        at_risk=None,
+    )
+
+
+async def standing_of(
+    conn: Connection, program: Program, row: dict[str, Any], now: datetime
+) -> CustomerTier | None:
+    """The customer's tier, progress to the next one and any risk of losing it; None if the program has
+    no tiers and the customer holds none."""
+    tiers = await tier_set(conn, program)
+    if not tiers.tiers:
+        return None
+    zone = program.zone
+    currency = program.base_currency
+    assert tiers.one_customer is not None
+    rows = await repository.metrics(
+        conn, tiers.one_customer, program.id, currency, [row["id"]], tiers.starts(now, zone)
+    )
+    values = tiers.values(rows.get(row["id"]))
+    holding = holding_of(row)
+    current = tiers.by_id.get(holding.tier_id) if holding.tier_id else None
+    qualified = domain.qualified_tier(tiers.tiers, values)
+    up = domain.next_up(tiers.tiers, current)
+    next_tier = None
+    if up is not None:
+        amounts = _amount(up, values[up.metric_key], currency)
+        next_tier = TierProgress(
+            tier=_tier_ref(up),
+            amounts=amounts,
+            period_ends_at=domain.period_end(up, now, zone),
+            text=f"{_more_text(up, amounts.remaining, currency)} to reach {up.name}",
+        )
+    if current is None:
+        return CustomerTier(
+            tier=None,
+            since=None,
+            source=None,
+            manual_until=None,
+            benefits=None,
+            qualification=None,
+            period_ends_at=None,
+            next_tier=next_tier,
+            at_risk=None,
+        )
+    definition = tiers.definitions[current.id]
+    qualification = _amount(current, values[current.metric_key], currency)
+    at_risk = None
+    if qualified is None or qualified.rank < current.rank:
+        found = await last_qualified(conn, program, current, [row["id"]])
+        last = min(found[row["id"]], now) if row["id"] in found else None
+        planned = domain.downgrade_date(current, holding, last, now, zone)
+        if planned is not None:
+            warned = holding.warned_at or max(now, planned - timedelta(days=current.warning_days))
+            downgrade_at = domain.effective_downgrade_at(current, planned, warned)
+            to = domain.downgrade_target(tiers.tiers, current, qualified)
+            at_risk = AtRisk(
+                downgrade_at=downgrade_at,
+                to_tier=_tier_ref(to) if to else None,
+                warned_at=holding.warned_at,
+                keep=qualification,
+                text=f"{_more_text(current, qualification.remaining, currency)} by "
+                f"{downgrade_at.astimezone(zone).strftime('%-d %b %Y')} to keep {current.name}",
+            )
+    return CustomerTier(
+        tier=_tier_ref(current),
+        since=holding.since,
+        source=holding.source,
+        manual_until=holding.manual_until,
+        benefits=TierBenefits(
+            earn_multiplier=definition.benefits.earn_multiplier,
+            free_shipping=definition.benefits.free_shipping,
+            perks=list(definition.benefits.perks),
+        ),
+        qualification=qualification,
+        period_ends_at=domain.period_end(current, now, zone),
+        next_tier=next_tier,
+        at_risk=at_risk,
+    )
+
+
+async def history(
+    conn: Connection, program_id: UUID, external_id: str, cursor: str | None, limit: int
+) -> TierHistory:
+    row = await repository.holding(conn, program_id, external_id, lock=False)
+    if row is None:
+        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+    before = decode_cursor(cursor)
+    rows = await repository.history(conn, row["id"], before, limit + 1)
+
+    def ref(prefix: str, r: dict[str, Any]) -> TierRef | None:
+        key = r[f"{prefix}_key"]
+        return None if key is None else TierRef(key=key, name=r[f"{prefix}_name"], rank=r[f"{prefix}_rank"])
+
+    items = [
+        TierChangeOut(
+            id=r["id"],
+            change=r["change"],
+            from_tier=ref("from", r),
+            to_tier=ref("to", r),
+            cause=r["cause"],
+            reason=r["reason"],
+            actor=r["actor"],
+            created_at=r["created_at"],
+        )
+        for r in rows[:limit]
+    ]
+    return TierHistory(
+        items=items, next_cursor=encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
+    )
