@@ -18,12 +18,13 @@ class Customer(Table, tablename="customer"):
     birthday = Date(null=True, default=None)
     timezone = Varchar(length=64, null=True, default=None)
     marketing_consent = Boolean(default=False)
-    # The VIP tier held (a foreign key to tier in the database; plain here: tiers build on customers).
+    # The VIP tier held (tiers are never deleted; no foreign key, see migration 2026-11-24T09:00).
     tier_id = UUID(null=True, default=None)
     tier_since = Timestamptz(null=True, default=None)
     tier_source = Varchar(length=8, default="earned")  # earned | manual
     tier_manual_until = Timestamptz(null=True, default=None)
     tier_warned_at = Timestamptz(null=True, default=None)
     tier_downgrade_at = Timestamptz(null=True, default=None)
+    tier_check_after = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())

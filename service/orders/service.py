@@ -212,8 +212,8 @@ async def create_order(
     )
     events.extend(credited.events)
     events.extend(earned.events)
-    events.extend(await tiers.after_activity(conn, program, customer_row, now, "order", data.external_id))
     await emit(conn, program.id, events, now)
+    await tiers.after_activity(conn, program, customer_row, now, "order", data.external_id)
     # Everything the answer shows was just written from these values: no need to read it back.
     order = OrderOut(
         external_id=data.external_id,

@@ -86,9 +86,9 @@ async def record(
     )
     events.extend(credited.events)
     events.extend(earned.events)
-    if evaluation.awards:  # points earned may lift the customer's tier
-        events.extend(await tiers.after_activity(conn, program, row, now, "event", data.type))
     await emit(conn, program.id, events, now)
+    if evaluation.awards:  # points earned may lift the customer's tier
+        await tiers.after_activity(conn, program, row, now, "event", data.type)
     out = EventOut(
         id=event_id,
         type=data.type,

@@ -10,7 +10,6 @@ from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
 from service.core.idempotency import IdempotencyKeyHeader
-from service.outbox.service import emit
 from service.programs import service as programs
 from service.tiers import service
 from service.tiers.schemas import (
@@ -94,12 +93,9 @@ class TierController(Controller):
         clock: NamedDependency[Clock],
         move_to: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> TierDeleted:
-        now = clock.now()
         async with db.transaction() as conn:
             program = await programs.load(conn, request.user.program_id)
-            deleted, events = await service.delete(conn, program, key, move_to, now)
-            await emit(conn, program.id, events, now)
-        return deleted
+            return await service.delete(conn, program, key, move_to, clock.now())
 
 
 class CustomerTierController(Controller):
@@ -138,10 +134,7 @@ class CustomerTierController(Controller):
         now = clock.now()
 
         async def operation(conn: db.Connection) -> CustomerTier:
-            program = await programs.load(conn, program_id)
-            standing, events = await service.assign(conn, program, external_id, data, now)
-            await emit(conn, program_id, events, now)
-            return standing
+            return await service.assign(conn, await programs.load(conn, program_id), external_id, data, now)
 
         return await idempotency.respond(  # type: ignore[return-value]
             request,

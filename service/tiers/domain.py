@@ -23,7 +23,7 @@ from __future__ import annotations
 import calendar
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal, NamedTuple
@@ -65,10 +65,14 @@ class Tier:
     warning_days: int = 30
     earn_multiplier: Decimal = Decimal(1)
     version: int = 1
+    # Worked out once: the re-evaluation asks for it for every customer.
+    metric_key: MetricKey = field(
+        init=False, repr=False, compare=False, default=MetricKey("points", "lifetime", 0)
+    )
 
-    @property
-    def metric_key(self) -> MetricKey:
-        return MetricKey(self.metric, self.window, self.months if self.window == "rolling_months" else 0)
+    def __post_init__(self) -> None:
+        months = self.months if self.window == "rolling_months" else 0
+        object.__setattr__(self, "metric_key", MetricKey(self.metric, self.window, months))
 
 
 @dataclass(frozen=True, slots=True)

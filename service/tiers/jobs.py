@@ -9,18 +9,18 @@ again. Idempotent: a second run at the same time finds nothing to do.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from service.core import db
-from service.outbox.service import Event, emit
 from service.programs import service as programs
 from service.programs.service import Program
 from service.tiers import domain, service
-from service.tiers.repository import Change, apply, candidates, tier_definitions
+from service.tiers.repository import FAR_FUTURE, Change, apply, candidates, tier_definitions
 
 CHUNK = 5_000
 
@@ -70,15 +70,140 @@ async def _program(program: Program, now: datetime, chunk: int, result: Reevalua
                 conn,
                 query,
                 tiers.qualified_sql(),
+                tiers.held_rank_sql(),
                 program.id,
                 program.base_currency,
                 tiers.starts(now, program.zone),
+                now,
             )
         finally:
             await conn.execute("RESET work_mem")
     result.customers += len(rows)
+    # One chunk is written while the next is decided: the database and Python each keep a core busy.
+    writing: asyncio.Task[None] | None = None
     for start in range(0, len(rows), chunk):
-        await _chunk(program, tiers, rows[start : start + chunk], now, result)
+        changes, kinds = await _decide(program, tiers, rows[start : start + chunk], now)
+        if writing is not None:
+            await writing
+        writing = asyncio.create_task(_write(program.id, changes, kinds, now, result))
+    if writing is not None:
+        await writing
+
+
+def _at_risk(row: dict[str, Any]) -> bool:
+    """Holds a tier it no longer reaches, and something could happen to it (not a manual tier for good)."""
+    return row["qualified_rank"] < row["held_rank"] and not (
+        row["tier_source"] == "manual" and row["tier_manual_until"] is None
+    )
+
+
+async def _decide(
+    program: Program, tiers: service.TierSet, rows: list[dict[str, Any]], now: datetime
+) -> tuple[list[Change], dict[UUID, str]]:
+    zone = program.zone
+    currency = program.base_currency
+    # When each customer at risk last reached the tier they hold: one query per tier held.
+    at_risk: dict[UUID, list[UUID]] = defaultdict(list)
+    for r in rows:
+        if _at_risk(r):
+            at_risk[r["tier_id"]].append(r["id"])
+    last: dict[UUID, datetime] = {}
+    async with db.connection() as conn:
+        for tier_id, customer_ids in at_risk.items():
+            found = await service.last_qualified(conn, program, tiers.by_id[tier_id], customer_ids)
+            last.update({c: min(at, now) for c, at in found.items()})
+
+    changes: list[Change] = []
+    kinds: dict[UUID, str] = {}
+    for r in rows:
+        held = tiers.by_id.get(r["tier_id"]) if r["tier_id"] else None
+        qualified = tiers.by_id.get(r["qualified_id"]) if r["qualified_id"] else None
+        holding = service.holding_of(r)
+        decision = domain.decide(tiers.tiers, holding, qualified, last.get(r["id"]), now, zone)
+        change = _change_for(r, decision, held, tiers, holding, last.get(r["id"]), now, currency, zone)
+        if change is not None:
+            changes.append(change)
+            kinds[r["id"]] = decision.kind
+    return changes, kinds
+
+
+async def _write(
+    program_id: UUID, changes: list[Change], kinds: dict[UUID, str], now: datetime, result: ReevaluationResult
+) -> None:
+    if not changes:
+        return
+    async with db.transaction() as conn:
+        written = await apply(conn, program_id, changes, now)
+    for cid in written:
+        if kinds[cid] != "none":
+            result.counts[kinds[cid]] += 1
+
+
+def _change_for(
+    r: dict[str, Any],
+    decision: domain.Decision,
+    held: domain.Tier | None,
+    tiers: service.TierSet,
+    holding: domain.Holding,
+    last: datetime | None,
+    now: datetime,
+    currency: str,
+    zone: Any,
+) -> Change | None:
+    values = tiers.values(r)
+    if decision.kind in ("upgrade", "downgrade"):
+        to = decision.tier
+        basis = to if decision.kind == "upgrade" and to is not None else held
+        assert basis is not None
+        reason = f"re-evaluation: {service.qualification_text(basis, values[basis.metric_key], currency)}"
+        if decision.kind == "downgrade" and holding.warned_at is not None:
+            reason += f"; warned {holding.warned_at.date().isoformat()}"
+        return service.move(r, to, held, now, decision.kind, "reevaluation", reason)
+    assert held is not None or decision.kind == "none"
+    if decision.kind == "warn":
+        assert held is not None
+        return _warning(r, decision, held, values[held.metric_key], currency, zone, now)
+    if decision.kind == "withdraw_warning":
+        assert held is not None
+        return Change(
+            customer_id=r["id"],
+            old_tier_id=r["tier_id"],
+            old_warned_at=r["tier_warned_at"],
+            tier_id=r["tier_id"],
+            since=r["tier_since"],
+            source=r["tier_source"],
+            manual_until=r["tier_manual_until"],
+            change="warning_withdrawn",
+            from_tier_id=r["tier_id"],
+            to_tier_id=r["tier_id"],
+            cause="reevaluation",
+            reason=f"qualifies again: {service.qualification_text(held, values[held.metric_key], currency)}",
+        )
+    # Nothing to do yet for a customer at risk: note when to look again, and leave them until then.
+    if held is None or r["qualified_rank"] >= r["held_rank"]:
+        return None
+    planned = domain.downgrade_date(held, holding, last, now, zone)
+    if holding.warned_at is not None:
+        assert planned is not None
+        check_after = domain.effective_downgrade_at(held, planned, holding.warned_at)
+    elif planned is None:
+        check_after = FAR_FUTURE
+    else:
+        check_after = planned - timedelta(days=held.warning_days)
+    if check_after == r["tier_check_after"]:
+        return None
+    return Change(
+        customer_id=r["id"],
+        old_tier_id=r["tier_id"],
+        old_warned_at=r["tier_warned_at"],
+        tier_id=r["tier_id"],
+        since=r["tier_since"],
+        source=r["tier_source"],
+        manual_until=r["tier_manual_until"],
+        warned_at=r["tier_warned_at"],
+        downgrade_at=r["tier_downgrade_at"],
+        check_after=check_after,
+    )
 
 
 def _warning(
@@ -89,7 +214,7 @@ def _warning(
     currency: str,
     zone: Any,
     now: datetime,
-) -> tuple[Change, Event]:
+) -> Change:
     remaining = max(0, tier.threshold - value)
     when = decision.downgrade_at
     assert when is not None
@@ -97,7 +222,7 @@ def _warning(
         f"{service.describe_amount(tier, remaining, currency)} more by "
         f"{when.astimezone(zone).strftime('%-d %b %Y')} keeps {tier.name}"
     )
-    change = Change(
+    return Change(
         customer_id=row["id"],
         old_tier_id=row["tier_id"],
         old_warned_at=row["tier_warned_at"],
@@ -107,17 +232,15 @@ def _warning(
         manual_until=row["tier_manual_until"],
         warned_at=now,
         downgrade_at=when,
+        check_after=when,
         change="warning",
         from_tier_id=row["tier_id"],
         to_tier_id=row["tier_id"],
         cause="reevaluation",
         reason=f"no longer qualifies: {service.qualification_text(tier, value, currency)}; {text}",
-        actor=None,
         details={"downgrade_at": when.isoformat(), "remaining": remaining},
-    )
-    event = Event(
-        "tier.downgrade_warning",
-        {
+        topic="tier.downgrade_warning",
+        payload={
             "customer": row["external_id"],
             "tier": {"key": tier.key, "name": tier.name, "rank": tier.rank},
             "downgrade_at": when,
@@ -131,98 +254,3 @@ def _warning(
             },
         },
     )
-    return change, event
-
-
-async def _chunk(
-    program: Program,
-    tiers: service.TierSet,
-    rows: list[dict[str, Any]],
-    now: datetime,
-    result: ReevaluationResult,
-) -> None:
-    zone = program.zone
-    currency = program.base_currency
-    qualified = {r["id"]: domain.qualified_tier(tiers.tiers, tiers.values(r)) for r in rows}
-    # When each customer at risk last reached the tier they hold, one query per tier held.
-    at_risk: dict[UUID, list[UUID]] = defaultdict(list)
-    for r in rows:
-        held = tiers.by_id.get(r["tier_id"]) if r["tier_id"] else None
-        q = qualified[r["id"]]
-        if (
-            held is not None
-            and (q is None or q.rank < held.rank)
-            and not (r["tier_source"] == "manual" and r["tier_manual_until"] is None)
-        ):
-            at_risk[held.id].append(r["id"])
-    last: dict[UUID, datetime] = {}
-    async with db.connection() as conn:
-        for tier_id, customer_ids in at_risk.items():
-            found = await service.last_qualified(conn, program, tiers.by_id[tier_id], customer_ids)
-            last.update({c: min(at, now) for c, at in found.items()})
-
-    changes: list[Change] = []
-    events: dict[UUID, Event] = {}
-    kinds: dict[UUID, str] = {}
-    for r in rows:
-        holding = service.holding_of(r)
-        decision = domain.decide(tiers.tiers, holding, qualified[r["id"]], last.get(r["id"]), now, zone)
-        if decision.kind == "none":
-            continue
-        held = tiers.by_id.get(r["tier_id"]) if r["tier_id"] else None
-        if decision.kind in ("upgrade", "downgrade"):
-            to = decision.tier
-            basis = to if decision.kind == "upgrade" and to is not None else held
-            assert basis is not None
-            reason = f"re-evaluation: {service.qualification_text(basis, tiers.values(r)[basis.metric_key], currency)}"
-            if decision.kind == "downgrade":
-                reason += f"; warned {holding.warned_at.date().isoformat() if holding.warned_at else '?'}"
-            changes.append(
-                service.move(
-                    r,
-                    to,
-                    now,
-                    decision.kind,
-                    "reevaluation",
-                    reason,
-                    None,
-                    source="earned",
-                    manual_until=None,
-                )
-            )
-            events[r["id"]] = service._moved_event(r["external_id"], held, to, "reevaluation", reason)
-        elif decision.kind == "warn":
-            assert held is not None
-            change, event = _warning(r, decision, held, tiers.values(r)[held.metric_key], currency, zone, now)
-            changes.append(change)
-            events[r["id"]] = event
-        else:  # withdraw_warning
-            assert held is not None
-            changes.append(
-                Change(
-                    customer_id=r["id"],
-                    old_tier_id=r["tier_id"],
-                    old_warned_at=r["tier_warned_at"],
-                    tier_id=r["tier_id"],
-                    since=r["tier_since"],
-                    source=r["tier_source"],
-                    manual_until=r["tier_manual_until"],
-                    warned_at=None,
-                    downgrade_at=None,
-                    change="warning_withdrawn",
-                    from_tier_id=r["tier_id"],
-                    to_tier_id=r["tier_id"],
-                    cause="reevaluation",
-                    reason=f"qualifies again: {service.qualification_text(held, tiers.values(r)[held.metric_key], currency)}",
-                    actor=None,
-                    details={},
-                )
-            )
-        kinds[r["id"]] = decision.kind
-    if not changes:
-        return
-    async with db.transaction() as conn:
-        written = await apply(conn, program.id, changes, now)
-        await emit(conn, program.id, [e for cid, e in events.items() if cid in written], now)
-    for cid in written:
-        result.counts[kinds[cid]] += 1

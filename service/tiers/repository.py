@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -180,28 +180,38 @@ async def metrics(
 async def candidates(
     conn: Connection,
     query: MetricQuery,
-    qualified_sql: str,
+    qualified: tuple[str, str],
+    held_rank: str,
     program_id: UUID,
     base_currency: str,
     starts: Sequence[datetime],
+    now: datetime,
 ) -> list[dict[str, Any]]:
-    """The customers whose tier could change: the tier their metrics reach (`qualified_sql`, a CASE over
-    the metric columns giving its id) is not the one they hold, or they hold a warning. Everyone else is
-    left alone; one set-based statement over the whole program."""
+    """The customers whose tier could change now: those whose metrics reach a higher tier than they
+    hold, those holding a warning, and those who no longer reach theirs and are due a look
+    (`tier_check_after`). Everyone else is left alone; one set-based statement over the whole program.
+    `qualified`: CASEs over the metric columns giving the id and the rank of the tier reached (-1: none);
+    `held_rank`: a CASE giving the rank of `c.tier_id`."""
+    qualified_id, qualified_rank = qualified
     rows = await conn.fetch(
         f"""
-        WITH m AS ({query.sql})
-        SELECT c.id, c.external_id, {", ".join(f"c.{f}" for f in HOLDING_FIELDS.split(", "))}, m.*
-        FROM customer c LEFT JOIN m ON m.customer_id = c.id
-        WHERE c.program_id = $1
-          AND (m.customer_id IS NOT NULL OR c.tier_id IS NOT NULL)
-          AND (({qualified_sql}) IS DISTINCT FROM c.tier_id OR c.tier_warned_at IS NOT NULL)
-        ORDER BY c.id
+        WITH m AS ({query.sql}), r AS (
+            SELECT c.id, c.external_id, {", ".join(f"c.{f}" for f in HOLDING_FIELDS.split(", "))},
+                   c.tier_check_after, c.tier_downgrade_at, m.*, {qualified_id} AS qualified_id, {qualified_rank} AS qualified_rank,
+                   {held_rank} AS held_rank
+            FROM customer c LEFT JOIN m ON m.customer_id = c.id
+            WHERE c.program_id = $1 AND (m.customer_id IS NOT NULL OR c.tier_id IS NOT NULL)
+        )
+        SELECT * FROM r  -- in the table's order, not by id: a chunk's rows then share pages
+        WHERE qualified_rank > held_rank
+           OR (qualified_rank >= held_rank AND tier_warned_at IS NOT NULL)
+           OR (qualified_rank < held_rank AND (tier_check_after IS NULL OR tier_check_after <= ${4 + len(starts)}))
         """,
         program_id,
         base_currency,
         None,
         *starts,
+        now,
     )
     return [dict(r) for r in rows]
 
@@ -250,10 +260,14 @@ async def last_qualified(
 
 # --- writing changes -----------------------------------------------------------------------------------------
 
+FAR_FUTURE = datetime(
+    9999, 1, 1, tzinfo=UTC
+)  # check_after of a customer nothing can happen to (manual, no end)
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One customer's new tier state (guarded by the state it was decided on) and its history row."""
+
+class Change(msgspec.Struct, kw_only=True):
+    """One customer's new tier state, guarded by the state it was decided on, with its history row
+    (`change` None: none, the state only records when to look again) and its event (`topic`)."""
 
     customer_id: UUID
     old_tier_id: UUID | None
@@ -262,67 +276,62 @@ class Change:
     since: datetime | None
     source: str
     manual_until: datetime | None
-    warned_at: datetime | None
-    downgrade_at: datetime | None
-    change: str
-    from_tier_id: UUID | None
-    to_tier_id: UUID | None
-    cause: str
-    reason: str
-    actor: str | None
-    details: dict[str, Any]
+    warned_at: datetime | None = None
+    downgrade_at: datetime | None = None
+    check_after: datetime | None = None
+    change: str | None = None
+    from_tier_id: UUID | None = None
+    to_tier_id: UUID | None = None
+    cause: str | None = None
+    reason: str | None = None
+    actor: str | None = None
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    topic: str | None = None
+    payload: dict[str, Any] | None = None
 
 
 async def apply(conn: Connection, program_id: UUID, changes: Sequence[Change], now: datetime) -> set[UUID]:
     """Write the changes whose customer still holds the state they were decided on (a concurrent order
-    may have moved it: that customer is left for the next run); returns the customers written."""
+    may have moved it: that customer is left for the next run), their history rows and their events, in
+    one statement (the changes go as one JSON document: a re-evaluation writes thousands at a time).
+    Returns the customers written."""
     if not changes:
         return set()
     rows = await conn.fetch(
         """
         WITH d AS (
-            SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::uuid[], $6::timestamptz[],
-                                 $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
-                                 $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[],
-                                 $17::text[])
-                AS d(customer_id, old_tier_id, old_warned_at, tier_id, since, source, manual_until, warned_at,
-                     downgrade_at, change, from_tier_id, to_tier_id, cause, reason, actor, details)
+            SELECT * FROM jsonb_to_recordset($2::jsonb) AS d(
+                customer_id uuid, old_tier_id uuid, old_warned_at timestamptz, tier_id uuid, since timestamptz,
+                source text, manual_until timestamptz, warned_at timestamptz, downgrade_at timestamptz,
+                check_after timestamptz, change text, from_tier_id uuid, to_tier_id uuid, cause text,
+                reason text, actor text, details jsonb, topic text, payload jsonb)
         ), written AS (
             UPDATE customer c
             SET tier_id = d.tier_id, tier_since = d.since, tier_source = d.source,
                 tier_manual_until = d.manual_until, tier_warned_at = d.warned_at,
-                tier_downgrade_at = d.downgrade_at
+                tier_downgrade_at = d.downgrade_at, tier_check_after = d.check_after
             FROM d
             WHERE c.id = d.customer_id AND c.program_id = $1
               AND c.tier_id IS NOT DISTINCT FROM d.old_tier_id
               AND c.tier_warned_at IS NOT DISTINCT FROM d.old_warned_at
             RETURNING c.id
+        ), done AS (
+            SELECT d.* FROM d JOIN written w ON w.id = d.customer_id
         ), history AS (
-            INSERT INTO tier_change (id, program_id, customer_id, change, from_tier_id, to_tier_id, cause,
+            INSERT INTO tier_change (program_id, customer_id, change, from_tier_id, to_tier_id, cause,
                                      reason, actor, details, created_at)
-            SELECT gen_random_uuid(), $1, d.customer_id, d.change, d.from_tier_id, d.to_tier_id, d.cause,
-                   d.reason, d.actor, d.details::jsonb, $18
-            FROM d JOIN written w ON w.id = d.customer_id
+            SELECT $1, customer_id, change, from_tier_id, to_tier_id, cause, reason, actor,
+                   details, $3
+            FROM done WHERE change IS NOT NULL
+        ), events AS (
+            INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
+            SELECT event_id, $1, topic, jsonb_build_object('id', event_id, 'type', topic) || payload, $3, $3, 0
+            FROM (SELECT gen_random_uuid() AS event_id, topic, payload FROM done WHERE topic IS NOT NULL) e
         )
         SELECT id FROM written
         """,
         program_id,
-        [c.customer_id for c in changes],
-        [c.old_tier_id for c in changes],
-        [c.old_warned_at for c in changes],
-        [c.tier_id for c in changes],
-        [c.since for c in changes],
-        [c.source for c in changes],
-        [c.manual_until for c in changes],
-        [c.warned_at for c in changes],
-        [c.downgrade_at for c in changes],
-        [c.change for c in changes],
-        [c.from_tier_id for c in changes],
-        [c.to_tier_id for c in changes],
-        [c.cause for c in changes],
-        [c.reason for c in changes],
-        [c.actor for c in changes],
-        [msgspec.json.encode(c.details).decode() for c in changes],
+        msgspec.json.encode(changes).decode(),
         now,
     )
     return {r["id"] for r in rows}
@@ -333,14 +342,14 @@ async def history(
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """
-        SELECT h.id, h.seq, h.change, h.cause, h.reason, h.actor, h.created_at,
+        SELECT h.id, h.change, h.cause, h.reason, h.actor, h.created_at,
                f.key AS from_key, f.definition ->> 'name' AS from_name, (f.definition ->> 'rank')::int AS from_rank,
                t.key AS to_key, t.definition ->> 'name' AS to_name, (t.definition ->> 'rank')::int AS to_rank
         FROM tier_change h
         LEFT JOIN tier f ON f.id = h.from_tier_id
         LEFT JOIN tier t ON t.id = h.to_tier_id
-        WHERE h.customer_id = $1 AND ($2::bigint IS NULL OR h.seq < $2)
-        ORDER BY h.seq DESC
+        WHERE h.customer_id = $1 AND ($2::bigint IS NULL OR h.id < $2)
+        ORDER BY h.id DESC
         LIMIT $3
         """,
         customer_id,

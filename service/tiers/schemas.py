@@ -111,7 +111,7 @@ class TierRef(Struct, kw_only=True):
 
 
 class TierChangeOut(Struct, kw_only=True):
-    id: UUID
+    id: int
     change: str  # upgrade | downgrade | manual | warning | warning_withdrawn | moved
     from_tier: TierRef | None
     to_tier: TierRef | None

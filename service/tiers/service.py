@@ -16,7 +16,6 @@ from service.core.db import Connection
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.money import format_money
 from service.core.pagination import decode_cursor, encode_cursor
-from service.outbox.service import Event
 from service.programs import service as programs
 from service.programs.service import Program
 from service.tiers import domain, repository
@@ -68,15 +67,23 @@ class TierSet:
     def values(self, row: dict[str, Any] | None) -> dict[domain.MetricKey, int]:
         return {k: (row or {}).get(k.column) or 0 for k in self.keys}
 
-    def qualified_sql(self) -> str:
-        """A CASE over the metric columns giving the id of the highest tier they reach."""
-        if not self.tiers:
-            return "NULL::uuid"
-        branches = " ".join(
+    def qualified_sql(self) -> tuple[str, str]:
+        """CASEs over the metric columns of `m` giving the id and the rank (-1: none) of the highest tier
+        they reach: `domain.qualified_tier` for the database (a test holds the two together)."""
+        ids = " ".join(
             f"WHEN coalesce(m.{t.metric_key.column}, 0) >= {int(t.threshold)} THEN '{t.id}'::uuid"
             for t in reversed(self.tiers)
         )
-        return f"CASE {branches} END"
+        ranks = " ".join(
+            f"WHEN coalesce(m.{t.metric_key.column}, 0) >= {int(t.threshold)} THEN {int(t.rank)}"
+            for t in reversed(self.tiers)
+        )
+        return f"CASE {ids} END", f"CASE {ranks} ELSE -1 END"
+
+    def held_rank_sql(self) -> str:
+        """A CASE giving the rank of the tier `c.tier_id` (-1: none)."""
+        ranks = " ".join(f"WHEN '{t.id}'::uuid THEN {int(t.rank)}" for t in self.tiers)
+        return f"CASE c.tier_id {ranks} ELSE -1 END"
 
 
 def _threshold(definition: TierDefinition) -> int:
@@ -242,7 +249,7 @@ async def get(conn: Connection, program_id: UUID, key: str) -> TierOut:
 
 async def delete(
     conn: Connection, program: Program, key: str, move_to: str | None, now: datetime
-) -> tuple[TierDeleted, list[Event]]:
+) -> TierDeleted:
     """Delete a tier; its holders move to `move_to` (a tier key, or `none`). Without `move_to`, a tier that
     customers hold is refused (409): where they go is the marketer's decision, not ours."""
     await repository.lock_program(conn, program.id)
@@ -264,15 +271,15 @@ async def delete(
         )
     deleted = to_domain(row, msgspec.convert(row["definition"], TierDefinition))
     reason = f"tier {deleted.name} deleted; moved to {target.name if target else 'no tier'}"
-    changes = [
-        move(h, target, now, "moved", "tier_deleted", reason, None, source="earned", manual_until=None)
-        for h in holders
-    ]
-    await repository.apply(conn, program.id, changes, now)
-    events = [_moved_event(h["external_id"], deleted, target, "tier_deleted", reason) for h in holders]
+    await repository.apply(
+        conn,
+        program.id,
+        [move(h, target, deleted, now, "moved", "tier_deleted", reason) for h in holders],
+        now,
+    )
     await repository.delete_tier(conn, row["id"], now)
     await programs.bump_tiers_revision(conn, program.id)
-    return TierDeleted(key=key, customers_moved=len(holders), moved_to=target.key if target else None), events
+    return TierDeleted(key=key, customers_moved=len(holders), moved_to=target.key if target else None)
 
 
 # --- changes --------------------------------------------------------------------------------------------------
@@ -291,18 +298,30 @@ def holding_of(row: dict[str, Any]) -> domain.Holding:
 def move(
     row: dict[str, Any],
     to: domain.Tier | None,
+    current: domain.Tier | None,
     now: datetime,
     change: str,
     cause: str,
     reason: str,
-    actor: str | None,
+    actor: str | None = None,
     *,
-    source: str,
-    manual_until: datetime | None,
-    details: dict[str, Any] | None = None,
+    source: str = "earned",
+    manual_until: datetime | None = None,
 ) -> Change:
-    """A move of the customer in `row` to tier `to` (warning cleared)."""
-    same = to is not None and to.id == row["tier_id"]
+    """The customer in `row` moves from `current` to tier `to` (any warning cleared), announced as
+    `tier.upgraded` or `tier.downgraded` when the tier changes."""
+    same = (to.id if to else None) == row["tier_id"]
+    topic = payload = None
+    if not same:
+        up = to is not None and (current is None or to.rank > current.rank)
+        topic = "tier.upgraded" if up else "tier.downgraded"
+        payload = {
+            "customer": row["external_id"],
+            "from": _ref(current),
+            "to": _ref(to),
+            "cause": cause,
+            "reason": reason,
+        }
     return Change(
         customer_id=row["id"],
         old_tier_id=row["tier_id"],
@@ -311,31 +330,19 @@ def move(
         since=row["tier_since"] if same else (now if to else None),
         source=source,
         manual_until=manual_until,
-        warned_at=None,
-        downgrade_at=None,
         change=change,
         from_tier_id=row["tier_id"],
         to_tier_id=to.id if to else None,
         cause=cause,
         reason=reason,
         actor=actor,
-        details=details or {},
+        topic=topic,
+        payload=payload,
     )
 
 
 def _ref(tier: domain.Tier | None) -> dict[str, Any] | None:
     return None if tier is None else {"key": tier.key, "name": tier.name, "rank": tier.rank}
-
-
-def _moved_event(
-    customer: str, old: domain.Tier | None, new: domain.Tier | None, cause: str, reason: str
-) -> Event:
-    up = new is not None and (old is None or new.rank > old.rank)
-    topic = "tier.upgraded" if up else "tier.downgraded"
-    return Event(
-        topic,
-        {"customer": customer, "from": _ref(old), "to": _ref(new), "cause": cause, "reason": reason},
-    )
 
 
 def describe_amount(tier: domain.Tier, amount: int, currency: str) -> str:
@@ -362,7 +369,7 @@ def qualification_text(tier: domain.Tier, value: int, currency: str) -> str:
 
 async def after_activity(
     conn: Connection, program: Program, customer: dict[str, Any], now: datetime, cause: str, ref: str
-) -> list[Event]:
+) -> None:
     """Inside the order's or event's transaction (the customer row locked): lift the customer to the
     highest tier their metrics now reach, if above the one they hold. Never down: that is for the
     re-evaluation, after a warning."""
@@ -370,7 +377,7 @@ async def after_activity(
     current = tiers.by_id.get(customer["tier_id"]) if customer["tier_id"] else None
     above = [t for t in tiers.tiers if current is None or t.rank > current.rank]
     if not above or tiers.one_customer is None:
-        return []
+        return
     rows = await repository.metrics(
         conn,
         tiers.one_customer,
@@ -384,18 +391,16 @@ async def after_activity(
         tiers.tiers, holding_of(customer), domain.qualified_tier(above, values)
     )
     if target is None:
-        return []
+        return
     reason = f"{cause} {ref}: {qualification_text(target, values[target.metric_key], program.base_currency)}"
-    change = move(customer, target, now, "upgrade", cause, reason, None, source="earned", manual_until=None)
-    written = await repository.apply(conn, program.id, [change], now)
-    if not written:
-        return []
-    return [_moved_event(customer["external_id"], current, target, cause, reason)]
+    await repository.apply(
+        conn, program.id, [move(customer, target, current, now, "upgrade", cause, reason)], now
+    )
 
 
 async def assign(
     conn: Connection, program: Program, external_id: str, data: ManualTierIn, now: datetime
-) -> tuple[CustomerTier, list[Event]]:
+) -> CustomerTier:
     """An admin's gesture: this tier (or none) with a reason, until a date or for good. A manual tier is a
     floor: the customer still rises by their own qualification, and drops only after it ends (warned)."""
     row = await repository.holding(conn, program.id, external_id, lock=True)
@@ -417,6 +422,7 @@ async def assign(
     change = move(
         row,
         target,
+        current,
         now,
         "manual",
         "manual",
@@ -426,10 +432,7 @@ async def assign(
         manual_until=data.until if target else None,
     )
     await repository.apply(conn, program.id, [change], now)
-    events = []
-    if (current.id if current else None) != (target.id if target else None):
-        events.append(_moved_event(external_id, current, target, "manual", reason))
-    return await standing(conn, program, external_id, now), events
+    return await standing(conn, program, external_id, now)
 
 
 # --- the customer's standing -----------------------------------------------------------------------------------
@@ -591,5 +594,5 @@ async def history(
         for r in rows[:limit]
     ]
     return TierHistory(
-        items=items, next_cursor=encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        items=items, next_cursor=encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
     )

@@ -3,7 +3,6 @@ from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
-from service.customers.tables import Customer
 from service.programs.tables import Program
 
 
@@ -24,13 +23,13 @@ class Tier(Table, tablename="tier"):
 class TierChange(Table, tablename="tier_change"):
     """One change of a customer's tier (or a downgrade warning), with its cause; never updated."""
 
-    id = UUID(primary_key=True)
-    seq = BigSerial()  # the order of writing: changes made in one moment share created_at
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
-    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.cascade)
+    id = BigSerial(primary_key=True)  # the order of writing: changes made in one moment share created_at
+    # No foreign keys in the database (migration 2026-11-24T09:00): plain columns here too.
+    program_id = UUID()
+    customer_id = UUID()
     change = Varchar(length=24)  # upgrade | downgrade | manual | warning | warning_withdrawn | moved
-    from_tier_id = ForeignKey(references=Tier, on_delete=OnDelete.restrict, null=True)
-    to_tier_id = ForeignKey(references=Tier, on_delete=OnDelete.restrict, null=True)
+    from_tier_id = UUID(null=True, default=None)
+    to_tier_id = UUID(null=True, default=None)
     cause = Varchar(length=24)  # order | event | reevaluation | manual | tier_deleted
     reason = Text()
     actor = Varchar(length=200, null=True, default=None)

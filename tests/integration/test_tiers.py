@@ -311,3 +311,73 @@ async def test_deleting_a_tier_customers_hold(api: Api) -> None:
     assert (await api.client.get("/v1/tiers/gold", headers=api.headers())).status_code == 404
     # The multiplier went with the tier: the rules see it at once.
     assert (await api.order("o-9")).json()["order"]["points_earned"] == 90
+
+
+async def test_the_databases_qualification_is_the_domains(api: Api, clock: FrozenClock) -> None:
+    """The re-evaluation picks the tier a customer reaches with a CASE in SQL; it must agree with
+    domain.qualified_tier on the same metrics, across metrics, windows and refunds."""
+    from service.programs import service as programs
+    from service.tiers import repository
+    from service.tiers import service as tiers
+
+    await post_tier(api, SILVER)
+    await post_tier(
+        api, {**GOLD, "qualification": {"metric": "orders", "threshold": 3, "window": "lifetime"}}
+    )
+    await post_tier(
+        api,
+        {
+            "key": "star",
+            "name": "Star",
+            "rank": 3,
+            "qualification": {"metric": "points", "threshold": 250, "window": "calendar_year"},
+        },
+    )
+    for customer, count in (("a", 1), ("b", 2), ("c", 3), ("d", 4)):
+        for n in range(count):
+            await api.order(
+                f"{customer}-{n}", customer=customer, placed_at=iso(START - timedelta(days=200 * n))
+            )
+    await api.client.post(
+        "/v1/orders/b-1/refunds", json={"external_id": "r", "amount": 9000}, headers=api.headers()
+    )
+
+    # Forget the tiers the orders gave, so every customer who reaches one is a candidate.
+    fetch(api.client, "UPDATE customer SET tier_id = NULL, tier_since = NULL RETURNING id")
+
+    async def compare() -> tuple[dict[str, str], dict[str, str]]:
+        from service.core import db
+
+        async with db.connection() as conn:
+            program = await programs.load(conn, api.program_id)  # type: ignore[arg-type]
+            tier_set = await tiers.tier_set(conn, program)
+            assert tier_set.all_customers is not None and tier_set.one_customer is not None
+            starts = tier_set.starts(START, program.zone)
+            rows = await repository.candidates(
+                conn,
+                tier_set.all_customers,
+                tier_set.qualified_sql(),
+                tier_set.held_rank_sql(),
+                program.id,
+                program.base_currency,
+                starts,
+                START,
+            )
+            by_sql = {
+                r["external_id"]: tier_set.by_id[r["qualified_id"]].key for r in rows if r["qualified_id"]
+            }
+            customers = await conn.fetch(
+                "SELECT id, external_id FROM customer WHERE program_id = $1", program.id
+            )
+            values = await repository.metrics(
+                conn, tier_set.one_customer, program.id, "EUR", [c["id"] for c in customers], starts
+            )
+            by_domain = {}
+            for c in customers:
+                reached = domain.qualified_tier(tier_set.tiers, tier_set.values(values.get(c["id"])))
+                if reached is not None:
+                    by_domain[c["external_id"]] = reached.key
+            return by_sql, by_domain
+
+    by_sql, by_domain = in_app(api.client, compare)
+    assert by_sql == by_domain == {"c": "gold", "d": "gold"}
