@@ -48,7 +48,7 @@ test: $(STAMP) ## install and run the whole test suite
 unit: $(STAMP) ## only the pure-logic tests
 	$(VENV)/bin/pytest tests/unit
 
-bench: $(STAMP) ## benchmarks (pgbench baseline, HTTP load, sweeps, webhooks, rules); results in bench/results/
+bench: $(STAMP) ## benchmarks (pgbench baseline, HTTP load, sweeps, webhooks, rules, tiers); results in bench/results/
 	$(VENV)/bin/python -m bench.run
 
 openapi: $(STAMP) ## write the OpenAPI document (OPENAPI_OUT=path to write elsewhere)

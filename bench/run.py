@@ -10,6 +10,9 @@
    receiver (bench/receiver.py), one worker then two, each on a fresh database (bench/webhooks.py).
 7. rules: orders with 50 active earning rules against the base rule alone (alternating), and a rule
    simulation over BENCH_SIMULATION_ORDERS (100,000) orders (bench/rules.py); BENCH_RULES=0 skips it.
+8. tiers: orders with three tiers on against off (alternating), and the re-evaluation of
+   BENCH_TIER_CUSTOMERS (1,000,000) customers generated in SQL on their own database (bench/tiers.py);
+   BENCH_TIERS=0 skips it.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -17,7 +20,8 @@ BENCH_SECONDS (default 30) after a short unrecorded warm-up.
 
 Database server: ENCORE_BENCH_DATABASE_URL, else ENCORE_DATABASE_URL, else PostgreSQL on 127.0.0.1:5432
 (user postgres, database test), else the embedded server under .data/bench. The run creates
-encore_bench_<tag>, encore_pgbench_<tag> and encore_sweeps_<tag> there and drops them, failure or not.
+encore_bench_<tag>, encore_pgbench_<tag>, encore_sweeps_<tag> and encore_tiers_<tag> there and drops
+them, failure or not.
 
 Environment: BENCH_SECONDS (30), BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_WORKERS (uvicorn workers, 2),
 BENCH_CLIENT (raw | aiohttp), BENCH_ENFORCE=1 to exit 1 when a target is missed. Results:
@@ -73,7 +77,7 @@ import msgspec
 import uvloop
 from yarl import URL
 
-from bench import rules, sweeps, webhooks
+from bench import rules, sweeps, tiers, webhooks
 from bench.load import PhaseResult, Request, run_phase
 
 T = TypeVar("T")
@@ -598,6 +602,8 @@ class Run:
     sweeps: dict[str, Any] | None = None  # bench.sweeps: mature/expire/verify over many lots
     webhooks: dict[str, Any] | None = None  # bench.webhooks: outbox → receiver, one worker vs two
     rules: dict[str, Any] | None = None  # bench.rules: earn with 50 rules vs base, simulation time
+    tiers_earn: dict[str, Any] | None = None  # bench.tiers: earn with tiers on vs off
+    tiers_reevaluation: dict[str, Any] | None = None  # bench.tiers: re-evaluation of a million customers
 
     def http_phase(
         self,
@@ -657,6 +663,10 @@ class Run:
             out.update({f"webhooks_{k}": v for k, v in self.webhooks["ratios"].items()})
         if self.rules is not None:
             out.update({f"rules_{k}": v for k, v in self.rules["ratios"].items()})
+        if self.tiers_earn is not None:
+            out["tiers_on_per_off"] = self.tiers_earn["ratio"]
+        if self.tiers_reevaluation is not None:
+            out["tiers_daily_reevaluation_seconds"] = self.tiers_reevaluation["ratio"]
         return out
 
     def table(self) -> str:
@@ -735,6 +745,9 @@ class Run:
         if self.rules is not None:
             lines.append("")
             lines.append(rules.format_results(self.rules))
+        if self.tiers_earn is not None or self.tiers_reevaluation is not None:
+            lines.append("")
+            lines.append(tiers.format_results(self.tiers_earn, self.tiers_reevaluation))
         if self.error:
             lines.append(f"RUN FAILED: {self.error}")
         return "\n".join(lines)
@@ -769,6 +782,7 @@ class Run:
             "sweeps": self.sweeps,
             "webhooks": self.webhooks,
             "rules": self.rules,
+            "tiers": {"earn": self.tiers_earn, "reevaluation": self.tiers_reevaluation},
             "error": self.error,
             "table": table,
         }
@@ -853,6 +867,10 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         if _env_number("BENCH_RULES", 1):
             print("earning rules: 50 rules against the base rule, then a simulation ...", flush=True)
             run.rules = rules.measure(run, api, api_env, api_url)
+        # 8a. Tiers on against off, on the same server (BENCH_TIERS=0 skips both parts of 8).
+        if _env_number("BENCH_TIERS", 1):
+            print("tiers: orders with tiers on against off ...", flush=True)
+            run.tiers_earn = tiers.measure_earn(run, api, api_env)
     finally:
         stop_server(api)
         run.server_logs["api"] = _log_info(api)
@@ -882,6 +900,19 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         run.sweeps = run_async(lambda: sweeps.measure(sweep_url, lots))
         run_async(lambda: drop_database(server_url, sweep_db))
         databases.remove(sweep_db)
+
+    # 8b. The tier re-evaluation over many customers generated in SQL, on its own database.
+    customers = int(_env_number("BENCH_TIER_CUSTOMERS", 1_000_000)) if _env_number("BENCH_TIERS", 1) else 0
+    if customers > 0:
+        tiers_db = f"encore_tiers_{tag}"
+        run_async(lambda: create_database(server_url, tiers_db))
+        databases.append(tiers_db)
+        tiers_url = with_database(server_url, tiers_db)
+        encore_cli(["migrate"], {**base_env, "ENCORE_DATABASE_URL": tiers_url})
+        print(f"tier re-evaluation over {customers:,} customers ...", flush=True)
+        run.tiers_reevaluation = run_async(lambda: tiers.measure_reevaluation(tiers_url, customers))
+        run_async(lambda: drop_database(server_url, tiers_db))
+        databases.remove(tiers_db)
 
     # 6. Webhook delivery: outbox events to a local receiver, one worker then two (BENCH_WEBHOOK_EVENTS=0 skips).
     events = int(_env_number("BENCH_WEBHOOK_EVENTS", 100_000))

@@ -213,7 +213,10 @@ async def create_order(
     events.extend(credited.events)
     events.extend(earned.events)
     await emit(conn, program.id, events, now)
-    await tiers.after_activity(conn, program, customer_row, now, "order", data.external_id)
+    spend = data.total_amount if data.currency == program.base_currency else 0
+    await tiers.after_activity(
+        conn, program, customer_row, now, "order", data.external_id, spend=spend, orders=1
+    )
     # Everything the answer shows was just written from these values: no need to read it back.
     order = OrderOut(
         external_id=data.external_id,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -117,25 +117,37 @@ async def holding(
 # --- metrics ------------------------------------------------------------------------------------------------
 
 
-def activity_sql(*, events: bool, subset: bool, bound: str = "") -> str:
+Who = Literal["one", "some", "all"]
+# Which rows: a customer's, some customers' or the program's. Customers are found by id alone (their ids
+# come from this program's rows; `$1` stays typed): with `program_id = $1` beside it, a prepared
+# statement's generic plan may read the program's orders by time instead of the customer's by index.
+_WHO = {
+    "one": "customer_id = $3::uuid AND $1::uuid IS NOT NULL",
+    "some": "customer_id = ANY($3::uuid[]) AND $1::uuid IS NOT NULL",
+    "all": "program_id = $1 AND $3::uuid[] IS NULL",
+}
+
+
+def activity_sql(*, events: bool, who: Who, bound: str = "") -> str:
     """What counts towards the metrics, one row per order or event: `$1` program, `$2` base currency,
-    `$3` the customers (uuid[]) with `subset`, else NULL (all). Refunds count against spend, orders and
-    points; spend counts the base currency only. `bound`: a condition on `{at}` that limits the scan."""
-    # Two texts, not `$3 IS NULL OR ...`: a generic plan of that would never use the customer index.
-    who = "AND customer_id = ANY($3::uuid[])" if subset else "AND $3::uuid[] IS NULL"
+    `$3` the customer (`one`), the customers (`some`, uuid[]) or NULL (`all`). Refunds count against
+    spend, orders and points; spend counts the base currency only. `bound`: a condition on `{at}` that
+    limits the scan."""
+    # One text per case, not `$3 IS NULL OR ...`: a generic plan of that could never use the customer index.
+    customers = _WHO[who]
     sql = f"""
         SELECT customer_id, placed_at AS at,
                CASE WHEN currency = $2::text THEN total_amount - refunded_amount ELSE 0 END AS spend,
                CASE WHEN status <> 'refunded' THEN 1 ELSE 0 END AS orders,
                points_earned - points_reversed AS points
         FROM orders
-        WHERE program_id = $1 {who} {bound.format(at="placed_at")}
+        WHERE {customers} {bound.format(at="placed_at")}
     """
     if events:
         sql += f"""
         UNION ALL
         SELECT customer_id, occurred_at, 0, 0, points FROM customer_event
-        WHERE program_id = $1 AND points <> 0 {who} {bound.format(at="occurred_at")}
+        WHERE points <> 0 AND {customers} {bound.format(at="occurred_at")}
         """
     return sql
 
@@ -149,7 +161,7 @@ class MetricQuery:
     starts: tuple[MetricKey, ...]
 
 
-def metric_query(keys: Sequence[MetricKey], *, subset: bool) -> MetricQuery:
+def metric_query(keys: Sequence[MetricKey], *, who: Who) -> MetricQuery:
     starts = tuple(k for k in keys if k.window != "lifetime")
     columns = []
     for key in keys:
@@ -160,21 +172,22 @@ def metric_query(keys: Sequence[MetricKey], *, subset: bool) -> MetricQuery:
     bound = ""
     if starts and len(starts) == len(keys):  # no lifetime metric: the oldest window start bounds the scan
         bound = f"AND {{at}} >= least({', '.join(f'${4 + i}::timestamptz' for i in range(len(starts)))})"
-    activity = activity_sql(events=any(k.metric == "points" for k in keys), subset=subset, bound=bound)
+    activity = activity_sql(events=any(k.metric == "points" for k in keys), who=who, bound=bound)
     sql = f"WITH activity AS ({activity}) SELECT customer_id, {', '.join(columns)} FROM activity GROUP BY customer_id"
     return MetricQuery(sql, starts)
 
 
-async def metrics(
+async def metrics_of(
     conn: Connection,
     query: MetricQuery,
     program_id: UUID,
     base_currency: str,
-    customer_ids: Sequence[UUID],
+    customer_id: UUID,
     starts: Sequence[datetime],
-) -> dict[UUID, dict[str, int]]:
-    rows = await conn.fetch(query.sql, program_id, base_currency, list(customer_ids), *starts)
-    return {r["customer_id"]: dict(r) for r in rows}
+) -> dict[str, int] | None:
+    """One customer's metrics (`query` built for `one`); None: nothing counts yet."""
+    row = await conn.fetchrow(query.sql, program_id, base_currency, customer_id, *starts)
+    return None if row is None else dict(row)
 
 
 async def candidates(
@@ -228,7 +241,7 @@ async def last_qualified(
     """Per customer, the latest moment their metric over its window reached `threshold`, from their whole
     history. Rolling: from each activity's time `at`, the window [at, at + N months] is what counted until
     `at` left it. Calendar year: the end of the last year that reached it. (Lifetime: only now counts.)"""
-    activity = activity_sql(events=key.metric == "points", subset=True)
+    activity = activity_sql(events=key.metric == "points", who="some")
     if key.window == "rolling_months":
         months = f"INTERVAL '{int(key.months)} months'"
         sql = f"""
@@ -311,7 +324,9 @@ async def apply(conn: Connection, program_id: UUID, changes: Sequence[Change], n
                 tier_manual_until = d.manual_until, tier_warned_at = d.warned_at,
                 tier_downgrade_at = d.downgrade_at, tier_check_after = d.check_after
             FROM d
-            WHERE c.id = d.customer_id AND c.program_id = $1
+            -- By primary key only (the ids come from this program's rows): with `program_id = $1` or a
+            -- join on d alone, a prepared statement's generic plan scans the program's customers.
+            WHERE c.id = ANY($4::uuid[]) AND c.id = d.customer_id
               AND c.tier_id IS NOT DISTINCT FROM d.old_tier_id
               AND c.tier_warned_at IS NOT DISTINCT FROM d.old_warned_at
             RETURNING c.id
@@ -333,6 +348,7 @@ async def apply(conn: Connection, program_id: UUID, changes: Sequence[Change], n
         program_id,
         msgspec.json.encode(changes).decode(),
         now,
+        [c.customer_id for c in changes],
     )
     return {r["id"] for r in rows}
 

@@ -119,8 +119,8 @@ def build_set(rows: Sequence[dict[str, Any]]) -> TierSet:
         tiers=tiers,
         definitions=definitions,
         keys=keys,
-        one_customer=repository.metric_query(keys, subset=True) if keys else None,
-        all_customers=repository.metric_query(keys, subset=False) if keys else None,
+        one_customer=repository.metric_query(keys, who="one") if keys else None,
+        all_customers=repository.metric_query(keys, who="all") if keys else None,
         by_key={t.key: t for t in tiers},
         by_id={t.id: t for t in tiers},
     )
@@ -367,8 +367,34 @@ def qualification_text(tier: domain.Tier, value: int, currency: str) -> str:
     )
 
 
+def out_of_reach(above: Sequence[domain.Tier], customer: dict[str, Any], spend: int, orders: int) -> bool:
+    """Whether no tier above can have been reached, by bounds the order already read: a window's spend is
+    at most the lifetime spend (before this order, from the customer's order stats) plus this order's, its
+    orders at most the order count plus one. Spares most orders the metrics query; points have no bound."""
+    if "lifetime_spend" not in customer:
+        return False
+    for tier in above:
+        if tier.metric == "spend":
+            bound = (customer["lifetime_spend"] or 0) + spend
+        elif tier.metric == "orders":
+            bound = (customer["order_count"] or 0) + orders
+        else:
+            return False
+        if bound >= tier.threshold:
+            return False
+    return True
+
+
 async def after_activity(
-    conn: Connection, program: Program, customer: dict[str, Any], now: datetime, cause: str, ref: str
+    conn: Connection,
+    program: Program,
+    customer: dict[str, Any],
+    now: datetime,
+    cause: str,
+    ref: str,
+    *,
+    spend: int = 0,
+    orders: int = 0,
 ) -> None:
     """Inside the order's or event's transaction (the customer row locked): lift the customer to the
     highest tier their metrics now reach, if above the one they hold. Never down: that is for the
@@ -376,17 +402,18 @@ async def after_activity(
     tiers = await tier_set(conn, program)
     current = tiers.by_id.get(customer["tier_id"]) if customer["tier_id"] else None
     above = [t for t in tiers.tiers if current is None or t.rank > current.rank]
-    if not above or tiers.one_customer is None:
+    if not above or tiers.one_customer is None or out_of_reach(above, customer, spend, orders):
         return
-    rows = await repository.metrics(
-        conn,
-        tiers.one_customer,
-        program.id,
-        program.base_currency,
-        [customer["id"]],
-        tiers.starts(now, program.zone),
+    values = tiers.values(
+        await repository.metrics_of(
+            conn,
+            tiers.one_customer,
+            program.id,
+            program.base_currency,
+            customer["id"],
+            tiers.starts(now, program.zone),
+        )
     )
-    values = tiers.values(rows.get(customer["id"]))
     target = domain.upgrade_on_activity(
         tiers.tiers, holding_of(customer), domain.qualified_tier(above, values)
     )
@@ -502,10 +529,11 @@ async def standing_of(
     zone = program.zone
     currency = program.base_currency
     assert tiers.one_customer is not None
-    rows = await repository.metrics(
-        conn, tiers.one_customer, program.id, currency, [row["id"]], tiers.starts(now, zone)
+    values = tiers.values(
+        await repository.metrics_of(
+            conn, tiers.one_customer, program.id, currency, row["id"], tiers.starts(now, zone)
+        )
     )
-    values = tiers.values(rows.get(row["id"]))
     holding = holding_of(row)
     current = tiers.by_id.get(holding.tier_id) if holding.tier_id else None
     qualified = domain.qualified_tier(tiers.tiers, values)

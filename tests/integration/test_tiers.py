@@ -369,12 +369,12 @@ async def test_the_databases_qualification_is_the_domains(api: Api, clock: Froze
             customers = await conn.fetch(
                 "SELECT id, external_id FROM customer WHERE program_id = $1", program.id
             )
-            values = await repository.metrics(
-                conn, tier_set.one_customer, program.id, "EUR", [c["id"] for c in customers], starts
-            )
             by_domain = {}
             for c in customers:
-                reached = domain.qualified_tier(tier_set.tiers, tier_set.values(values.get(c["id"])))
+                values = await repository.metrics_of(
+                    conn, tier_set.one_customer, program.id, "EUR", c["id"], starts
+                )
+                reached = domain.qualified_tier(tier_set.tiers, tier_set.values(values))
                 if reached is not None:
                     by_domain[c["external_id"]] = reached.key
             return by_sql, by_domain

@@ -166,3 +166,24 @@ def test_a_lapsed_customer_is_warned_before_every_step_down(
             holding = Holding(tier_id=decision.tier.id if decision.tier else None, since=now)
         else:
             assert decision.kind == "none"
+
+
+@given(
+    ladders,
+    st.integers(0, 20_000),
+    st.integers(0, 5_000),
+    st.integers(0, 20_000),
+)
+def test_an_order_is_spared_the_metrics_query_only_when_no_tier_is_in_reach(
+    tiers: list[Tier], lifetime: int, order: int, window: int
+) -> None:
+    """The bound must never hide an upgrade: whenever the window's spend (at most the lifetime spend plus
+    this order) reaches a tier, the query runs."""
+    from service.tiers.service import out_of_reach
+
+    window = min(window, lifetime + order)
+    spared = out_of_reach(tiers, {"lifetime_spend": lifetime, "order_count": 0}, order, 1)
+    if spared:
+        assert domain.qualified_tier(tiers, {SPEND: window}) is None
+    assert not out_of_reach([tier(1, 10, metric="points")], {"lifetime_spend": 0, "order_count": 0}, 0, 0)
+    assert not out_of_reach(tiers, {}, 0, 0)  # no order stats read: always ask
