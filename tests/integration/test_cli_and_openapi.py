@@ -58,3 +58,22 @@ async def test_ledger_commands(api: Api, database_url: str) -> None:
     broken = encore(database_url, "ledger", "verify")
     assert broken.returncode == 1
     assert "cached debt differs from the sum of the entries" in broken.stderr
+
+
+async def test_tiers_reevaluate_command(api: Api, database_url: str) -> None:
+    tier = {
+        "key": "silver",
+        "name": "Silver",
+        "rank": 1,
+        "qualification": {"metric": "orders", "threshold": 2, "window": "rolling_months", "months": 1},
+    }
+    assert (await api.client.post("/v1/tiers", json=tier, headers=api.headers())).status_code == 201
+    await api.order("o-1")
+    await api.order("o-2")  # Silver at once; the orders leave the window a month later
+    later = encore(database_url, "tiers", "reevaluate", "--now", "2026-05-20T00:00:00Z")
+    assert later.returncode == 0, later.stderr
+    assert "1 warn" in later.stdout
+    again = encore(database_url, "tiers", "reevaluate", "--now", "2026-05-20T00:00:00Z")
+    assert again.returncode == 0 and "no change" in again.stdout
+    bad = encore(database_url, "tiers", "reevaluate", "--program", "not-a-uuid")
+    assert bad.returncode != 0 and "--program" in bad.stderr
