@@ -23,6 +23,7 @@ import json
 import os
 import time
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,6 +163,35 @@ def _api(base: str, key: str, method: str, path: str, body: Any = None, timeout:
         return json.loads(response.read() or b"null")
 
 
+def alternating(
+    run: Any, api: Any, seconds: float, rounds: Sequence[Sequence[tuple[str, str]]], title: str = ""
+) -> dict[str, list[Any]]:
+    """Order phases of `seconds` each on bench.run's server, one per (kind, API key) in each round's
+    order: the programs compared take turns on the same machine and the same database."""
+    from bench import run as harness
+
+    saved_cfg = run.cfg
+    run.cfg = dataclasses.replace(saved_cfg, seconds=seconds)
+    phases: dict[str, list[Any]] = {}
+    try:
+        for number, sides in enumerate(rounds):
+            for kind, key in sides:
+                orders = harness.Orders(api.base, key, f"{title.strip()}{kind}{number}-{os.getpid()}")
+                phases.setdefault(kind, []).append(
+                    run.http_phase(f"earn {title}{kind} #{number + 1}", orders, api)
+                )
+    finally:
+        run.cfg = saved_cfg
+    return phases
+
+
+def rate(phases: Sequence[Any]) -> float:
+    """Orders per second over the summed requests and seconds of the phases."""
+    ok = sum(p.ok for p in phases)
+    spent = sum(p.seconds for p in phases)
+    return ok / spent if spent else 0.0
+
+
 def _program(env: dict[str, str], name: str) -> tuple[str, str]:
     from bench import run as harness
 
@@ -221,23 +251,9 @@ def measure(run: Any, api: Any, api_env: dict[str, str], url: str) -> dict[str, 
     rules_program, rules_key = _program(api_env, "Rules bench: 50 rules")
     for rule in rules:
         _api(api.base, rules_key, "POST", "/v1/rules", rule)
-    saved_cfg = run.cfg
-    run.cfg = dataclasses.replace(saved_cfg, seconds=seconds)
-    phases: dict[str, list[Any]] = {"base": [], "rules": []}
-    try:
-        for round_ in range(2):
-            for kind, key in (("base", base_key), ("rules", rules_key)):
-                orders = harness.Orders(api.base, key, f"{kind}{round_}-{os.getpid()}")
-                phases[kind].append(run.http_phase(f"earn {kind} #{round_ + 1}", orders, api))
-    finally:
-        run.cfg = saved_cfg
-
-    def rate(kind: str) -> float:
-        ok = sum(p.ok for p in phases[kind])
-        spent = sum(p.seconds for p in phases[kind])
-        return ok / spent if spent else 0.0
-
-    base_rate, rules_rate = rate("base"), rate("rules")
+    sides = (("base", base_key), ("rules", rules_key))
+    phases = alternating(run, api, seconds, (sides, sides))
+    base_rate, rules_rate = rate(phases["base"]), rate(phases["rules"])
 
     async def entries_per_order(program_id: str) -> float:
         conn = await asyncpg.connect(url)

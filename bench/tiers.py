@@ -24,7 +24,6 @@ Run alone: `python -m bench.tiers` (uses bench.run's choice of database server).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -62,34 +61,17 @@ REEVALUATION_TIERS = [_tier("silver", 1, 200), _tier("gold", 2, 600), _tier("pla
 
 def measure_earn(run: Any, api: Any, api_env: dict[str, str]) -> dict[str, Any]:
     """On bench.run's API server `api` (an HttpServer)."""
-    from bench import run as harness
-    from bench.rules import _api, _program
+    from bench.rules import _api, _program, alternating, rate
 
     seconds = float(os.environ.get("BENCH_TIERS_SECONDS", "15"))
     _off_program, off_key = _program(api_env, "Tiers bench: off")
     _on_program, on_key = _program(api_env, "Tiers bench: on")
     for tier in EARN_TIERS:
         _api(api.base, on_key, "POST", "/v1/tiers", tier)
-    saved_cfg = run.cfg
-    run.cfg = dataclasses.replace(saved_cfg, seconds=seconds)
-    phases: dict[str, list[Any]] = {"off": [], "on": []}
-    try:
-        # off / on, then on / off: neither side always runs on the fuller database.
-        for round_, order in enumerate(
-            ((("off", off_key), ("on", on_key)), (("on", on_key), ("off", off_key)))
-        ):
-            for kind, key in order:
-                orders = harness.Orders(api.base, key, f"tiers-{kind}{round_}-{os.getpid()}")
-                phases[kind].append(run.http_phase(f"earn tiers {kind} #{round_ + 1}", orders, api))
-    finally:
-        run.cfg = saved_cfg
-
-    def rate(kind: str) -> float:
-        ok = sum(p.ok for p in phases[kind])
-        spent = sum(p.seconds for p in phases[kind])
-        return ok / spent if spent else 0.0
-
-    off_rate, on_rate = rate("off"), rate("on")
+    # off / on, then on / off: neither side always runs on the fuller database.
+    off, on = ("off", off_key), ("on", on_key)
+    phases = alternating(run, api, seconds, ((off, on), (on, off)), "tiers ")
+    off_rate, on_rate = rate(phases["off"]), rate(phases["on"])
     listed = _api(api.base, on_key, "GET", "/v1/tiers")["items"]
     ratio = round(on_rate / off_rate, 3) if off_rate else None
     return {
@@ -217,11 +199,11 @@ def format_results(earn: dict[str, Any] | None, reevaluation: dict[str, Any] | N
         for name, run in r["runs"].items():
             changes = ", ".join(f"{n:,} {kind}" for kind, n in sorted(run["changes"].items())) or "no change"
             lines.append(
-                f"    {name:<16} {run['seconds']:>6.2f} s  {run['candidates']:,} candidates: {changes}"
+                f"    {name:<17} {run['seconds']:>6.2f} s  {run['candidates']:,} candidates: {changes}"
             )
         lines.append(
-            f"  slowest run {r['ratio']['value']} s (target <= {r['ratio']['target']:g} s: {verdict[r['ratio']['met']]}); "
-            f"holders after: {r['holders_after']}"
+            f"  daily run over all {r['customers']:,} customers: {r['ratio']['value']} s "
+            f"(target <= {r['ratio']['target']:g} s: {verdict[r['ratio']['met']]}); holders after: {r['holders_after']}"
         )
     return "\n".join(lines)
 

@@ -165,18 +165,9 @@ def _change_for(
         return _warning(r, decision, held, values[held.metric_key], currency, zone, now)
     if decision.kind == "withdraw_warning":
         assert held is not None
-        return Change(
-            customer_id=r["id"],
-            old_tier_id=r["tier_id"],
-            old_warned_at=r["tier_warned_at"],
-            tier_id=r["tier_id"],
-            since=r["tier_since"],
-            source=r["tier_source"],
-            manual_until=r["tier_manual_until"],
+        return _keeping(
+            r,
             change="warning_withdrawn",
-            from_tier_id=r["tier_id"],
-            to_tier_id=r["tier_id"],
-            cause="reevaluation",
             reason=f"qualifies again: {service.qualification_text(held, values[held.metric_key], currency)}",
         )
     # Nothing to do yet for a customer at risk: note when to look again, and leave them until then.
@@ -192,18 +183,31 @@ def _change_for(
         check_after = planned - timedelta(days=held.warning_days)
     if check_after == r["tier_check_after"]:
         return None
-    return Change(
-        customer_id=r["id"],
-        old_tier_id=r["tier_id"],
-        old_warned_at=r["tier_warned_at"],
-        tier_id=r["tier_id"],
-        since=r["tier_since"],
-        source=r["tier_source"],
-        manual_until=r["tier_manual_until"],
+    return _keeping(
+        r,
         warned_at=r["tier_warned_at"],
         downgrade_at=r["tier_downgrade_at"],
         check_after=check_after,
+        change=None,
     )
+
+
+def _keeping(row: dict[str, Any], **changes: Any) -> Change:
+    """The customer keeps the tier they hold (since, source, manual end); a warning is cleared unless
+    `changes` says otherwise; by default a history row of the re-evaluation (`change` None: none)."""
+    fields: dict[str, Any] = {
+        "customer_id": row["id"],
+        "old_tier_id": row["tier_id"],
+        "old_warned_at": row["tier_warned_at"],
+        "tier_id": row["tier_id"],
+        "since": row["tier_since"],
+        "source": row["tier_source"],
+        "manual_until": row["tier_manual_until"],
+        "from_tier_id": row["tier_id"],
+        "to_tier_id": row["tier_id"],
+        "cause": "reevaluation",
+    }
+    return Change(**(fields | changes))
 
 
 def _warning(
@@ -222,21 +226,12 @@ def _warning(
         f"{service.describe_amount(tier, remaining, currency)} more by "
         f"{when.astimezone(zone).strftime('%-d %b %Y')} keeps {tier.name}"
     )
-    return Change(
-        customer_id=row["id"],
-        old_tier_id=row["tier_id"],
-        old_warned_at=row["tier_warned_at"],
-        tier_id=row["tier_id"],
-        since=row["tier_since"],
-        source=row["tier_source"],
-        manual_until=row["tier_manual_until"],
+    return _keeping(
+        row,
         warned_at=now,
         downgrade_at=when,
         check_after=when,
         change="warning",
-        from_tier_id=row["tier_id"],
-        to_tier_id=row["tier_id"],
-        cause="reevaluation",
         reason=f"no longer qualifies: {service.qualification_text(tier, value, currency)}; {text}",
         details={"downgrade_at": when.isoformat(), "remaining": remaining},
         topic="tier.downgrade_warning",

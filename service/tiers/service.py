@@ -504,8 +504,11 @@ async def standing(conn: Connection, program: Program, external_id: str, now: da
     row = await repository.holding(conn, program.id, external_id, lock=False)
     if row is None:
         raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
-    result = await standing_of(conn, program, row, now)
-    return result or CustomerTier(
+    return await standing_of(conn, program, row, now) or _no_tier(None)
+
+
+def _no_tier(next_tier: TierProgress | None) -> CustomerTier:
+    return CustomerTier(
         tier=None,
         since=None,
         source=None,
@@ -513,7 +516,7 @@ async def standing(conn: Connection, program: Program, external_id: str, now: da
         benefits=None,
         qualification=None,
         period_ends_at=None,
-        next_tier=None,
+        next_tier=next_tier,
         at_risk=None,
     )
 
@@ -548,17 +551,7 @@ async def standing_of(
             text=f"{_more_text(up, amounts.remaining, currency)} to reach {up.name}",
         )
     if current is None:
-        return CustomerTier(
-            tier=None,
-            since=None,
-            source=None,
-            manual_until=None,
-            benefits=None,
-            qualification=None,
-            period_ends_at=None,
-            next_tier=next_tier,
-            at_risk=None,
-        )
+        return _no_tier(next_tier)
     definition = tiers.definitions[current.id]
     qualification = _amount(current, values[current.metric_key], currency)
     at_risk = None
