@@ -381,3 +381,26 @@ async def test_the_databases_qualification_is_the_domains(api: Api, clock: Froze
 
     by_sql, by_domain = in_app(api.client, compare)
     assert by_sql == by_domain == {"c": "gold", "d": "gold"}
+
+
+async def test_two_reevaluations_at_once_change_each_customer_once(api: Api) -> None:
+    await post_tier(api, SILVER)
+    customers = [f"c-{n}" for n in range(40)]
+    for customer in customers:
+        await api.order(f"{customer}-a", customer=customer)
+        await api.order(f"{customer}-b", customer=customer)
+    # As if the tier had come after the orders: nobody holds it yet, every one of them qualifies.
+    fetch(api.client, "UPDATE customer SET tier_id = NULL, tier_since = NULL RETURNING id")
+    fetch(api.client, "DELETE FROM tier_change RETURNING id")
+    fetch(api.client, "DELETE FROM outbox WHERE topic LIKE 'tier.%' RETURNING id")
+
+    async def both() -> list[Any]:
+        import asyncio
+
+        return list(await asyncio.gather(jobs.reevaluate(START, chunk=7), jobs.reevaluate(START, chunk=7)))
+
+    first, second = in_app(api.client, both)
+    assert first.counts["upgrade"] + second.counts["upgrade"] == len(customers)
+    history = fetch(api.client, "SELECT customer_id, count(*) AS n FROM tier_change GROUP BY customer_id")
+    assert len(history) == len(customers) and {h["n"] for h in history} == {1}
+    assert topics(api).count("tier.upgraded") == len(customers)
