@@ -10,7 +10,7 @@ from typing import Any
 
 from service.core.clock import FrozenClock
 from service.tiers import domain, jobs
-from tests.conftest import START, Api, fetch, in_app, iso
+from tests.conftest import START, Api, fetch, in_app, iso, table_counts
 
 SILVER = {
     "key": "silver",
@@ -404,3 +404,41 @@ async def test_two_reevaluations_at_once_change_each_customer_once(api: Api) -> 
     history = fetch(api.client, "SELECT customer_id, count(*) AS n FROM tier_change GROUP BY customer_id")
     assert len(history) == len(customers) and {h["n"] for h in history} == {1}
     assert topics(api).count("tier.upgraded") == len(customers)
+
+
+async def test_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(api: Api) -> None:
+    await post_tier(api, SILVER)
+    await api.order("o-1")
+    before = table_counts(api.client)
+    h = api.headers()
+    attempts = [
+        ("POST", "/v1/tiers", {**GOLD, "qualification": {"metric": "spend", "threshold": 1.5}}),
+        ("POST", "/v1/tiers", {**GOLD, "benefits": {"earn_multiplier": "NaN"}}),
+        ("POST", "/v1/tiers", {**GOLD, "benefits": {"earn_multiplier": "1.255"}}),
+        ("POST", "/v1/tiers", {**GOLD, "benefits": {"earn_multiplier": "abc"}}),
+        ("POST", "/v1/tiers", {**GOLD, "rank": -1}),
+        ("POST", "/v1/tiers", {**GOLD, "retention": {"warning_days": 0}}),
+        ("POST", "/v1/tiers", {**GOLD, "surprise": True}),
+        (
+            "PATCH",
+            "/v1/tiers/silver",
+            {"qualification": {"metric": "orders", "threshold": {"amount": 1, "currency": "EUR"}}},
+        ),
+        ("PATCH", "/v1/tiers/nope", {"name": "x"}),
+        ("POST", "/v1/customers/c-1/tier", {"tier": "silver", "reason": "x", "until": "2027-01-01T00:00:00"}),
+        (
+            "POST",
+            "/v1/customers/c-1/tier",
+            {"tier": None, "reason": "x", "until": iso(START + timedelta(days=9))},
+        ),
+        ("POST", "/v1/customers/c-1/tier", {"tier": "silver", "reason": ""}),
+        ("GET", "/v1/customers/c-1/tier-history?cursor=garbage", None),
+        ("GET", "/v1/customers/c-1/tier-history?limit=0", None),
+        ("DELETE", "/v1/tiers/silver?move_to=gold", None),
+        ("DELETE", "/v1/tiers/nope?move_to=none", None),
+    ]
+    for method, path, body in attempts:
+        response = await api.client.request(method, path, json=body, headers=h)
+        assert 400 <= response.status_code < 500, (method, path, body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    assert table_counts(api.client) == before
