@@ -173,6 +173,16 @@ def _check(definition: TierDefinition, program: Program) -> None:
         raise InvalidInput("the earn multiplier has at most two decimals", field="benefits.earn_multiplier")
 
 
+def _checked(definition: TierDefinition, program: Program) -> TierDefinition:
+    """The definition checked, with a rolling window's default length written out (as it will be shown)."""
+    _check(definition, program)
+    q = definition.qualification
+    if q.window == "rolling_months" and q.months is None:
+        qualification = msgspec.structs.replace(q, months=DEFAULT_MONTHS)
+        return msgspec.structs.replace(definition, qualification=qualification)
+    return definition
+
+
 def _check_set(tiers: Sequence[domain.Tier]) -> None:
     overlap = domain.overlaps(tiers)
     if overlap is not None:
@@ -211,8 +221,7 @@ async def _others(conn: Connection, program_id: UUID, except_id: UUID | None) ->
 async def create(conn: Connection, program: Program, data: TierCreate, now: datetime) -> TierOut:
     fields = msgspec.structs.asdict(data)
     key = fields.pop("key")
-    definition = TierDefinition(**fields)
-    _check(definition, program)
+    definition = _checked(TierDefinition(**fields), program)
     await repository.lock_program(conn, program.id)
     if await repository.get_tier(conn, program.id, key) is not None:
         raise Conflict(f"the program has a tier {key!r} already", field="key")
@@ -231,8 +240,7 @@ async def update(conn: Connection, program: Program, key: str, patch: TierPatch,
     changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
     if not changes:
         return _out(row)
-    definition = msgspec.structs.replace(current, **changes)
-    _check(definition, program)
+    definition = _checked(msgspec.structs.replace(current, **changes), program)
     _check_set([*await _others(conn, program.id, row["id"]), to_domain(row, definition)])
     await repository.update_tier(conn, row["id"], msgspec.to_builtins(definition), now)
     await programs.bump_tiers_revision(conn, program.id)

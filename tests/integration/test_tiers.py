@@ -59,7 +59,8 @@ def topics(api: Api) -> list[str]:
 
 
 async def test_tier_set_checks_and_listing(api: Api) -> None:
-    await post_tier(api, SILVER)
+    created = await post_tier(api, SILVER)
+    assert created["qualification"]["months"] == 12  # the default written out
     await post_tier(api, GOLD)
     problems = [
         (
