@@ -260,18 +260,3 @@ def overlaps(tiers: Sequence[Tier]) -> Overlap | None:
                     f"(rank {lower.rank}, threshold {lower.threshold}) on the same metric and window",
                 )
     return None
-
-
-@dataclass(slots=True)
-class Progress:
-    tier: Tier
-    current: int
-    needed: int
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.needed - self.current)
-
-
-def progress(tier: Tier, values: Mapping[MetricKey, int]) -> Progress:
-    return Progress(tier, values.get(tier.metric_key, 0), tier.threshold)
