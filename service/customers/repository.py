@@ -59,10 +59,14 @@ async def upsert(
     return data, created
 
 
-async def get(conn: Connection, program_id: UUID, external_id: str, *laterals: str) -> dict[str, Any] | None:
-    """The customer, plus the columns other features add through LATERAL joins on `c.id` (one round trip)."""
+async def get(
+    conn: Connection, program_id: UUID, external_id: str, *laterals: str, lock: bool = False
+) -> dict[str, Any] | None:
+    """The customer, plus the columns other features add through LATERAL joins on `c.id` (one round trip);
+    with `lock`, its row is held until commit."""
     row = await conn.fetchrow(
-        f"SELECT * FROM customer c {' '.join(laterals)} WHERE c.program_id = $1 AND c.external_id = $2",
+        f"SELECT * FROM customer c {' '.join(laterals)} WHERE c.program_id = $1 AND c.external_id = $2"
+        + (" FOR UPDATE OF c" if lock else ""),
         program_id,
         external_id,
     )

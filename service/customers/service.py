@@ -52,9 +52,12 @@ async def upsert(
     return row, created, events
 
 
-async def get(conn: Connection, program_id: UUID, external_id: str, *laterals: str) -> dict[str, Any]:
-    """The customer (404 naming the id if unknown), with the columns any LATERAL fragments add."""
-    row = await repository.get(conn, program_id, external_id, *laterals)
+async def get(
+    conn: Connection, program_id: UUID, external_id: str, *laterals: str, lock: bool = False
+) -> dict[str, Any]:
+    """The customer (404 naming the id if unknown), with the columns any LATERAL fragments add; with
+    `lock`, its row is held until commit."""
+    row = await repository.get(conn, program_id, external_id, *laterals, lock=lock)
     if row is None:
         raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
     return row

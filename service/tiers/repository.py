@@ -100,20 +100,6 @@ async def holders(conn: Connection, tier_id: UUID) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def holding(
-    conn: Connection, program_id: UUID, external_id: str, *, lock: bool
-) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        f"""
-        SELECT id, external_id, {HOLDING_FIELDS}, tier_downgrade_at FROM customer
-        WHERE program_id = $1 AND external_id = $2 {"FOR UPDATE" if lock else ""}
-        """,
-        program_id,
-        external_id,
-    )
-    return None if row is None else dict(row)
-
-
 # --- metrics ------------------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from service.core.db import Connection
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.money import format_money
 from service.core.pagination import decode_cursor, encode_cursor
+from service.customers import service as customers
 from service.programs import service as programs
 from service.programs.service import Program
 from service.tiers import domain, repository
@@ -438,9 +439,7 @@ async def assign(
 ) -> CustomerTier:
     """An admin's gesture: this tier (or none) with a reason, until a date or for good. A manual tier is a
     floor: the customer still rises by their own qualification, and drops only after it ends (warned)."""
-    row = await repository.holding(conn, program.id, external_id, lock=True)
-    if row is None:
-        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+    row = await customers.get(conn, program.id, external_id, lock=True)
     tiers = await tier_set(conn, program)
     target = None
     if data.tier is not None:
@@ -509,9 +508,7 @@ async def last_qualified(
 
 
 async def standing(conn: Connection, program: Program, external_id: str, now: datetime) -> CustomerTier:
-    row = await repository.holding(conn, program.id, external_id, lock=False)
-    if row is None:
-        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+    row = await customers.get(conn, program.id, external_id)
     return await standing_of(conn, program, row, now) or _no_tier(None)
 
 
@@ -599,9 +596,7 @@ async def standing_of(
 async def history(
     conn: Connection, program_id: UUID, external_id: str, cursor: str | None, limit: int
 ) -> TierHistory:
-    row = await repository.holding(conn, program_id, external_id, lock=False)
-    if row is None:
-        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+    row = await customers.get(conn, program_id, external_id)
     before = decode_cursor(cursor)
     rows = await repository.history(conn, row["id"], before, limit + 1)
 
