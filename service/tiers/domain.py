@@ -205,9 +205,10 @@ def decide(
 ) -> Decision:
     """What a re-evaluation does for one customer. `qualified`: the tier their metrics reach now;
     `last_qualified`: when they last reached the tier they hold (None: not that we know)."""
+    upgrade = upgrade_on_activity(tiers, holding, qualified)
+    if upgrade is not None:
+        return Decision("upgrade", tier=upgrade)
     current = next((t for t in tiers if t.id == holding.tier_id), None)
-    if qualified is not None and (current is None or qualified.rank > current.rank):
-        return Decision("upgrade", tier=qualified)
     if current is None:
         return NOTHING
     if qualified is not None and qualified.rank >= current.rank:
@@ -225,7 +226,8 @@ def decide(
 
 
 def upgrade_on_activity(tiers: Sequence[Tier], holding: Holding, qualified: Tier | None) -> Tier | None:
-    """The tier an order or event lifts the customer to, if any (only ever up)."""
+    """The tier the customer rises to, if any (only ever up): what an order or event does, and the first
+    thing a re-evaluation asks."""
     current = next((t for t in tiers if t.id == holding.tier_id), None)
     if qualified is not None and (current is None or qualified.rank > current.rank):
         return qualified

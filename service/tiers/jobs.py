@@ -116,8 +116,8 @@ async def _decide(
     changes: list[Change] = []
     kinds: dict[UUID, str] = {}
     for r in rows:
-        held = tiers.by_id.get(r["tier_id"]) if r["tier_id"] else None
-        qualified = tiers.by_id.get(r["qualified_id"]) if r["qualified_id"] else None
+        held = tiers.tier(r["tier_id"])
+        qualified = tiers.tier(r["qualified_id"])
         holding = service.holding_of(r)
         decision = domain.decide(tiers.tiers, holding, qualified, last.get(r["id"]), now, zone)
         change = _change_for(r, decision, held, tiers, holding, last.get(r["id"]), now, currency, zone)

@@ -59,6 +59,10 @@ class TierSet:
     by_key: dict[str, domain.Tier] = field(default_factory=dict)
     by_id: dict[UUID, domain.Tier] = field(default_factory=dict)
 
+    def tier(self, tier_id: UUID | None) -> domain.Tier | None:
+        """The tier of this id (None: no id, or not one of the program's tiers)."""
+        return None if tier_id is None else self.by_id.get(tier_id)
+
     def starts(self, now: datetime, zone: Any) -> list[datetime]:
         query = self.all_customers
         if query is None:
@@ -112,8 +116,17 @@ def to_domain(row: dict[str, Any], definition: TierDefinition) -> domain.Tier:
     )
 
 
+def _definition(row: dict[str, Any]) -> TierDefinition:
+    return msgspec.convert(row["definition"], TierDefinition)
+
+
+def tier_of(row: dict[str, Any]) -> domain.Tier:
+    """A stored tier row as the evaluator's Tier."""
+    return to_domain(row, _definition(row))
+
+
 def build_set(rows: Sequence[dict[str, Any]]) -> TierSet:
-    definitions = {r["id"]: msgspec.convert(r["definition"], TierDefinition) for r in rows}
+    definitions = {r["id"]: _definition(r) for r in rows}
     tiers = tuple(domain.by_rank([to_domain(r, definitions[r["id"]]) for r in rows]))
     keys = tuple(dict.fromkeys(t.metric_key for t in tiers))
     return TierSet(
@@ -193,7 +206,7 @@ def _check_set(tiers: Sequence[domain.Tier]) -> None:
 
 
 def _out(row: dict[str, Any]) -> TierOut:
-    definition = msgspec.convert(row["definition"], TierDefinition)
+    definition = _definition(row)
     return TierOut(
         **msgspec.structs.asdict(definition),
         key=row["key"],
@@ -214,9 +227,7 @@ async def _row(conn: Connection, program_id: UUID, key: str) -> dict[str, Any]:
 
 async def _others(conn: Connection, program_id: UUID, except_id: UUID | None) -> list[domain.Tier]:
     rows = await repository.tier_definitions(conn, program_id)
-    return [
-        to_domain(r, msgspec.convert(r["definition"], TierDefinition)) for r in rows if r["id"] != except_id
-    ]
+    return [tier_of(r) for r in rows if r["id"] != except_id]
 
 
 async def create(conn: Connection, program: Program, data: TierCreate, now: datetime) -> TierOut:
@@ -237,7 +248,7 @@ async def create(conn: Connection, program: Program, data: TierCreate, now: date
 async def update(conn: Connection, program: Program, key: str, patch: TierPatch, now: datetime) -> TierOut:
     await repository.lock_program(conn, program.id)
     row = await _row(conn, program.id, key)
-    current = msgspec.convert(row["definition"], TierDefinition)
+    current = _definition(row)
     changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
     if not changes:
         return _out(row)
@@ -270,7 +281,7 @@ async def delete(
         target_row = await repository.get_tier(conn, program.id, move_to)
         if target_row is None:
             raise InvalidInput(f"no tier {move_to!r} to move the customers to", field="move_to")
-        target = to_domain(target_row, msgspec.convert(target_row["definition"], TierDefinition))
+        target = tier_of(target_row)
     holders = await repository.holders(conn, row["id"])
     if holders and move_to is None:
         raise Conflict(
@@ -278,7 +289,7 @@ async def delete(
             field="move_to",
             extra={"customers": len(holders)},
         )
-    deleted = to_domain(row, msgspec.convert(row["definition"], TierDefinition))
+    deleted = tier_of(row)
     reason = f"tier {deleted.name} deleted; moved to {target.name if target else 'no tier'}"
     await repository.apply(
         conn,
@@ -351,7 +362,8 @@ def move(
 
 
 def _ref(tier: domain.Tier | None) -> dict[str, Any] | None:
-    return None if tier is None else {"key": tier.key, "name": tier.name, "rank": tier.rank}
+    """A tier as event payloads name it (the API's TierRef)."""
+    return None if tier is None else msgspec.structs.asdict(_tier_ref(tier))
 
 
 def describe_amount(tier: domain.Tier, amount: int, currency: str) -> str:
@@ -409,7 +421,7 @@ async def after_activity(
     highest tier their metrics now reach, if above the one they hold. Never down: that is for the
     re-evaluation, after a warning."""
     tiers = await tier_set(conn, program)
-    current = tiers.by_id.get(customer["tier_id"]) if customer["tier_id"] else None
+    current = tiers.tier(customer["tier_id"])
     above = [t for t in tiers.tiers if current is None or t.rank > current.rank]
     if not above or tiers.one_customer is None or out_of_reach(above, customer, spend, orders):
         return
@@ -450,7 +462,7 @@ async def assign(
         raise InvalidInput("`until` is in the past: the gesture would end before it starts", field="until")
     if target is None and data.until is not None:
         raise InvalidInput("`until` goes with a tier; to take the tier away leave it out", field="until")
-    current = tiers.by_id.get(row["tier_id"]) if row["tier_id"] else None
+    current = tiers.tier(row["tier_id"])
     until = f" until {data.until.date().isoformat()}" if data.until else ""
     reason = f"set by hand to {target.name if target else 'no tier'}{until}: {data.reason}"
     change = move(
@@ -543,7 +555,7 @@ async def standing_of(
         )
     )
     holding = holding_of(row)
-    current = tiers.by_id.get(holding.tier_id) if holding.tier_id else None
+    current = tiers.tier(holding.tier_id)
     qualified = domain.qualified_tier(tiers.tiers, values)
     up = domain.next_up(tiers.tiers, current)
     next_tier = None
