@@ -3,7 +3,7 @@ credited by the rules they trigger, in the caller's transaction."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from uuid import uuid4
 
 from service.core.db import Connection
@@ -20,20 +20,18 @@ from service.rules.conditions import Facts
 from service.rules.schemas import EventIn, EventOut
 from service.tiers import service as tiers
 
-MAX_FUTURE = timedelta(days=1)
-
 
 async def record(
     conn: Connection, program: Program, data: EventIn, now: datetime
 ) -> tuple[EventOut, domain.Evaluation]:
-    if data.type not in rules.BUILTIN_EVENT_TYPES and data.type not in program.event_types:
+    if not rules.is_event_type(data.type, program.event_types):
         raise InvalidInput(
             f"unknown event type {data.type!r}: use one of {', '.join(rules.BUILTIN_EVENT_TYPES)} or declare it "
             "in the program's event_types",
             field="type",
         )
     occurred_at = (data.occurred_at or now).astimezone(UTC)
-    if occurred_at > now + MAX_FUTURE:
+    if occurred_at > now + orders.MAX_FUTURE:  # the clock skew orders allow
         raise InvalidInput("occurred_at is more than a day in the future", field="occurred_at")
     profile = customers.profile_changes(data.customer, "customer.")
     profile.pop("external_id", None)

@@ -118,18 +118,18 @@ def _window(definition: RuleDefinition) -> domain.Window:
     return domain.Window(w.starts_at, w.ends_at, days, hours)
 
 
+def is_event_type(name: str, declared: Sequence[str]) -> bool:
+    """A built-in event type or one the program declares."""
+    return name in BUILTIN_EVENT_TYPES or name in declared
+
+
 def compile_rule(
     definition: RuleDefinition, rule_id: UUID, version: int, event_types: Sequence[str] | None = None
 ) -> domain.Rule:
     """A checked definition as the evaluator's Rule; raises InvalidInput naming the field.
     `event_types`: the program's known triggers (None: a stored definition, checked when saved)."""
     trigger = definition.trigger
-    if (
-        event_types is not None
-        and trigger != "order"
-        and trigger not in BUILTIN_EVENT_TYPES
-        and trigger not in event_types
-    ):
+    if event_types is not None and trigger != "order" and not is_event_type(trigger, event_types):
         raise InvalidInput(
             f"unknown trigger {trigger!r}: use `order`, a built-in event type ({', '.join(BUILTIN_EVENT_TYPES)}) "
             "or declare it in the program's event_types",
@@ -577,7 +577,7 @@ async def credit_awards(
     expires_at: datetime | None,
     order_id: UUID | None = None,
 ) -> ledger.LedgerResult:
-    """One ledger entry (and lot) per award, each naming the rule version that gave it."""
+    """One ledger entry per award, each naming the rule version that gave it, in one lot for them all."""
     return await ledger.credit_many(
         conn,
         customer,
