@@ -21,7 +21,9 @@ from service.core.logging import configure_logging, request_logging
 from service.core.strict_body import decode_strictly
 from service.customers.controller import CustomerController
 from service.ledger.controller import LedgerController
+from service.messaging.controller import MessagingController, UnsubscribeController
 from service.orders.controller import OrderController
+from service.outreach.controller import JourneyController
 from service.programs.controller import ApiKeyController, ProgramController
 from service.rules.controller import EventController, RuleController
 from service.scheduler.controller import SystemJobsController
@@ -65,7 +67,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 await db.close_pool()
 
     prometheus = PrometheusConfig(app_name="encore", group_path=True, exclude=["/metrics"])
-    auth = DefineMiddleware(ApiKeyAuthentication, exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema"])
+    auth = DefineMiddleware(
+        ApiKeyAuthentication, exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/v1/unsubscribe/"]
+    )
 
     def provide_clock() -> Clock:
         return clock
@@ -89,6 +93,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             CustomerTierController,
             WebhookEndpointController,
             SystemJobsController,
+            MessagingController,
+            UnsubscribeController,
+            JourneyController,
         ],
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),

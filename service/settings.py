@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +55,19 @@ class Settings:
     tier_reevaluation_interval_seconds: float = (
         86400.0  # daily; idempotent, so a restart's early run is harmless
     )
+    # Messaging: SMTP (smtp:// STARTTLS when offered, smtps:// TLS, user:password@ for AUTH); unset: .eml
+    # files under data_dir/mail. Links in messages start with public_url; secret_key signs them (unset:
+    # a random key kept in data_dir/secret.key, shared by the API and the worker).
+    smtp_url: str | None = None
+    smtp_timeout_seconds: float = 30.0
+    smtp_connections: int = 4  # SMTP sessions per worker
+    smtp_validate_certs: bool = True
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: str | None = None
+    message_send_interval_seconds: float = 5.0
+    message_batch_size: int = 500
+    journeys_interval_seconds: float = 30.0  # events into journeys, due steps into messages
+    outreach_interval_seconds: float = 3600.0  # inactivity, birthdays, anniversaries, repeat customers
     idempotency_retention_days: int = 7
     outbox_retention_days: int = 30
     job_run_retention_hours: int = 48
@@ -82,10 +96,37 @@ class Settings:
             expiry_notice_interval_seconds=_float("ENCORE_EXPIRY_NOTICE_INTERVAL_SECONDS", 900.0),
             housekeeping_interval_seconds=_float("ENCORE_HOUSEKEEPING_INTERVAL_SECONDS", 3600.0),
             tier_reevaluation_interval_seconds=_float("ENCORE_TIER_REEVALUATION_INTERVAL_SECONDS", 86400.0),
+            smtp_url=os.environ.get("ENCORE_SMTP_URL") or None,
+            smtp_timeout_seconds=_float("ENCORE_SMTP_TIMEOUT_SECONDS", 30.0),
+            smtp_connections=_int("ENCORE_SMTP_CONNECTIONS", 4),
+            smtp_validate_certs=os.environ.get("ENCORE_SMTP_VALIDATE_CERTS", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
+            public_url=(os.environ.get("ENCORE_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            secret_key=os.environ.get("ENCORE_SECRET_KEY") or None,
+            message_send_interval_seconds=_float("ENCORE_MESSAGE_SEND_INTERVAL_SECONDS", 5.0),
+            message_batch_size=_int("ENCORE_MESSAGE_BATCH_SIZE", 500),
+            journeys_interval_seconds=_float("ENCORE_JOURNEYS_INTERVAL_SECONDS", 30.0),
+            outreach_interval_seconds=_float("ENCORE_OUTREACH_INTERVAL_SECONDS", 3600.0),
             idempotency_retention_days=_int("ENCORE_IDEMPOTENCY_RETENTION_DAYS", 7),
             outbox_retention_days=_int("ENCORE_OUTBOX_RETENTION_DAYS", 30),
             job_run_retention_hours=_int("ENCORE_JOB_RUN_RETENTION_HOURS", 48),
         )
+
+    def signing_key(self) -> bytes:
+        """The key that signs unsubscribe links: ENCORE_SECRET_KEY, or one made once under data_dir."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with (
+                contextlib.suppress(FileExistsError),
+                open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file,
+            ):
+                file.write(secrets.token_urlsafe(32))
+        return path.read_text().strip().encode()
 
     def with_database(self, url: str) -> Settings:
         return replace(self, database_url=url)

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TABLES = (
     "points_allocation, points_entry, points_lot, customer_balance, refund, order_line, orders, customer, tier, "
-    "tier_change, rule_usage, customer_event, rule_version, rule, idempotency_key, webhook_delivery, webhook_endpoint, job_run, outbox, api_key, program"
+    "tier_change, message, journey_enrollment, journey, message_template_version, message_template, suppression, "
+    "messaging_settings, rule_usage, customer_event, rule_version, rule, idempotency_key, webhook_delivery, webhook_endpoint, job_run, outbox, api_key, program"
 )
 
 

@@ -7,9 +7,17 @@ from uuid import UUID
 from service.core.db import Connection
 
 CUSTOMER_FIELDS = """id, program_id, external_id, email, name, locale, birthday, timezone, marketing_consent,
-    created_at, updated_at, tier_id, tier_since, tier_source, tier_manual_until, tier_warned_at, tier_downgrade_at,
+    transactional_consent, created_at, updated_at, tier_id, tier_since, tier_source, tier_manual_until, tier_warned_at, tier_downgrade_at,
     tier_check_after"""
-PROFILE_COLUMNS = ("email", "name", "locale", "birthday", "timezone", "marketing_consent")
+PROFILE_COLUMNS = (
+    "email",
+    "name",
+    "locale",
+    "birthday",
+    "timezone",
+    "marketing_consent",
+    "transactional_consent",
+)
 
 
 async def upsert(

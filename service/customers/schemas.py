@@ -5,11 +5,11 @@ from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from service.core.fields import Email
 from service.ledger.schemas import LedgerEntryOut
+from service.messaging.schemas import MessageOut
 from service.tiers.schemas import CustomerTier
 
-ExternalId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
-Email = Annotated[str, Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Locale = Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
 TimeZone = Annotated[str, Meta(min_length=1, max_length=64)]
 
@@ -23,6 +23,7 @@ class CustomerProfile(Struct, kw_only=True, forbid_unknown_fields=True):
     birthday: date | UnsetType | None = UNSET
     timezone: TimeZone | UnsetType | None = UNSET
     marketing_consent: bool | UnsetType = UNSET
+    transactional_consent: bool | UnsetType = UNSET  # false: unsubscribed from every email
 
 
 class CustomerOut(Struct, kw_only=True):
@@ -33,6 +34,7 @@ class CustomerOut(Struct, kw_only=True):
     birthday: date | None
     timezone: str | None
     marketing_consent: bool
+    transactional_consent: bool
     created_at: datetime
     updated_at: datetime
 
@@ -67,3 +69,4 @@ class CustomerStatus(Struct, kw_only=True):
     orders: OrderSummary
     recent_entries: list[LedgerEntryOut]
     tier: CustomerTier | None  # null: the program has no tiers
+    recent_messages: list[MessageOut]  # the last five, newest first (GET /v1/messages?customer= for all)

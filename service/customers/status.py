@@ -18,6 +18,7 @@ from service.customers.schemas import (
 )
 from service.ledger import service as ledger
 from service.ledger.schemas import entry_out
+from service.messaging import service as messaging
 from service.orders import service as orders
 from service.programs.service import Program
 from service.tiers import service as tiers
@@ -58,4 +59,5 @@ async def customer_status(
         orders=OrderSummary(count=row["order_count"], last_order_at=row["last_order_at"]),
         recent_entries=recent,
         tier=await tiers.standing_of(conn, program, row, now),
+        recent_messages=await messaging.recent_for_customer(conn, program.id, row["id"]),
     )

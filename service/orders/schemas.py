@@ -5,7 +5,8 @@ from typing import Annotated, Any
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from service.customers.schemas import CustomerProfile, ExternalId
+from service.core.fields import ExternalId
+from service.customers.schemas import CustomerProfile
 from service.ledger.schemas import LedgerEntryOut
 from service.rules.schemas import AwardOut
 

@@ -7,6 +7,7 @@ TOPICS: frozenset[str] = frozenset(
         "api_key.created",
         "api_key.revoked",
         "customer.created",
+        "customer.unsubscribed",
         "customer.updated",
         "event.recorded",
         "order.created",

@@ -8,7 +8,8 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from service.customers.schemas import CustomerProfile, ExternalId
+from service.core.fields import ExternalId
+from service.customers.schemas import CustomerProfile
 from service.ledger.schemas import LedgerEntryOut
 
 RuleStatus = Literal["draft", "active", "paused", "archived"]

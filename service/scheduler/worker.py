@@ -26,6 +26,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from service.core import db, idempotency
 from service.core.clock import Clock, SystemClock
 from service.ledger import jobs as ledger_jobs
+from service.messaging import jobs as message_jobs
+from service.outreach import jobs as outreach_jobs
 from service.scheduler import runs
 from service.settings import Settings
 from service.tiers import jobs as tier_jobs
@@ -76,6 +78,7 @@ class Worker:
         self.clock = clock or SystemClock()
         self.worker_id = worker_id or new_worker_id()
         self.deliverer = webhook_jobs.Deliverer(settings, self.clock, self.worker_id)
+        self.sender = message_jobs.Sender(settings, self.worker_id)
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -98,6 +101,17 @@ class Worker:
         async def reevaluate_tiers() -> int:
             return (await tier_jobs.reevaluate(clock.now())).changed
 
+        async def send_messages() -> int:
+            return (await self.sender.run(clock.now())).rows
+
+        async def journeys() -> int:
+            # Events enter customers first, so a step due at once (a thank-you) goes in the same run.
+            entered = await outreach_jobs.enter_from_events(clock.now())
+            return entered + (await outreach_jobs.advance(clock.now())).rows
+
+        async def outreach() -> int:
+            return await outreach_jobs.enter_scheduled(clock.now())
+
         async def housekeeping() -> int:
             now = clock.now()
             return (
@@ -113,6 +127,9 @@ class Worker:
             Job("ledger.expire", s.expire_interval_seconds, expire),
             Job("ledger.expiry_notices", s.expiry_notice_interval_seconds, expiry_notices),
             Job("tiers.reevaluate", s.tier_reevaluation_interval_seconds, reevaluate_tiers),
+            Job("journeys.advance", s.journeys_interval_seconds, journeys),
+            Job("outreach.scheduled", s.outreach_interval_seconds, outreach),
+            Job("messages.send", s.message_send_interval_seconds, send_messages),
             Job("housekeeping", s.housekeeping_interval_seconds, housekeeping),
             Job("metrics", 15.0, self.refresh_gauges),
         ]
@@ -191,6 +208,7 @@ class Worker:
             if self._running:
                 await asyncio.wait(set(self._running), timeout=self.settings.webhook_timeout_seconds + 5)
             scheduler.shutdown(wait=False)
+            await self.sender.close()
         log.info("worker_stopped", worker=self.worker_id)
 
 

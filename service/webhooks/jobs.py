@@ -410,7 +410,7 @@ async def prune(cutoff: datetime) -> int:
         """
         WITH old AS (
             SELECT o.id FROM outbox o
-            WHERE o.delivered_at < $1 AND NOT EXISTS (
+            WHERE o.delivered_at < $1 AND o.journeys_at IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM webhook_delivery d WHERE d.event_id = o.id AND d.status IN ('pending', 'paused'))
             LIMIT $2
         ), gone AS (DELETE FROM outbox o USING old WHERE o.id = old.id RETURNING 1)

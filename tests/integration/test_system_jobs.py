@@ -64,6 +64,9 @@ async def test_housekeeping_forgets_only_what_is_past_retention(
     jobs = {job.name: job for job in worker.jobs()}
     await api.order("o-1", key="k-1")
     in_app(client, worker.run_job, jobs["outbox.dispatch"])
+    in_app(
+        client, worker.run_job, jobs["journeys.advance"]
+    )  # events are kept until journeys have seen them too
     clock.set(START + timedelta(days=8))
     await api.order("o-2", key="k-2")
     in_app(client, worker.run_job, jobs["housekeeping"])

@@ -1,0 +1,268 @@
+"""Channels: MIME messages (multipart/alternative, RFC 8058 one-click unsubscribe) sent by SMTP through
+aiosmtplib, or written as .eml files when no SMTP server is configured; signed unsubscribe links."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Literal, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+import aiosmtplib
+
+from service.core.errors import InvalidInput
+
+Scope = Literal["marketing", "all"]
+
+
+# --- signed unsubscribe links ---
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def unsubscribe_token(key: bytes, message_id: int, customer_id: UUID, scope: Scope) -> str:
+    payload = f"{message_id}.{customer_id.hex}.{scope}".encode()
+    signature = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+    return f"{_b64(payload)}.{_b64(signature)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    message_id: int
+    customer_id: UUID
+    scope: Scope
+
+
+def read_unsubscribe_token(key: bytes, token: str) -> Unsubscribe:
+    """The link's message, customer and scope; a link that was not signed by us is refused (400)."""
+    try:
+        payload_text, signature_text = token.split(".", 1)
+        payload, signature = _unb64(payload_text), _unb64(signature_text)
+        expected = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(signature, expected):
+            raise ValueError("bad signature")
+        message_id, customer_hex, scope = payload.decode().split(".")
+        if scope not in ("marketing", "all"):
+            raise ValueError(scope)
+        return Unsubscribe(int(message_id), UUID(hex=customer_hex), scope)  # type: ignore[arg-type]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            "this unsubscribe link is not valid (altered or cut short)", field="token"
+        ) from exc
+
+
+# --- MIME ---
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    message_db_id: int
+    from_email: str
+    from_name: str | None
+    reply_to: str | None
+    to_email: str
+    to_name: str | None
+    subject: str
+    text: str
+    html: str
+    locale: str
+    unsubscribe_url: str
+    date: datetime
+
+
+def message_id_header(message_db_id: int, from_email: str) -> str:
+    """Stable per message, so a retried send is the same message to the receiving side."""
+    return f"<encore.{message_db_id}@{from_email.rpartition('@')[2]}>"
+
+
+def build_email(envelope: Envelope) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = Address(envelope.from_name or "", addr_spec=envelope.from_email)
+    msg["To"] = Address(envelope.to_name or "", addr_spec=envelope.to_email)
+    if envelope.reply_to:
+        msg["Reply-To"] = envelope.reply_to
+    msg["Subject"] = envelope.subject
+    msg["Date"] = format_datetime(envelope.date)
+    msg["Message-ID"] = message_id_header(envelope.message_db_id, envelope.from_email)
+    # RFC 8058: an https URI the receiver may POST "List-Unsubscribe=One-Click" to, without login.
+    msg["List-Unsubscribe"] = f"<{envelope.unsubscribe_url}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(envelope.text, subtype="plain", charset="utf-8")
+    msg.add_alternative(envelope.html, subtype="html", charset="utf-8")
+    # After the parts exist: set_content moves Content-* headers of the top level into the first part.
+    msg["Content-Language"] = envelope.locale.replace("_", "-")
+    return msg
+
+
+# --- transports ---
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    ok: bool
+    error: str | None = None
+    permanent: bool = False  # a 5xx answer: retrying cannot help
+    bounce: bool = False  # the server refused the recipient (hard bounce: the address goes on the list)
+
+
+class Transport(Protocol):
+    async def send(self, msg: EmailMessage) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+class FileTransport:
+    """`make run` without SMTP: every message is an .eml file under data_dir/mail/<date>/."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def send(self, msg: EmailMessage) -> SendResult:
+        day = str(msg["Date"].datetime.date()) if msg["Date"] else "undated"
+        name = str(msg["Message-ID"]).strip("<>").replace("/", "_") + ".eml"
+        path = self.directory / day / name
+        await asyncio.to_thread(_write, path, msg.as_bytes())
+        return SendResult(ok=True)
+
+    async def close(self) -> None:
+        return None
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str
+    port: int
+    use_tls: bool  # smtps://: TLS from the first byte
+    start_tls: bool | None  # None: STARTTLS when the server offers it
+    username: str | None
+    password: str | None
+
+
+def parse_smtp_url(url: str) -> SmtpConfig:
+    """smtp://[user:password@]host[:port][?starttls=required|never], smtps://... (implicit TLS, port 465)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError(f"ENCORE_SMTP_URL must be smtp:// or smtps:// with a host, not {url!r}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    starttls = query.get("starttls", "auto")
+    return SmtpConfig(
+        host=parts.hostname,
+        port=parts.port or (465 if parts.scheme == "smtps" else 25),
+        use_tls=parts.scheme == "smtps",
+        start_tls={"auto": None, "required": True, "never": False}[starttls],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+class SmtpTransport:
+    """A few SMTP sessions kept open and shared by the sends of a worker (aiosmtplib)."""
+
+    def __init__(self, config: SmtpConfig, *, connections: int, timeout: float, validate_certs: bool) -> None:
+        self.config = config
+        self.timeout = timeout
+        self.validate_certs = validate_certs
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        for _ in range(max(connections, 1)):
+            self._idle.put_nowait(self._client())
+
+    def _client(self) -> aiosmtplib.SMTP:
+        context = ssl.create_default_context()
+        if not self.validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return aiosmtplib.SMTP(
+            hostname=self.config.host,
+            port=self.config.port,
+            use_tls=self.config.use_tls,
+            start_tls=self.config.start_tls,
+            username=self.config.username,
+            password=self.config.password,
+            timeout=self.timeout,
+            tls_context=context,
+        )
+
+    async def send(self, msg: EmailMessage) -> SendResult:
+        client = await self._idle.get()
+        try:
+            for attempt in (1, 2):  # a session the server closed while idle is reopened once
+                try:
+                    if not client.is_connected:
+                        await client.connect()
+                    await client.send_message(msg)
+                    return SendResult(ok=True)
+                except aiosmtplib.SMTPServerDisconnected as exc:
+                    client.close()
+                    if attempt == 2:
+                        return SendResult(ok=False, error=f"disconnected: {exc}")
+                except aiosmtplib.SMTPRecipientsRefused as exc:
+                    refusal = exc.recipients[0]
+                    return SendResult(
+                        ok=False,
+                        error=f"{refusal.code} {refusal.message}",
+                        permanent=refusal.code >= 500,
+                        bounce=refusal.code >= 500,
+                    )
+                except aiosmtplib.SMTPResponseException as exc:
+                    await _reset(client)
+                    return SendResult(ok=False, error=f"{exc.code} {exc.message}", permanent=exc.code >= 500)
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    client.close()
+                    return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+            return SendResult(ok=False, error="not sent")
+        finally:
+            self._idle.put_nowait(client)
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+def transport_for(
+    smtp_url: str | None,
+    data_dir: Path,
+    *,
+    connections: int = 4,
+    timeout: float = 30.0,
+    validate_certs: bool = True,
+) -> Transport:
+    if smtp_url:
+        return SmtpTransport(
+            parse_smtp_url(smtp_url), connections=connections, timeout=timeout, validate_certs=validate_certs
+        )
+    return FileTransport(data_dir / "mail")

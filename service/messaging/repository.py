@@ -1,0 +1,257 @@
+"""Queries of the messaging feature: settings, template overrides, messages and their batch facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from service.core.db import Connection, json_value
+from service.messaging.schemas import MessagingSettings
+
+
+async def settings_of(conn: Connection, program_ids: Iterable[UUID]) -> dict[UUID, MessagingSettings]:
+    ids = list(set(program_ids))
+    rows = await conn.fetch(
+        "SELECT program_id, settings FROM messaging_settings WHERE program_id = ANY($1::uuid[])", ids
+    )
+    found = {r["program_id"]: msgspec.convert(json_value(r["settings"]), MessagingSettings) for r in rows}
+    return {pid: found.get(pid) or MessagingSettings() for pid in ids}
+
+
+async def save_settings(
+    conn: Connection, program_id: UUID, settings: MessagingSettings, now: datetime
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO messaging_settings (program_id, settings, updated_at) VALUES ($1, $2::jsonb, $3)
+        ON CONFLICT (program_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at
+        """,
+        program_id,
+        msgspec.json.encode(settings).decode(),
+        now,
+    )
+
+
+# --- templates ---
+
+TEMPLATE_COLUMNS = (
+    "id, program_id, message_type, locale, version, subject, text_body, html_body, created_at, updated_at"
+)
+
+
+async def template(
+    conn: Connection, program_id: UUID, template_id: UUID, *, lock: bool = False
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {TEMPLATE_COLUMNS} FROM message_template WHERE id = $1 AND program_id = $2 AND deleted_at IS NULL"
+        + (" FOR UPDATE" if lock else ""),
+        template_id,
+        program_id,
+    )
+    return dict(row) if row else None
+
+
+async def templates(conn: Connection, program_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {TEMPLATE_COLUMNS} FROM message_template WHERE program_id = $1 AND deleted_at IS NULL "
+        "ORDER BY message_type, locale",
+        program_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def overrides(
+    conn: Connection, program_ids: Iterable[UUID]
+) -> dict[tuple[UUID, str, str], dict[str, Any]]:
+    """The programs' current templates by (program, type, locale)."""
+    rows = await conn.fetch(
+        f"SELECT {TEMPLATE_COLUMNS} FROM message_template WHERE program_id = ANY($1::uuid[]) AND deleted_at IS NULL",
+        list(set(program_ids)),
+    )
+    return {(r["program_id"], r["message_type"], r["locale"]): dict(r) for r in rows}
+
+
+async def insert_template_version(conn: Connection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO message_template_version (template_id, version, subject, text_body, html_body, created_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        row["id"],
+        row["version"],
+        row["subject"],
+        row["text_body"],
+        row["html_body"],
+        row["updated_at"],
+    )
+
+
+async def template_versions(conn: Connection, template_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT version, subject, text_body, html_body, created_at FROM message_template_version "
+        "WHERE template_id = $1 ORDER BY version DESC",
+        template_id,
+    )
+    return [dict(r) for r in rows]
+
+
+# --- facts for a batch of messages ---
+
+
+async def recipients(conn: Connection, customer_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """The customers with what a message says about them, and whether their address is suppressed."""
+    rows = await conn.fetch(
+        """
+        SELECT c.id, c.program_id, c.external_id, c.email, c.name, c.locale, c.timezone,
+               c.marketing_consent, c.transactional_consent, t.definition ->> 'name' AS tier_name,
+               coalesce(b.available, 0) AS points, s.reason AS suppressed,
+               o.orders_count, o.first_order_at, o.last_order_at, p.name AS program_name, p.timezone AS program_timezone
+        FROM customer c
+        JOIN program p ON p.id = c.program_id
+        LEFT JOIN tier t ON t.id = c.tier_id
+        LEFT JOIN customer_balance b ON b.customer_id = c.id
+        LEFT JOIN suppression s ON s.program_id = c.program_id AND s.email = lower(c.email)
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS orders_count, min(placed_at) AS first_order_at, max(placed_at) AS last_order_at
+            FROM orders WHERE customer_id = c.id
+        ) o
+        WHERE c.id = ANY($1::uuid[])
+        """,
+        customer_ids,
+    )
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def orders(conn: Connection, order_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    if not order_ids:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT o.id, o.external_id, o.currency, o.total_amount, o.placed_at, o.points_earned,
+               (SELECT jsonb_agg(jsonb_build_object('name', l.name, 'sku', l.sku, 'quantity', l.quantity)
+                                 ORDER BY l.position)
+                FROM order_line l WHERE l.order_id = o.id) AS lines
+        FROM orders o WHERE o.id = ANY($1::uuid[])
+        """,
+        order_ids,
+    )
+    return {r["id"]: {**dict(r), "lines": json_value(r["lines"]) or []} for r in rows}
+
+
+async def tier_definitions(
+    conn: Connection, program_ids: list[UUID]
+) -> dict[UUID, dict[str, dict[str, Any]]]:
+    rows = await conn.fetch(
+        "SELECT program_id, key, definition FROM tier WHERE program_id = ANY($1::uuid[]) AND deleted_at IS NULL",
+        program_ids,
+    )
+    found: dict[UUID, dict[str, dict[str, Any]]] = {pid: {} for pid in program_ids}
+    for r in rows:
+        found[r["program_id"]][r["key"]] = json_value(r["definition"])
+    return found
+
+
+async def recent_marketing(
+    conn: Connection, customer_ids: list[UUID], since: datetime
+) -> dict[UUID, list[datetime]]:
+    rows = await conn.fetch(
+        """
+        SELECT customer_id, array_agg(sent_at) AS sent FROM message
+        WHERE customer_id = ANY($1::uuid[]) AND category = 'marketing' AND status = 'sent' AND sent_at > $2
+        GROUP BY customer_id
+        """,
+        customer_ids,
+        since,
+    )
+    return {r["customer_id"]: list(r["sent"]) for r in rows}
+
+
+MESSAGE_COLUMNS = """m.id, m.program_id, m.customer_id, m.message_type, m.category, m.journey_id, m.step,
+    m.context, m.status, m.reason, m.due_at, m.attempts, m.locale, m.locale_note, m.template_ref, m.to_email,
+    m.subject, m.message_id, m.last_error, m.created_at, m.sent_at"""
+
+
+async def claim(
+    conn: Connection, now: datetime, limit: int, worker: str, lease_until: datetime
+) -> list[dict[str, Any]]:
+    """Due messages leased to this worker (a killed worker's lease runs out and they are due again)."""
+    rows = await conn.fetch(
+        f"""
+        WITH due AS (
+            SELECT id FROM message
+            WHERE status IN ('queued', 'deferred') AND due_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1)
+            ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
+        )
+        UPDATE message m SET claimed_by = $3, claimed_until = $4
+        FROM due WHERE m.id = due.id
+        RETURNING {MESSAGE_COLUMNS}
+        """,
+        now,
+        limit,
+        worker,
+        lease_until,
+    )
+    return [{**dict(r), "context": json_value(r["context"])} for r in rows]
+
+
+async def record(conn: Connection, outcomes: list[dict[str, Any]], worker: str, now: datetime) -> int:
+    """Write what became of claimed messages, only where the lease is still ours."""
+    if not outcomes:
+        return 0
+    result = await conn.execute(
+        """
+        UPDATE message m SET status = o.status, reason = o.reason, due_at = coalesce(o.due_at, m.due_at),
+               locale = coalesce(o.locale, m.locale), locale_note = coalesce(o.locale_note, m.locale_note),
+               template_ref = coalesce(o.template_ref, m.template_ref), to_email = coalesce(o.to_email, m.to_email),
+               subject = coalesce(o.subject, m.subject), message_id = coalesce(o.message_id, m.message_id),
+               last_error = o.last_error, sent_at = o.sent_at, attempts = coalesce(o.attempts, m.attempts),
+               claimed_by = NULL, claimed_until = NULL,
+               updated_at = $3
+        FROM jsonb_to_recordset($1::jsonb) AS o(id bigint, status text, reason text, due_at timestamptz,
+             locale text, locale_note text, template_ref text, to_email text, subject text, message_id text,
+             last_error text, sent_at timestamptz, attempts int)
+        WHERE m.id = o.id AND m.claimed_by = $2
+        """,
+        msgspec.json.encode(outcomes).decode(),
+        worker,
+        now,
+    )
+    return int(result.split()[-1])
+
+
+async def suppress_addresses(
+    conn: Connection, entries: list[tuple[UUID, str, str, str | None]], now: datetime
+) -> None:
+    if entries:
+        await conn.executemany(
+            "INSERT INTO suppression (program_id, email, reason, detail, created_at) VALUES ($1, lower($2), $3, $4, $5) "
+            "ON CONFLICT (program_id, email) DO NOTHING",
+            [(*entry, now) for entry in entries],
+        )
+
+
+async def messages(
+    conn: Connection,
+    program_id: UUID,
+    customer_id: UUID | None,
+    status: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""
+        SELECT {MESSAGE_COLUMNS}, c.external_id AS customer, j.key AS journey
+        FROM message m JOIN customer c ON c.id = m.customer_id LEFT JOIN journey j ON j.id = m.journey_id
+        WHERE m.program_id = $1 AND ($2::uuid IS NULL OR m.customer_id = $2) AND ($3::text IS NULL OR m.status = $3)
+              AND ($4::bigint IS NULL OR m.id < $4)
+        ORDER BY m.id DESC LIMIT $5
+        """,
+        program_id,
+        customer_id,
+        status,
+        before_id,
+        limit,
+    )
+    return [dict(r) for r in rows]

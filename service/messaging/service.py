@@ -1,0 +1,669 @@
+"""Messaging use cases: settings, template overrides (checked at save), previews, the message log,
+the suppression list, one-click unsubscribe; and `prepare`, which turns claimed messages into decisions
+and rendered e-mails (the send sweep and its benchmark share it)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from service.core.db import Connection
+from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.pagination import decode_cursor, encode_cursor
+from service.customers import service as customers
+from service.messaging import delivery, domain, rendering, repository
+from service.messaging.catalogue import LOCALES, MESSAGE_TYPES
+from service.messaging.rendering import CompiledTemplate, TemplateProblem
+from service.messaging.schemas import (
+    DraftPreviewIn,
+    MessageList,
+    MessageOut,
+    MessageTypeList,
+    MessageTypeOut,
+    MessagingSettings,
+    PreviewOut,
+    SuppressionIn,
+    SuppressionList,
+    SuppressionOut,
+    TemplateCreate,
+    TemplateOut,
+    TemplateParts,
+    TemplateVersionList,
+    TemplateVersionOut,
+)
+from service.messaging.variables import customer_vars, message_vars
+from service.outbox.service import Event, emit
+
+# --- settings ---
+
+
+async def get_settings(conn: Connection, program_id: UUID) -> MessagingSettings:
+    return (await repository.settings_of(conn, [program_id]))[program_id]
+
+
+async def put_settings(
+    conn: Connection, program_id: UUID, data: MessagingSettings, now: datetime
+) -> MessagingSettings:
+    if data.quiet_hours and data.quiet_hours.start == data.quiet_hours.end:
+        raise InvalidInput(
+            "quiet hours must not start and end at the same time (use null for none)", field="quiet_hours"
+        )
+    await repository.save_settings(conn, program_id, data, now)
+    return data
+
+
+def guardrails(settings: MessagingSettings) -> domain.Guardrails:
+    quiet = settings.quiet_hours
+    return domain.Guardrails(
+        quiet_hours=domain.QuietHours(time.fromisoformat(quiet.start), time.fromisoformat(quiet.end))
+        if quiet
+        else None,
+        marketing_cap=settings.marketing_cap,
+        marketing_cap_days=settings.marketing_cap_days,
+        marketing_min_gap=timedelta(hours=settings.marketing_min_gap_hours),
+    )
+
+
+# --- templates ---
+
+
+def message_types() -> MessageTypeList:
+    return MessageTypeList(
+        items=[
+            MessageTypeOut(
+                key=t.key,
+                category=t.category,
+                description=t.description,
+                variables=sorted(t.variables | {"customer", "program", "unsubscribe_url"}),
+                locales=list(LOCALES),
+            )
+            for t in MESSAGE_TYPES.values()
+        ]
+    )
+
+
+def _template_out(row: dict[str, Any]) -> TemplateOut:
+    return TemplateOut(
+        id=str(row["id"]),
+        message_type=row["message_type"],
+        locale=row["locale"],
+        version=row["version"],
+        subject=row["subject"],
+        text=row["text_body"],
+        html=row["html_body"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _checked(message_type: str, locale: str, parts: TemplateParts) -> CompiledTemplate:
+    """Save-time gate: 422 naming the part and line of the first problem."""
+    try:
+        return rendering.check(
+            message_type, locale, {"subject": parts.subject, "text": parts.text, "html": parts.html}
+        )
+    except TemplateProblem as problem:
+        raise InvalidInput(
+            f"the {problem.part} does not render{f' (line {problem.line})' if problem.line else ''}: {problem.error}",
+            field=problem.part,
+            extra={"line": problem.line, "error": problem.error},
+        ) from None
+
+
+def _parse_id(template_id: str) -> UUID:
+    try:
+        return UUID(template_id)
+    except ValueError:
+        raise NotFound(f"no template {template_id!r}", field="id") from None
+
+
+async def _template_row(
+    conn: Connection, program_id: UUID, template_id: str, *, lock: bool = False
+) -> dict[str, Any]:
+    row = await repository.template(conn, program_id, _parse_id(template_id), lock=lock)
+    if row is None:
+        raise NotFound(f"no template {template_id!r}", field="id")
+    return row
+
+
+async def create_template(
+    conn: Connection, program_id: UUID, data: TemplateCreate, now: datetime
+) -> TemplateOut:
+    _checked(data.message_type, data.locale, data)
+    row = {
+        "id": uuid4(),
+        "program_id": program_id,
+        "message_type": data.message_type,
+        "locale": data.locale,
+        "version": 1,
+        "subject": data.subject,
+        "text_body": data.text,
+        "html_body": data.html,
+        "created_at": now,
+        "updated_at": now,
+    }
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO message_template (id, program_id, message_type, locale, version, subject, text_body, html_body,
+                                      created_at, updated_at)
+        VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $8)
+        ON CONFLICT (program_id, message_type, locale) WHERE deleted_at IS NULL DO NOTHING RETURNING id
+        """,
+        row["id"],
+        program_id,
+        data.message_type,
+        data.locale,
+        data.subject,
+        data.text,
+        data.html,
+        now,
+    )
+    if inserted is None:
+        raise Conflict(
+            f"the program already has a {data.message_type} template in {data.locale!r}: change it with PUT",
+            field="message_type",
+        )
+    await repository.insert_template_version(conn, row)
+    return _template_out(row)
+
+
+async def update_template(
+    conn: Connection, program_id: UUID, template_id: str, data: TemplateParts, now: datetime
+) -> TemplateOut:
+    row = await _template_row(conn, program_id, template_id, lock=True)
+    _checked(row["message_type"], row["locale"], data)
+    row.update(
+        version=row["version"] + 1,
+        subject=data.subject,
+        text_body=data.text,
+        html_body=data.html,
+        updated_at=now,
+    )
+    await conn.execute(
+        "UPDATE message_template SET version = $2, subject = $3, text_body = $4, html_body = $5, updated_at = $6 WHERE id = $1",
+        row["id"],
+        row["version"],
+        data.subject,
+        data.text,
+        data.html,
+        now,
+    )
+    await repository.insert_template_version(conn, row)
+    return _template_out(row)
+
+
+async def delete_template(conn: Connection, program_id: UUID, template_id: str, now: datetime) -> None:
+    """The type goes back to the shipped default in that locale; the versions stay for the record."""
+    row = await _template_row(conn, program_id, template_id, lock=True)
+    await conn.execute("UPDATE message_template SET deleted_at = $2 WHERE id = $1", row["id"], now)
+
+
+async def get_template(conn: Connection, program_id: UUID, template_id: str) -> TemplateOut:
+    return _template_out(await _template_row(conn, program_id, template_id))
+
+
+async def list_templates(conn: Connection, program_id: UUID) -> list[TemplateOut]:
+    return [_template_out(r) for r in await repository.templates(conn, program_id)]
+
+
+async def template_versions(conn: Connection, program_id: UUID, template_id: str) -> TemplateVersionList:
+    row = await _template_row(conn, program_id, template_id)
+    return TemplateVersionList(
+        items=[
+            TemplateVersionOut(
+                version=v["version"],
+                subject=v["subject"],
+                text=v["text_body"],
+                html=v["html_body"],
+                created_at=v["created_at"],
+            )
+            for v in await repository.template_versions(conn, row["id"])
+        ]
+    )
+
+
+_COMPILED: OrderedDict[tuple[UUID, int], CompiledTemplate] = OrderedDict()
+
+
+def compiled_override(row: dict[str, Any]) -> CompiledTemplate:
+    """A saved template compiled once per version (it was checked when saved)."""
+    key = (row["id"], row["version"])
+    found = _COMPILED.get(key)
+    if found is None:
+        found = rendering.compile_template(
+            row["message_type"],
+            {"subject": row["subject"], "text": row["text_body"], "html": row["html_body"]},
+        )
+        _COMPILED[key] = found
+        if len(_COMPILED) > 512:
+            _COMPILED.popitem(last=False)
+    return found
+
+
+def _zone(name: str | None, fallback: str) -> ZoneInfo:
+    for candidate in (name, fallback, "UTC"):
+        if candidate:
+            try:
+                return ZoneInfo(candidate)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+async def preview(
+    conn: Connection, program_id: UUID, data: DraftPreviewIn, now: datetime, template_id: str | None = None
+) -> PreviewOut:
+    """Render a draft, a saved template or the default for a real customer (their facts, their locale's
+    formats) or a sample one. Writes nothing."""
+    notes: list[str] = []
+    if template_id is not None:
+        row = await _template_row(conn, program_id, template_id)
+        message_type, locale = row["message_type"], row["locale"]
+        template, label = compiled_override(row), f"{row['id']} v{row['version']}"
+    else:
+        message_type, locale = data.message_type, data.locale
+        if data.parts is not None:
+            template, label = _checked(message_type, locale, data.parts), "draft"
+        else:
+            saved = (await repository.overrides(conn, [program_id])).get((program_id, message_type, locale))
+            if saved:
+                template, label = compiled_override(saved), f"{saved['id']} v{saved['version']}"
+            else:
+                template, label = rendering.default_template(locale, message_type), f"default:{locale}"
+    settings = await get_settings(conn, program_id)
+    format_locale = locale
+    if data.customer is None:
+        variables = rendering.sample_variables(message_type, data.count)
+        variables["program"] = {"name": variables["program"]["name"], "url": settings.shop_url}
+        who = "sample"
+    else:
+        found = await customers.get(conn, program_id, data.customer)
+        facts = (await repository.recipients(conn, [found["id"]]))[found["id"]]
+        choice = rendering.choose_locale(facts["locale"], settings.default_locale)
+        if choice.template_locale == locale:
+            format_locale = choice.format_locale
+        else:
+            notes.append(
+                f"the customer's locale is {facts['locale'] or 'not set'}; they would get the {choice.template_locale!r} template"
+            )
+        zone = _zone(facts["timezone"], facts["program_timezone"])
+        sample = rendering.sample_variables(message_type, data.count)
+        try:
+            own = message_vars(message_type, {}, facts, None, {}, settings, zone, now)
+        except LookupError:
+            own = {}
+            notes.append("no order given: the sample order is shown")
+        variables = {
+            **sample,
+            **{k: v for k, v in own.items() if v is not None or k not in sample},
+            "customer": customer_vars(facts),
+            "program": {"name": facts["program_name"], "url": settings.shop_url},
+        }
+        who = data.customer
+    try:
+        out = rendering.render(
+            template,
+            message_type=message_type,
+            template_locale=locale,
+            format_locale=format_locale,
+            variables=variables,
+        )
+    except Exception as exc:  # a saved template met facts its checks did not foresee: say so, 422
+        raise InvalidInput(
+            f"the template does not render for this customer: {type(exc).__name__}: {exc}", field="customer"
+        ) from None
+    return PreviewOut(
+        message_type=message_type,
+        locale=format_locale,
+        template=label,
+        customer=who,
+        subject=out.subject,
+        text=out.text,
+        html=out.html,
+        notes=notes,
+    )
+
+
+# --- the message log ---
+
+
+def message_out(row: dict[str, Any]) -> MessageOut:
+    return MessageOut(
+        id=row["id"],
+        customer=row["customer"],
+        message_type=row["message_type"],
+        category=row["category"],
+        status=row["status"],
+        reason=row["reason"],
+        journey=row.get("journey"),
+        step=row["step"],
+        due_at=row["due_at"],
+        attempts=row["attempts"],
+        to=row["to_email"],
+        subject=row["subject"],
+        locale=row["locale"],
+        locale_note=row["locale_note"],
+        template=row["template_ref"],
+        message_id=row["message_id"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        sent_at=row["sent_at"],
+    )
+
+
+async def list_messages(
+    conn: Connection,
+    program_id: UUID,
+    customer: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> MessageList:
+    customer_id = None
+    if customer is not None:
+        customer_id = (await customers.get(conn, program_id, customer))["id"]
+    rows = await repository.messages(conn, program_id, customer_id, status, decode_cursor(cursor), limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return MessageList(
+        items=[message_out(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1]["id"]) if more and rows else None,
+    )
+
+
+async def recent_for_customer(
+    conn: Connection, program_id: UUID, customer_id: UUID, limit: int = 5
+) -> list[MessageOut]:
+    return [
+        message_out(r) for r in await repository.messages(conn, program_id, customer_id, None, None, limit)
+    ]
+
+
+async def get_message(conn: Connection, program_id: UUID, message_id: int) -> MessageOut:
+    rows = await repository.messages(conn, program_id, None, None, message_id + 1, 1)
+    if not rows or rows[0]["id"] != message_id:
+        raise NotFound(f"no message {message_id}", field="id")
+    return message_out(rows[0])
+
+
+# --- suppression list ---
+
+
+def _suppression_out(row: dict[str, Any]) -> SuppressionOut:
+    return SuppressionOut(
+        email=row["email"], reason=row["reason"], detail=row["detail"], created_at=row["created_at"]
+    )
+
+
+async def add_suppression(
+    conn: Connection, program_id: UUID, data: SuppressionIn, now: datetime
+) -> SuppressionOut:
+    if not domain.is_email(data.email):
+        raise InvalidInput(f"not an email address: {data.email!r}", field="email")
+    await repository.suppress_addresses(conn, [(program_id, data.email, data.reason, data.detail)], now)
+    row = await conn.fetchrow(
+        "SELECT email, reason, detail, created_at FROM suppression WHERE program_id = $1 AND email = lower($2)",
+        program_id,
+        data.email,
+    )
+    assert row is not None
+    return _suppression_out(dict(row))
+
+
+async def list_suppressions(conn: Connection, program_id: UUID) -> SuppressionList:
+    rows = await conn.fetch(
+        "SELECT email, reason, detail, created_at FROM suppression WHERE program_id = $1 ORDER BY created_at DESC LIMIT 1000",
+        program_id,
+    )
+    return SuppressionList(items=[_suppression_out(dict(r)) for r in rows])
+
+
+async def remove_suppression(conn: Connection, program_id: UUID, email: str) -> None:
+    result = await conn.execute(
+        "DELETE FROM suppression WHERE program_id = $1 AND email = lower($2)", program_id, email
+    )
+    if result.endswith(" 0"):
+        raise NotFound(f"{email!r} is not on the suppression list", field="email")
+
+
+# --- unsubscribe ---
+
+
+async def unsubscribe(conn: Connection, key: bytes, token: str, now: datetime) -> tuple[str, str]:
+    """Apply a signed link: marketing messages stop (scope marketing) or every message does (scope all).
+    Idempotent; returns the program's name and the scope."""
+    link = delivery.read_unsubscribe_token(key, token)
+    row = await conn.fetchrow(
+        """
+        SELECT c.id, c.program_id, c.external_id, c.marketing_consent, c.transactional_consent, p.name
+        FROM message m JOIN customer c ON c.id = m.customer_id JOIN program p ON p.id = c.program_id
+        WHERE m.id = $1 AND m.customer_id = $2 FOR UPDATE OF c
+        """,
+        link.message_id,
+        link.customer_id,
+    )
+    if row is None:
+        raise NotFound("this unsubscribe link's message is gone", field="token")
+    changed = row["marketing_consent"] or (link.scope == "all" and row["transactional_consent"])
+    if changed:
+        await conn.execute(
+            """
+            UPDATE customer SET marketing_consent = false,
+                   transactional_consent = transactional_consent AND $2 <> 'all',
+                   unsubscribed_at = CASE WHEN $2 = 'all' THEN $3 ELSE unsubscribed_at END, updated_at = $3
+            WHERE id = $1
+            """,
+            row["id"],
+            link.scope,
+            now,
+        )
+        await emit(
+            conn,
+            row["program_id"],
+            [
+                Event(
+                    "customer.unsubscribed",
+                    {"customer": row["external_id"], "scope": link.scope, "message": link.message_id},
+                )
+            ],
+            now,
+        )
+    return row["name"], link.scope
+
+
+# --- preparing a batch for sending ---
+
+
+@dataclass(slots=True)
+class Prepared:
+    row: dict[str, Any]
+    outcome: dict[str, Any]
+    envelope: delivery.Envelope | None = None
+
+
+@dataclass(slots=True)
+class BatchFacts:
+    settings: dict[UUID, MessagingSettings]
+    recipients: dict[UUID, dict[str, Any]]
+    orders: dict[UUID, dict[str, Any]]
+    tiers: dict[UUID, dict[str, dict[str, Any]]]
+    recent: dict[UUID, list[datetime]]
+    overrides: dict[tuple[UUID, str, str], dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> BatchFacts:
+    """Everything a batch's messages need, in one query per kind of fact."""
+    programs = list({r["program_id"] for r in rows})
+    customer_ids = list({r["customer_id"] for r in rows})
+    order_ids = list({UUID(r["context"]["order_id"]) for r in rows if r["context"].get("order_id")})
+    settings = await repository.settings_of(conn, programs)
+    longest_cap = max((s.marketing_cap_days for s in settings.values()), default=7)
+    needs_tiers = any(r["message_type"].startswith("tier_") for r in rows)
+    return BatchFacts(
+        settings=settings,
+        recipients=await repository.recipients(conn, customer_ids),
+        orders=await repository.orders(conn, order_ids),
+        tiers=await repository.tier_definitions(conn, programs) if needs_tiers else {},
+        recent=await repository.recent_marketing(conn, customer_ids, now - timedelta(days=longest_cap)),
+        overrides=await repository.overrides(conn, programs),
+    )
+
+
+def prepare(
+    rows: Sequence[dict[str, Any]], facts: BatchFacts, now: datetime, key: bytes, public_url: str
+) -> list[Prepared]:
+    """Decide (guardrails) and render each message, oldest first; the batch's own marketing sends count
+    towards the caps of the messages after them."""
+    prepared: list[Prepared] = []
+    for row in sorted(rows, key=lambda r: r["due_at"]):
+        customer = facts.recipients.get(row["customer_id"])
+        if customer is None:
+            prepared.append(
+                Prepared(row, {"id": row["id"], "status": "suppressed", "reason": "the customer is gone"})
+            )
+            continue
+        settings = facts.settings[row["program_id"]]
+        zone = _zone(customer["timezone"], customer["program_timezone"])
+        recipient = domain.Recipient(
+            email=customer["email"],
+            transactional_consent=customer["transactional_consent"],
+            marketing_consent=customer["marketing_consent"],
+            suppressed=customer["suppressed"],
+            timezone=zone,
+        )
+        recent = facts.recent.setdefault(row["customer_id"], [])
+        decision = domain.decide(
+            row["category"], recipient, guardrails(settings), recent, now,
+            respect_quiet_hours=row["message_type"] != "order_thank_you",
+        )  # fmt: skip
+        if decision.outcome == "suppress":
+            prepared.append(
+                Prepared(row, {"id": row["id"], "status": "suppressed", "reason": decision.reason})
+            )
+            continue
+        if decision.outcome == "defer":
+            prepared.append(
+                Prepared(
+                    row,
+                    {
+                        "id": row["id"],
+                        "status": "deferred",
+                        "reason": decision.reason,
+                        "due_at": decision.until,
+                    },
+                )
+            )
+            continue
+        prepared.append(_render(row, customer, settings, facts, zone, now, key, public_url))
+        if row["category"] == "marketing":
+            recent.append(now)
+    return prepared
+
+
+def _render(
+    row: dict[str, Any],
+    customer: dict[str, Any],
+    settings: MessagingSettings,
+    facts: BatchFacts,
+    zone: ZoneInfo,
+    now: datetime,
+    key: bytes,
+    public_url: str,
+) -> Prepared:
+    message_type = row["message_type"]
+    choice = rendering.choose_locale(customer["locale"], settings.default_locale)
+    saved = facts.overrides.get((row["program_id"], message_type, choice.template_locale))
+    scope: delivery.Scope = "marketing" if row["category"] == "marketing" else "all"
+    url = (
+        f"{public_url}/v1/unsubscribe/{delivery.unsubscribe_token(key, row['id'], row['customer_id'], scope)}"
+    )
+    context = row["context"]
+    order = facts.orders.get(UUID(context["order_id"])) if context.get("order_id") else None
+    try:
+        template = (
+            compiled_override(saved)
+            if saved
+            else rendering.default_template(choice.template_locale, message_type)
+        )
+        variables = message_vars(
+            message_type,
+            context,
+            customer,
+            order,
+            facts.tiers.get(row["program_id"], {}),
+            settings,
+            zone,
+            now,
+        )
+        variables["customer"] = customer_vars(customer)
+        variables["program"] = {"name": customer["program_name"], "url": settings.shop_url}
+        variables["unsubscribe_url"] = url
+        out = rendering.render(
+            template,
+            message_type=message_type,
+            template_locale=choice.template_locale,
+            format_locale=choice.format_locale,
+            variables=variables,
+        )
+    except Exception as exc:  # recorded on the message: one bad message never stops the batch
+        return Prepared(
+            row,
+            {
+                "id": row["id"],
+                "status": "failed",
+                "reason": "could not render",
+                "last_error": f"{type(exc).__name__}: {exc}",
+            },
+        )
+    envelope = delivery.Envelope(
+        message_db_id=row["id"],
+        from_email=settings.from_email,
+        from_name=settings.from_name or customer["program_name"],
+        reply_to=settings.reply_to,
+        to_email=customer["email"],
+        to_name=customer["name"],
+        subject=out.subject,
+        text=out.text,
+        html=out.html,
+        locale=choice.format_locale,
+        unsubscribe_url=url,
+        date=now,
+    )
+    outcome = {
+        "id": row["id"],
+        "locale": choice.format_locale,
+        "locale_note": choice.note,
+        "template_ref": f"{saved['id']} v{saved['version']}"
+        if saved
+        else f"default:{choice.template_locale}",
+        "to_email": customer["email"],
+        "subject": out.subject,
+        "message_id": delivery.message_id_header(row["id"], settings.from_email),
+    }
+    return Prepared(row, outcome, envelope)
+
+
+def after_send(prepared: Prepared, result: delivery.SendResult, now: datetime) -> dict[str, Any]:
+    """The message's record after a try: sent, again later (with backoff), or failed for good."""
+    outcome = dict(prepared.outcome)
+    attempts = prepared.row["attempts"] + 1
+    outcome["attempts"] = attempts
+    if result.ok:
+        outcome.update(status="sent", reason=None, sent_at=now, last_error=None)
+    elif result.permanent or attempts >= domain.MAX_ATTEMPTS:
+        why = "refused by the mail server" if result.permanent else f"gave up after {attempts} attempts"
+        outcome.update(status="failed", reason=why, last_error=result.error)
+    else:
+        outcome.update(
+            status="queued",
+            reason="retrying after a temporary failure",
+            due_at=now + domain.retry_delay(attempts),
+            last_error=result.error,
+        )
+    return outcome

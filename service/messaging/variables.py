@@ -1,0 +1,139 @@
+"""From stored facts to a template's variables: the customer as a person (first name, tier, points), the
+order with what was in it, the tier's benefits, the points and dates of the trigger (dates in the
+customer's own time zone). Pure: the send sweep loads the rows for a whole batch, then calls this."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from service.messaging.schemas import MessagingSettings
+
+
+def first_name(name: str | None) -> str | None:
+    if not name or not name.strip():
+        return None
+    return name.strip().split()[0]
+
+
+def customer_vars(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "first_name": first_name(row.get("name")),
+        "name": row.get("name"),
+        "email": row.get("email"),
+        "external_id": row["external_id"],
+        "tier": row.get("tier_name"),
+        "points": int(row.get("points") or 0),
+    }
+
+
+def order_vars(order: dict[str, Any]) -> dict[str, Any]:
+    lines = [
+        {"name": line.get("name") or line["sku"], "sku": line["sku"], "quantity": int(line["quantity"])}
+        for line in order.get("lines") or []
+    ]
+    return {
+        "number": order["external_id"],
+        "total": {"amount": int(order["total_amount"]), "currency": order["currency"]},
+        "placed_at": order["placed_at"],
+        "lines": lines,
+        "item_count": sum(line["quantity"] for line in lines),
+        "points": int(order.get("points_earned") or 0),
+    }
+
+
+def _local_date(value: str | datetime | None, zone: ZoneInfo) -> date | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(zone).date()
+
+
+def tier_vars(ref: dict[str, Any] | None, definition: dict[str, Any] | None) -> dict[str, Any] | None:
+    if ref is None:
+        return None
+    benefits = (definition or {}).get("benefits") or {}
+    return {
+        "key": ref.get("key"),
+        "name": ref.get("name") or (definition or {}).get("name"),
+        "multiplier": float(benefits.get("earn_multiplier") or 1),
+        "free_shipping": bool(benefits.get("free_shipping")),
+        "perks": list(benefits.get("perks") or []),
+    }
+
+
+def years_between(start: date, end: date) -> int:
+    return end.year - start.year - ((end.month, end.day) < (start.month, start.day))
+
+
+def message_vars(
+    message_type: str,
+    context: dict[str, Any],
+    customer: dict[str, Any],
+    order: dict[str, Any] | None,
+    tier_definitions: dict[str, dict[str, Any]],
+    settings: MessagingSettings,
+    zone: ZoneInfo,
+    now: datetime,
+) -> dict[str, Any]:
+    """The variables of one message type (catalogue.MESSAGE_TYPES[...].variables)."""
+    event: dict[str, Any] = context.get("event") or {}
+    today = now.astimezone(zone).date()
+    first_order = _local_date(customer.get("first_order_at"), zone)
+    last_order = _local_date(customer.get("last_order_at"), zone)
+    reward = context.get("reward_points")
+    orders_count = int(customer.get("orders_count") or 0)
+    if message_type in ("order_thank_you", "delivery_check_in", "review_request"):
+        if order is None:
+            raise LookupError("the message's order is gone")
+        values: dict[str, Any] = {"order": order_vars(order)}
+        if message_type == "review_request":
+            values["review_url"] = settings.review_url
+        return values
+    if message_type == "points_earned":
+        return {"points": int(event.get("points") or 0), "order": order_vars(order) if order else None}
+    if message_type == "points_expiring":
+        expires_on = _local_date(event.get("expires_at"), zone) or today
+        return {
+            "points": int(event.get("points") or 0),
+            "expires_on": expires_on,
+            "days": max((expires_on - today).days, 0),
+        }
+    if message_type == "tier_upgraded":
+        to, was = event.get("to") or {}, event.get("from")
+        return {
+            "tier": tier_vars(to, tier_definitions.get(to.get("key", ""))),
+            "previous_tier": was.get("name") if was else None,
+        }
+    if message_type == "tier_downgrade_warning":
+        tier = event.get("tier") or {}
+        keep = event.get("keep")
+        keep_vars = None
+        if keep:
+            remaining: Any = int(keep.get("remaining") or 0)
+            if keep.get("metric") == "spend":
+                remaining = {"amount": remaining, "currency": keep.get("currency")}
+            keep_vars = {"metric": keep.get("metric"), "remaining": remaining}
+        return {
+            "tier": tier_vars(tier, tier_definitions.get(tier.get("key", ""))),
+            "next_tier": (event.get("next_tier") or {}).get("name"),
+            "downgrade_on": _local_date(event.get("downgrade_at"), zone) or today,
+            "keep": keep_vars,
+        }
+    if message_type == "repeat_invitation":
+        return {"offer": context.get("offer"), "reward_points": reward, "orders_count": orders_count}
+    if message_type == "first_order_anniversary":
+        start = first_order or today
+        return {
+            "years": max(years_between(start, today), 1),
+            "first_order_on": start,
+            "orders_count": orders_count,
+            "reward_points": reward,
+        }
+    if message_type == "win_back":
+        last = last_order or today
+        return {"days_since_last_order": (today - last).days, "last_order_on": last, "reward_points": reward}
+    if message_type == "birthday":
+        return {"reward_points": reward}
+    raise ValueError(f"unknown message type {message_type!r}")

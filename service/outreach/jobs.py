@@ -1,0 +1,367 @@
+"""Journey sweeps (worker jobs), set-based and idempotent: unique keys on (journey, customer, trigger)
+for entries and on (journey, customer, step, trigger) for messages make a rerun or a second worker a no-op.
+
+- `enter_from_events`: outbox events (order placed, shop events, tier changes, points) enter customers
+  into the enabled journeys they trigger; the journeys' own marker `outbox.journeys_at` says "seen".
+- `enter_scheduled`: inactivity, birthdays, first-order anniversaries and the repeat-customer segment.
+- `advance`: due steps become queued messages (with their reward), or the customer exits (and why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from service.core import db
+from service.core.db import Connection, json_value
+from service.ledger import service as ledger
+from service.messaging.catalogue import MESSAGE_TYPES
+from service.outbox.service import emit
+from service.outreach import domain
+from service.outreach.schemas import StepIn
+
+CHUNK = 5_000
+# Outbox topic -> trigger kind.
+TRIGGERS = {
+    "order.created": "order_placed",
+    "event.recorded": "event",
+    "tier.upgraded": "tier_upgraded",
+    "tier.downgraded": "tier_downgraded",
+    "tier.downgrade_warning": "tier_downgrade_warning",
+    "points.expiring_soon": "points_expiring",
+    "points.earned": "points_earned",
+}
+# Enrollments start due at the first step's offset from their anchor.
+_FIRST_DUE = "(j.definition -> 'offsets' ->> 0)::bigint * interval '1 second'"
+
+
+async def enter_from_events(now: datetime) -> int:
+    """Events since each journey was turned on; returns the customers entered."""
+    entered = 0
+    while True:
+        async with db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"""
+                WITH batch AS (
+                    SELECT id, program_id, topic, payload, created_at FROM outbox
+                    WHERE journeys_at IS NULL ORDER BY created_at LIMIT {CHUNK} FOR UPDATE SKIP LOCKED
+                ), marked AS (
+                    UPDATE outbox o SET journeys_at = $1 FROM batch WHERE o.id = batch.id
+                ), matches AS (
+                    SELECT b.*, j.id AS journey_id, j.definition
+                    FROM batch b
+                    JOIN journey j ON j.program_id = b.program_id AND j.enabled AND j.deleted_at IS NULL
+                         AND j.trigger_kind = ($2::jsonb ->> b.topic) AND b.created_at > j.enabled_at
+                         AND (j.trigger_kind <> 'event' OR j.definition -> 'trigger' ->> 'event_type' = b.payload ->> 'type')
+                ), entered AS (
+                    INSERT INTO journey_enrollment (id, program_id, journey_id, customer_id, trigger_key, context,
+                                                    anchor_at, next_step, next_due_at, status, entered_at, updated_at)
+                    SELECT gen_random_uuid(), m.program_id, m.journey_id, c.id,
+                           CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order')
+                                ELSE 'event:' || m.id END,
+                           jsonb_build_object('event', m.payload, 'order_id', o.id),
+                           m.created_at, 0, m.created_at + (m.definition -> 'offsets' ->> 0)::bigint * interval '1 second',
+                           'active', $1, $1
+                    FROM matches m
+                    JOIN customer c ON c.program_id = m.program_id AND c.external_id = m.payload ->> 'customer'
+                    LEFT JOIN customer_event ev ON m.topic = 'event.recorded' AND ev.id = (m.payload ->> 'event_id')::uuid
+                    LEFT JOIN orders o ON o.program_id = m.program_id
+                         AND o.external_id = coalesce(m.payload ->> 'order', ev.properties ->> 'order', ev.properties ->> 'order_id')
+                    ON CONFLICT (journey_id, customer_id, trigger_key) DO NOTHING
+                    RETURNING 1
+                )
+                SELECT (SELECT count(*) FROM batch) AS seen, (SELECT count(*) FROM entered) AS entered
+                """,
+                now,
+                msgspec.json.encode(TRIGGERS).decode(),
+            )
+        assert row is not None
+        entered += int(row["entered"])
+        if row["seen"] < CHUNK:
+            return entered
+
+
+# Set-based entry by schedule: each statement inserts the customers a journey's trigger selects today.
+# $1 journey id, $2 now; `local_today` is the program's date. Trigger keys make each occasion enter once.
+_SCHEDULED = {
+    "inactivity": """
+        SELECT s.customer_id, 'inactive-after:' || s.order_id AS trigger_key,
+               jsonb_build_object('last_order_id', s.order_id) AS context
+        FROM (SELECT DISTINCT ON (o.customer_id) o.customer_id, o.id AS order_id, o.placed_at
+              FROM orders o WHERE o.program_id = j.program_id ORDER BY o.customer_id, o.placed_at DESC) s
+        WHERE s.placed_at <= $2::timestamptz - (j.definition -> 'trigger' ->> 'days')::int * interval '1 day'
+          AND s.placed_at > $2::timestamptz - ((j.definition -> 'trigger' ->> 'days')::int + 30) * interval '1 day'
+    """,
+    "birthday": """
+        SELECT c.id AS customer_id, 'birthday:' || extract(year FROM local_today)::int AS trigger_key, '{}'::jsonb AS context
+        FROM customer c
+        WHERE c.program_id = j.program_id AND c.birthday IS NOT NULL
+          AND to_char(c.birthday, 'MM-DD') = CASE
+              WHEN to_char(local_today, 'MM-DD') = '02-28' AND NOT (local_today + 1 = make_date(extract(year FROM local_today)::int, 2, 29))
+              THEN ANY (ARRAY['02-28', '02-29']) ELSE to_char(local_today, 'MM-DD') END
+    """,
+    "first_order_anniversary": """
+        SELECT f.customer_id, 'anniversary:' || extract(year FROM local_today)::int AS trigger_key, '{}'::jsonb AS context
+        FROM (SELECT o.customer_id, min(o.placed_at) AS first_at FROM orders o WHERE o.program_id = j.program_id
+              GROUP BY o.customer_id) f
+        WHERE to_char((f.first_at AT TIME ZONE p.timezone)::date, 'MM-DD') = to_char(local_today, 'MM-DD')
+          AND (f.first_at AT TIME ZONE p.timezone)::date < local_today
+    """,
+    # Repeat customers whose expected reorder moment (last order + their own median interval, or the
+    # journey's default without one) passed within the last 30 days.
+    "repeat_customer": """
+        SELECT r.customer_id, 'reorder-after:' || r.last_order_id AS trigger_key,
+               jsonb_build_object('last_order_id', r.last_order_id, 'interval_days',
+                                  round(extract(epoch FROM r.expected_interval) / 86400)) AS context
+        FROM (
+            SELECT g.customer_id, (array_agg(g.id ORDER BY g.placed_at DESC))[1] AS last_order_id, max(g.placed_at) AS last_at,
+                   count(*) AS orders,
+                   coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM g.gap)) * interval '1 second',
+                            (j.definition -> 'trigger' ->> 'default_interval_days')::int * interval '1 day') AS expected_interval
+            FROM (SELECT o.customer_id, o.id, o.placed_at,
+                         o.placed_at - lag(o.placed_at) OVER (PARTITION BY o.customer_id ORDER BY o.placed_at) AS gap
+                  FROM orders o WHERE o.program_id = j.program_id AND o.status <> 'refunded') g
+            GROUP BY g.customer_id
+        ) r
+        WHERE r.orders >= (j.definition -> 'trigger' ->> 'min_orders')::int
+          AND r.last_at + r.expected_interval <= $2::timestamptz AND r.last_at + r.expected_interval > $2::timestamptz - interval '30 days'
+    """,
+}
+
+
+async def enter_scheduled(now: datetime) -> int:
+    """Every enabled scheduled journey, one statement each; returns the customers entered."""
+    entered = 0
+    async with db.connection() as conn:
+        journeys = await conn.fetch(
+            "SELECT id, trigger_kind FROM journey WHERE enabled AND deleted_at IS NULL AND trigger_kind = ANY($1::text[])",
+            list(_SCHEDULED),
+        )
+    for journey in journeys:
+        async with db.transaction() as conn:
+            entered += int(
+                await conn.fetchval(
+                    f"""
+                    WITH chosen AS (
+                        SELECT s.* FROM journey j JOIN program p ON p.id = j.program_id
+                        CROSS JOIN LATERAL (SELECT ($2::timestamptz AT TIME ZONE p.timezone)::date AS local_today) d
+                        CROSS JOIN LATERAL ({_SCHEDULED[journey["trigger_kind"]]}) s
+                        WHERE j.id = $1
+                    ), entered AS (
+                        INSERT INTO journey_enrollment (id, program_id, journey_id, customer_id, trigger_key, context,
+                                                        anchor_at, next_step, next_due_at, status, entered_at, updated_at)
+                        SELECT gen_random_uuid(), j.program_id, j.id, c.customer_id, c.trigger_key, c.context,
+                               $2::timestamptz, 0, $2::timestamptz + {_FIRST_DUE}, 'active', $2::timestamptz, $2::timestamptz
+                        FROM chosen c CROSS JOIN journey j WHERE j.id = $1
+                        ON CONFLICT (journey_id, customer_id, trigger_key) DO NOTHING
+                        RETURNING 1
+                    )
+                    SELECT count(*) FROM entered
+                    """,
+                    journey["id"],
+                    now,
+                )
+            )
+    return entered
+
+
+@dataclass(slots=True)
+class AdvanceReport:
+    queued: int = 0
+    exited: int = 0
+    completed: int = 0
+    rewarded_points: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.queued + self.exited
+
+
+async def advance(now: datetime) -> AdvanceReport:
+    """Due steps, in chunks: each becomes a queued message or an exit; the enrollment moves on."""
+    report = AdvanceReport()
+    while True:
+        async with db.transaction() as conn:
+            rows = await conn.fetch(
+                f"""
+                SELECT e.id, e.program_id, e.journey_id, e.customer_id, e.trigger_key, e.context, e.anchor_at,
+                       e.next_step, e.entered_at, j.key, j.definition, j.enabled AND j.deleted_at IS NULL AS live,
+                       c.external_id, c.transactional_consent, c.marketing_consent,
+                       p.points_expire_after_days,
+                       EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = e.customer_id AND o.created_at > e.anchor_at
+                               AND o.id IS DISTINCT FROM (e.context ->> 'order_id')::uuid) AS ordered_since_entry,
+                       coalesce((SELECT o.refunded_amount > 0 FROM orders o WHERE o.id = (e.context ->> 'order_id')::uuid),
+                                false) AS trigger_order_refunded
+                FROM journey_enrollment e
+                JOIN journey j ON j.id = e.journey_id
+                JOIN customer c ON c.id = e.customer_id
+                JOIN program p ON p.id = e.program_id
+                WHERE e.status = 'active' AND e.next_due_at <= $1
+                ORDER BY e.next_due_at LIMIT {CHUNK}
+                FOR UPDATE OF e SKIP LOCKED
+                """,
+                now,
+            )
+            if rows:
+                await _advance_chunk(conn, [dict(r) for r in rows], now, report)
+        if len(rows) < CHUNK:
+            return report
+
+
+async def _advance_chunk(
+    conn: Connection, rows: list[dict[str, Any]], now: datetime, report: AdvanceReport
+) -> None:
+    messages: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+    rewards: dict[str, tuple[dict[str, Any], int, str]] = {}
+    for row in rows:
+        definition = json_value(row["definition"])
+        steps = [msgspec.convert(s, StepIn) for s in definition["steps"]]
+        offsets: list[int] = definition["offsets"]
+        index = row["next_step"]
+        if index >= len(steps):  # the journey lost steps since: this customer is through it
+            moves.append(
+                {
+                    "id": row["id"],
+                    "status": "completed",
+                    "next_step": index,
+                    "next_due_at": None,
+                    "exit_reason": None,
+                }
+            )
+            continue
+        step = steps[index]
+        due = domain.DueStep(
+            step=index,
+            steps=len(steps),
+            exit_on=frozenset(definition.get("exit_on") or ()),
+            journey_live=row["live"],
+            unsubscribed_all=not row["transactional_consent"],
+            marketing_consent=row["marketing_consent"],
+            ordered_since_entry=row["ordered_since_entry"],
+            trigger_order_refunded=row["trigger_order_refunded"],
+        )
+        reason = domain.exit_reason(due, step)
+        if reason is not None:
+            moves.append(
+                {
+                    "id": row["id"],
+                    "status": "exited",
+                    "next_step": index,
+                    "next_due_at": None,
+                    "exit_reason": reason,
+                }
+            )
+            continue
+        context = {**json_value(row["context"]), "reward_points": step.reward_points, "offer": step.offer}
+        dedupe = f"journey:{row['journey_id']}:{row['customer_id']}:{index}:{row['trigger_key']}"
+        messages.append(
+            {
+                "program_id": str(row["program_id"]),
+                "customer_id": str(row["customer_id"]),
+                "message_type": step.message_type,
+                "category": MESSAGE_TYPES[step.message_type].category,
+                "journey_id": str(row["journey_id"]),
+                "step": index,
+                "trigger_key": row["trigger_key"],
+                "dedupe_key": dedupe,
+                "context": context,
+            }
+        )
+        if step.reward_points:
+            rewards[dedupe] = (
+                row,
+                step.reward_points,
+                f"journey {row['key']} step {index + 1}: {step.message_type}",
+            )
+        upcoming = domain.next_due(row["anchor_at"], offsets, index + 1)
+        moves.append(
+            {
+                "id": row["id"],
+                "status": "active" if upcoming else "completed",
+                "next_step": index + 1,
+                "next_due_at": upcoming,
+                "exit_reason": None,
+            }
+        )
+    inserted = await conn.fetch(
+        """
+        INSERT INTO message (program_id, customer_id, message_type, category, journey_id, step, trigger_key, dedupe_key,
+                             context, status, due_at, created_at, updated_at)
+        SELECT m.program_id, m.customer_id, m.message_type, m.category, m.journey_id, m.step, m.trigger_key, m.dedupe_key,
+               m.context, 'queued', $2, $2, $2
+        FROM jsonb_to_recordset($1::jsonb) AS m(program_id uuid, customer_id uuid, message_type text, category text,
+             journey_id uuid, step int, trigger_key text, dedupe_key text, context jsonb)
+        ON CONFLICT (program_id, dedupe_key) DO NOTHING
+        RETURNING dedupe_key
+        """,
+        msgspec.json.encode(messages).decode(),
+        now,
+    )
+    await conn.execute(
+        """
+        UPDATE journey_enrollment e SET status = m.status, next_step = m.next_step, next_due_at = m.next_due_at,
+               exit_reason = m.exit_reason, updated_at = $2
+        FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, status text, next_step int, next_due_at timestamptz, exit_reason text)
+        WHERE e.id = m.id
+        """,
+        msgspec.json.encode(moves).decode(),
+        now,
+    )
+    # Chained journeys: a completed enrollment enters the customer into the journeys that follow it.
+    completed = [m["id"] for m in moves if m["status"] == "completed"]
+    if completed:
+        await conn.execute(
+            """
+            INSERT INTO journey_enrollment (id, program_id, journey_id, customer_id, trigger_key, context, anchor_at,
+                                            next_step, next_due_at, status, entered_at, updated_at)
+            SELECT gen_random_uuid(), e.program_id, nj.id, e.customer_id, 'after:' || e.id, e.context - 'event',
+                   $2::timestamptz, 0, $2::timestamptz + (nj.definition -> 'offsets' ->> 0)::bigint * interval '1 second',
+                   'active', $2::timestamptz, $2::timestamptz
+            FROM journey_enrollment e
+            JOIN journey j ON j.id = e.journey_id
+            JOIN journey nj ON nj.program_id = e.program_id AND nj.enabled AND nj.deleted_at IS NULL
+                 AND nj.trigger_kind = 'journey_completed' AND nj.definition -> 'trigger' ->> 'journey' = j.key
+            WHERE e.id = ANY($1::uuid[])
+            ON CONFLICT (journey_id, customer_id, trigger_key) DO NOTHING
+            """,
+            completed,
+            now,
+        )
+    for record in inserted:  # rewards only for messages this run queued: a rerun credits nothing twice
+        reward = rewards.get(record["dedupe_key"])
+        if reward is not None:
+            await _credit_reward(conn, *reward, now)
+            report.rewarded_points += reward[1]
+    report.queued += len(inserted)
+    report.exited += sum(1 for m in moves if m["status"] == "exited")
+    report.completed += len(completed)
+
+
+async def _credit_reward(
+    conn: Connection, row: dict[str, Any], points: int, reason: str, now: datetime
+) -> None:
+    days = row["points_expire_after_days"]
+    result = await ledger.credit(
+        conn,
+        ledger.Customer(row["program_id"], row["customer_id"], row["external_id"]),
+        points,
+        kind="adjust",
+        reason=reason,
+        explanation=f"Gift: {reason}",
+        now=now,
+        available_at=now,
+        expires_at=now + timedelta(days=days) if days else None,
+        topic="points.adjusted",
+        actor="journey",
+    )
+    await emit(conn, row["program_id"], result.events, now)
+
+
+async def journey_customer_ids(conn: Connection, journey_id: UUID) -> list[UUID]:
+    rows = await conn.fetch("SELECT customer_id FROM journey_enrollment WHERE journey_id = $1", journey_id)
+    return [r["customer_id"] for r in rows]

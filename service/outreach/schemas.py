@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+from service.messaging.schemas import MessageTypeKey
+
+JourneyKey = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$")]
+TriggerKind = Literal[
+    "order_placed",
+    "event",
+    "tier_upgraded",
+    "tier_downgraded",
+    "tier_downgrade_warning",
+    "points_expiring",
+    "points_earned",
+    "inactivity",
+    "birthday",
+    "first_order_anniversary",
+    "repeat_customer",
+    "journey_completed",
+]
+ExitCondition = Literal["ordered_again", "refunded", "unsubscribed"]
+
+
+class TriggerIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What enters a customer: an event Encore records (order placed, a shop event such as
+    `order_delivered`, tier changes, points), a schedule (inactivity, birthday, first-order anniversary),
+    the repeat-customer segment (expected reorder moment passed), or another journey's completion."""
+
+    kind: TriggerKind
+    event_type: Annotated[str, Meta(min_length=1, max_length=64)] | None = None  # kind event
+    days: Annotated[int, Meta(ge=1, le=3650)] | None = None  # kind inactivity: days without an order
+    min_orders: Annotated[int, Meta(ge=2, le=1000)] = 2  # kind repeat_customer
+    default_interval_days: Annotated[int, Meta(ge=1, le=3650)] = (
+        45  # repeat_customer: when a customer has no own rhythm
+    )
+    journey: JourneyKey | None = None  # kind journey_completed
+
+
+class Delay(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    days: Annotated[int, Meta(ge=0, le=3650)] = 0
+    hours: Annotated[int, Meta(ge=0, le=10_000)] = 0
+    minutes: Annotated[int, Meta(ge=0, le=100_000)] = 0
+
+
+class StepIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    delay: Delay = Delay()  # after the previous step (the first: after the trigger)
+    message_type: MessageTypeKey
+    reward_points: Annotated[int, Meta(ge=1, le=1_000_000)] | None = (
+        None  # credited when the message is queued
+    )
+    offer: Annotated[str, Meta(max_length=500)] | None = None  # the invitation's offer text
+
+
+class JourneyIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    key: JourneyKey
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    trigger: TriggerIn
+    steps: Annotated[list[StepIn], Meta(min_length=1, max_length=20)]
+    exit_on: list[ExitCondition] = []
+    enabled: bool = False
+
+
+class JourneyPatch(Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool
+
+
+class JourneyOut(Struct, kw_only=True):
+    key: str
+    name: str
+    version: int
+    enabled: bool
+    trigger: TriggerIn
+    steps: list[StepIn]
+    exit_on: list[ExitCondition]
+    enabled_at: datetime | None
+    active: int  # customers in it now
+    completed: int
+    exited: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class JourneyList(Struct, kw_only=True):
+    items: list[JourneyOut]

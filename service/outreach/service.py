@@ -1,0 +1,198 @@
+"""Journey use cases: the admin CRUD (checked: steps, exits, chains without loops) and the shipped
+defaults, seeded once per program and off until a marketer turns them on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import msgspec
+
+from service.core.db import Connection, json_value
+from service.core.errors import Conflict, InvalidInput, NotFound
+from service.outreach import domain
+from service.outreach.defaults import DEFAULT_JOURNEYS
+from service.outreach.schemas import JourneyIn, JourneyOut, JourneyPatch
+
+_COLUMNS = """j.id, j.key, j.version, j.enabled, j.definition, j.enabled_at, j.created_at, j.updated_at,
+    (SELECT count(*) FILTER (WHERE status = 'active') FROM journey_enrollment e WHERE e.journey_id = j.id) AS active,
+    (SELECT count(*) FILTER (WHERE status = 'completed') FROM journey_enrollment e WHERE e.journey_id = j.id) AS completed,
+    (SELECT count(*) FILTER (WHERE status = 'exited') FROM journey_enrollment e WHERE e.journey_id = j.id) AS exited"""
+
+
+def definition_json(journey: JourneyIn) -> str:
+    """What the sweeps read: the journey as given plus each step's offset from the trigger."""
+    return msgspec.json.encode(
+        {**msgspec.to_builtins(journey), "offsets": domain.step_offsets(journey.steps)}
+    ).decode()
+
+
+def _out(row: dict[str, Any]) -> JourneyOut:
+    definition = json_value(row["definition"])
+    journey = msgspec.convert({k: v for k, v in definition.items() if k != "offsets"}, JourneyIn)
+    return JourneyOut(
+        key=row["key"],
+        name=journey.name,
+        version=row["version"],
+        enabled=row["enabled"],
+        trigger=journey.trigger,
+        steps=journey.steps,
+        exit_on=journey.exit_on,
+        enabled_at=row["enabled_at"],
+        active=row["active"],
+        completed=row["completed"],
+        exited=row["exited"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def ensure_defaults(conn: Connection, program_id: UUID, now: datetime) -> None:
+    """The shipped journeys, once: a program that has ever had a journey (even a deleted one) keeps its own."""
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM journey WHERE program_id = $1)", program_id):
+        return
+    await conn.execute(
+        "SELECT 1 FROM program WHERE id = $1 FOR UPDATE", program_id
+    )  # two first calls: one seeds
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM journey WHERE program_id = $1)", program_id):
+        return
+    for journey in DEFAULT_JOURNEYS:
+        await _insert(conn, program_id, journey, now)
+
+
+async def _insert(conn: Connection, program_id: UUID, journey: JourneyIn, now: datetime) -> bool:
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO journey (id, program_id, key, version, enabled, trigger_kind, definition, enabled_at, created_at, updated_at)
+        VALUES ($1, $2, $3, 1, $4, $5, $6::jsonb, CASE WHEN $4 THEN $7::timestamptz END, $7, $7)
+        ON CONFLICT (program_id, key) WHERE deleted_at IS NULL DO NOTHING RETURNING id
+        """,
+        uuid4(),
+        program_id,
+        journey.key,
+        journey.enabled,
+        journey.trigger.kind,
+        definition_json(journey),
+        now,
+    )
+    return inserted is not None
+
+
+async def _check(conn: Connection, program_id: UUID, journey: JourneyIn) -> None:
+    found = domain.problems(journey)
+    if found:
+        field, problem = found[0]
+        raise InvalidInput(problem, field=field)
+    rows = await conn.fetch(
+        "SELECT key, definition -> 'trigger' ->> 'journey' AS after FROM journey "
+        "WHERE program_id = $1 AND deleted_at IS NULL AND trigger_kind = 'journey_completed'",
+        program_id,
+    )
+    chain: dict[str, str | None] = {r["key"]: r["after"] for r in rows}
+    chain[journey.key] = journey.trigger.journey if journey.trigger.kind == "journey_completed" else None
+    if journey.trigger.kind == "journey_completed":
+        exists = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM journey WHERE program_id = $1 AND key = $2 AND deleted_at IS NULL)",
+            program_id,
+            journey.trigger.journey,
+        )
+        if not exists and journey.trigger.journey != journey.key:
+            raise InvalidInput(f"no journey {journey.trigger.journey!r} to follow", field="trigger.journey")
+    cycle = domain.find_cycle(chain)
+    if cycle:
+        raise InvalidInput(
+            f"journeys would follow each other in a loop: {' -> '.join(cycle)}", field="trigger.journey"
+        )
+
+
+async def _row(conn: Connection, program_id: UUID, key: str, *, lock: bool = False) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM journey j WHERE j.program_id = $1 AND j.key = $2 AND j.deleted_at IS NULL"
+        + (" FOR UPDATE OF j" if lock else ""),
+        program_id,
+        key,
+    )
+    if row is None:
+        raise NotFound(f"no journey {key!r} in this program", field="key")
+    return dict(row)
+
+
+async def create(conn: Connection, program_id: UUID, data: JourneyIn, now: datetime) -> JourneyOut:
+    await ensure_defaults(conn, program_id, now)
+    await _check(conn, program_id, data)
+    if not await _insert(conn, program_id, data, now):
+        raise Conflict(f"journey {data.key!r} already exists: change it with PUT", field="key")
+    return _out(await _row(conn, program_id, data.key))
+
+
+async def replace(conn: Connection, program_id: UUID, key: str, data: JourneyIn, now: datetime) -> JourneyOut:
+    """A new version; customers already in it go on with the new steps from the step they reached."""
+    await ensure_defaults(conn, program_id, now)
+    row = await _row(conn, program_id, key, lock=True)
+    if data.key != key:
+        raise InvalidInput(f"the key is {key!r} (a journey's key does not change)", field="key")
+    await _check(conn, program_id, data)
+    await conn.execute(
+        """
+        UPDATE journey SET version = version + 1, enabled = $2, trigger_kind = $3, definition = $4::jsonb,
+               enabled_at = CASE WHEN $2 AND NOT enabled THEN $5 WHEN $2 THEN enabled_at END, updated_at = $5
+        WHERE id = $1
+        """,
+        row["id"],
+        data.enabled,
+        data.trigger.kind,
+        definition_json(data),
+        now,
+    )
+    return _out(await _row(conn, program_id, key))
+
+
+async def set_enabled(
+    conn: Connection, program_id: UUID, key: str, data: JourneyPatch, now: datetime
+) -> JourneyOut:
+    """On: only triggers from now on enter (nobody is swept in for the past). Off: due steps stop."""
+    await ensure_defaults(conn, program_id, now)
+    row = await _row(conn, program_id, key, lock=True)
+    if row["enabled"] != data.enabled:
+        await conn.execute(
+            "UPDATE journey SET enabled = $2, enabled_at = CASE WHEN $2 THEN $3::timestamptz END, updated_at = $3 WHERE id = $1",
+            row["id"],
+            data.enabled,
+            now,
+        )
+    return _out(await _row(conn, program_id, key))
+
+
+async def delete(conn: Connection, program_id: UUID, key: str, now: datetime) -> None:
+    row = await _row(conn, program_id, key, lock=True)
+    followers = await conn.fetch(
+        "SELECT key FROM journey WHERE program_id = $1 AND deleted_at IS NULL AND definition -> 'trigger' ->> 'journey' = $2",
+        program_id,
+        key,
+    )
+    if followers:
+        raise Conflict(f"journey {followers[0]['key']!r} follows {key!r}: change it first", field="key")
+    await conn.execute(
+        "UPDATE journey SET deleted_at = $2, enabled = false, updated_at = $2 WHERE id = $1", row["id"], now
+    )
+    await conn.execute(
+        "UPDATE journey_enrollment SET status = 'exited', exit_reason = 'the journey was deleted', updated_at = $2 "
+        "WHERE journey_id = $1 AND status = 'active'",
+        row["id"],
+        now,
+    )
+
+
+async def list_all(conn: Connection, program_id: UUID, now: datetime) -> list[JourneyOut]:
+    await ensure_defaults(conn, program_id, now)
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM journey j WHERE j.program_id = $1 AND j.deleted_at IS NULL ORDER BY j.created_at, j.key",
+        program_id,
+    )
+    return [_out(dict(r)) for r in rows]
+
+
+async def get(conn: Connection, program_id: UUID, key: str, now: datetime) -> JourneyOut:
+    await ensure_defaults(conn, program_id, now)
+    return _out(await _row(conn, program_id, key))

@@ -1,0 +1,640 @@
+"""Messaging and journeys with real parts: PostgreSQL, a real SMTP server (aiosmtpd), the standard
+`email` parser on what it received, and the injectable clock moved through whole journeys."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from service.core.clock import FrozenClock
+from service.messaging.jobs import Sender, SendReport
+from service.outreach import jobs as outreach
+from tests.conftest import START, Api, fetch, in_app, iso, order_body, settings_for, table_counts
+
+
+@dataclass
+class Mailbox:
+    """What the SMTP server accepted; addresses starting with `bounce` are refused (550) at RCPT."""
+
+    received: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("bounce"):
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content
+        assert isinstance(raw, bytes)
+        self.received.append(email.message_from_bytes(raw, policy=email.policy.default))  # type: ignore[arg-type]
+        self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+        return "250 Message accepted"
+
+    def take(self) -> list[EmailMessage]:
+        taken, self.received = self.received, []
+        return taken
+
+
+@pytest.fixture(scope="module")
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    with socket.socket() as probe:  # a free port (aiosmtpd's start() connects to the port it was given)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: tuple[Mailbox, int]) -> Mailbox:
+    smtp_server[0].take()
+    return smtp_server[0]
+
+
+@pytest.fixture
+def sender(
+    client: AsyncTestClient[Litestar], database_url: str, smtp_server: tuple[Mailbox, int]
+) -> Iterator[Sender]:
+    settings = settings_for(
+        database_url, smtp_url=f"smtp://127.0.0.1:{smtp_server[1]}?starttls=never", smtp_connections=2
+    )
+
+    async def make() -> Sender:
+        return Sender(settings, "test-worker")
+
+    made = in_app(client, make)
+    yield made
+    in_app(client, made.close)
+
+
+def run_journeys(api: Api, clock: FrozenClock) -> None:
+    """What the worker's journey jobs do, at the clock's time."""
+    in_app(api.client, outreach.enter_from_events, clock.now())
+    in_app(api.client, outreach.enter_scheduled, clock.now())
+    in_app(api.client, outreach.advance, clock.now())
+
+
+def send(api: Api, sender: Sender, clock: FrozenClock) -> SendReport:
+    report: SendReport = in_app(api.client, sender.run, clock.now())
+    return report
+
+
+async def order(api: Api, external_id: str, profile: dict[str, Any], **overrides: Any) -> Any:
+    """An order with the customer's profile (name, email, locale... in the order, as shops send it)."""
+    body = {**order_body(external_id, profile["external_id"], **overrides), "customer": profile}
+    response = await api.client.post("/v1/orders", json=body, headers=api.headers())
+    assert response.status_code == 201, response.text
+    return response
+
+
+async def messages(api: Api, customer: str) -> list[dict[str, Any]]:
+    response = await api.client.get(f"/v1/messages?customer={customer}", headers=api.headers())
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def setup_program(api: Api, **settings: Any) -> None:
+    body = {
+        "from_email": "hello@trail.example",
+        "from_name": "Trail Shop",
+        "reply_to": "care@trail.example",
+        "default_locale": "en",
+        "review_url": "https://trail.example/review",
+        **settings,
+    }
+    response = await api.client.put("/v1/messaging/settings", json=body, headers=api.headers())
+    assert response.status_code == 200, response.text
+
+
+async def enable(api: Api, key: str) -> dict[str, Any]:
+    response = await api.client.patch(f"/v1/journeys/{key}", json={"enabled": True}, headers=api.headers())
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def parts(msg: EmailMessage) -> tuple[str, str]:
+    plain = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    assert plain is not None and html is not None
+    return plain.get_content(), html.get_content()
+
+
+async def test_post_purchase_journey_in_russian_by_real_smtp(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    await setup_program(api)
+    journeys = (await api.client.get("/v1/journeys", headers=api.headers())).json()["items"]
+    keys = {j["key"]: j for j in journeys}
+    assert {"post_purchase", "repeat_customer", "win_back", "expiry_reminder"} <= set(keys)
+    assert not any(j["enabled"] for j in journeys), "the shipped journeys start off"
+    # An order before the journey is turned on never enters it.
+    customer = {
+        "external_id": "ivan",
+        "email": "ivan@example.com",
+        "name": "Иван Петров",
+        "locale": "ru-RU",
+        "timezone": "Europe/Moscow",
+        "marketing_consent": True,
+    }
+    assert (await order(api, "o-0", customer)).status_code == 201
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    assert (await order(api, "o-1", customer, placed_at=iso(clock.now()))).status_code == 201
+
+    run_journeys(api, clock)
+    run_journeys(api, clock)  # a rerun (or a second worker) queues nothing twice
+    assert send(api, sender, clock).sent == 1
+    [thanks] = mailbox.take()
+    assert thanks["To"] == "Иван Петров <ivan@example.com>"
+    assert thanks["From"] == "Trail Shop <hello@trail.example>" and thanks["Reply-To"] == "care@trail.example"
+    assert thanks["Message-ID"].startswith("<encore.") and thanks["Date"]
+    assert thanks["Content-Language"] == "ru-RU"
+    assert thanks["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert thanks["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/v1/unsubscribe/")
+    assert thanks.get_content_type() == "multipart/alternative"
+    assert "o-1" in thanks["Subject"]
+    text, html = parts(thanks)
+    assert "Иван" in text and "Иван" in html
+    assert "Trail shoe" in text and "Socks" in html
+    assert "90 баллов" in text, text  # EUR 90.00 at 1 point per euro: ru "many"
+    assert "90,00" in text and "€" in text  # the customer's locale formats the money
+
+    # Five days later: "how is it?"; a week after that: the review request (marketing; consent given).
+    clock.advance(timedelta(days=5))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 1
+    [check_in] = mailbox.take()
+    assert "o-1" in check_in["Subject"]
+    clock.advance(timedelta(days=7))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 1
+    [review] = mailbox.take()
+    assert "https://trail.example/review" in parts(review)[0]
+
+    log = await messages(api, "ivan")
+    assert [m["message_type"] for m in log] == ["review_request", "delivery_check_in", "order_thank_you"]
+    assert all(
+        m["status"] == "sent" and m["journey"] == "post_purchase" and m["locale"] == "ru_RU" for m in log
+    )
+    assert [m["step"] for m in log] == [2, 1, 0]
+    status = await api.status("ivan")
+    assert [m["message_type"] for m in status["recent_messages"]] == [m["message_type"] for m in log]
+    journey = (await api.client.get("/v1/journeys/post_purchase", headers=api.headers())).json()
+    assert journey["completed"] == 1 and journey["active"] == 0
+    # The whole journey again changes nothing: every step is unique per journey, customer, step, trigger.
+    before = table_counts(api.client)
+    run_journeys(api, clock)
+    assert send(api, sender, clock).claimed == 0
+    assert table_counts(api.client) == before
+
+
+async def test_unknown_locale_falls_back_and_says_so(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    await setup_program(api, default_locale="lv")
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    customer = {"external_id": "klaus", "email": "klaus@example.com", "name": "Klaus", "locale": "de-DE"}
+    await order(api, "o-1", customer, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+    send(api, sender, clock)
+    [msg] = mailbox.take()
+    assert msg["Content-Language"] == "lv"
+    [logged] = await messages(api, "klaus")
+    assert logged["locale"] == "lv" and "no templates for locale 'de-DE'" in logged["locale_note"]
+
+
+async def test_quiet_hours_defer_caps_suppress_and_one_click_unsubscribe(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    await setup_program(api, marketing_cap=2, marketing_cap_days=7, marketing_min_gap_hours=16)
+    journey = {
+        "key": "reviews",
+        "name": "Thank a reviewer with early access",
+        "trigger": {"kind": "event", "event_type": "review_written"},
+        "steps": [{"message_type": "repeat_invitation", "offer": "Our winter boots, two days early."}],
+        "exit_on": ["unsubscribed"],
+        "enabled": True,
+    }
+    assert (await api.client.post("/v1/journeys", json=journey, headers=api.headers())).status_code == 201
+    customer = {
+        "external_id": "ada",
+        "email": "ada@example.com",
+        "name": "Ada",
+        "timezone": "UTC",
+        "marketing_consent": True,
+    }
+    await order(api, "o-1", customer)
+
+    async def review(n: int) -> None:
+        body = {"type": "review_written", "customer": {"external_id": "ada"}, "properties": {"n": n}}
+        response = await api.client.post(
+            "/v1/events", json=body, headers=api.headers(**{"Idempotency-Key": f"r-{n}"})
+        )
+        assert response.status_code in (201, 202), response.text
+
+    clock.set(START.replace(hour=22))  # 22:00 in the customer's zone: quiet
+    await review(1)
+    run_journeys(api, clock)
+    assert send(api, sender, clock).deferred == 1
+    [deferred] = await messages(api, "ada")
+    assert deferred["status"] == "deferred" and deferred["reason"] == "quiet hours in UTC"
+    assert deferred["due_at"] == iso(START.replace(hour=8) + timedelta(days=1))
+    assert mailbox.take() == []
+    clock.set(START.replace(hour=8) + timedelta(days=1))
+    assert send(api, sender, clock).sent == 1
+    [invitation] = mailbox.take()
+    text, _ = parts(invitation)
+    assert "Our winter boots, two days early." in text and "Ada" in text
+
+    # Another one at 10:00: within 16 h of the last, so deferred to 00:00 and then past the quiet night.
+    clock.set(START.replace(hour=10) + timedelta(days=1))
+    await review(2)
+    run_journeys(api, clock)
+    assert send(api, sender, clock).deferred == 1
+    latest = (await messages(api, "ada"))[0]
+    assert (
+        latest["status"] == "deferred"
+        and "quiet hours" in latest["reason"]
+        and "after the last marketing" in latest["reason"]
+    )
+    clock.set(START.replace(hour=8) + timedelta(days=2))
+    assert send(api, sender, clock).sent == 1
+    mailbox.take()
+    # A third within 7 days: the cap (2 in 7 days) suppresses it: never sent, and it says why.
+    clock.set(START.replace(hour=12) + timedelta(days=3))
+    await review(3)
+    run_journeys(api, clock)
+    assert send(api, sender, clock).suppressed == 1
+    latest = (await messages(api, "ada"))[0]
+    assert latest["status"] == "suppressed" and latest["reason"].startswith(
+        "frequency cap: 2 marketing messages"
+    )
+
+    # One click: the receiver POSTs List-Unsubscribe=One-Click to the header's URL, without a key.
+    url = invitation["List-Unsubscribe"].strip("<>")
+    path = urlsplit(url).path
+    page = await api.client.get(path)
+    assert page.status_code == 200 and "<form" in page.text
+    assert (await api.status("ada"))["customer"]["marketing_consent"] is True, "a GET never unsubscribes"
+    done = await api.client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200, done.text
+    profile = (await api.status("ada"))["customer"]
+    assert profile["marketing_consent"] is False and profile["transactional_consent"] is True
+    assert (
+        await api.client.post(path[:-3] + "AAA", data={"List-Unsubscribe": "One-Click"})
+    ).status_code == 422
+    # Marketing stops (the customer leaves the journey: exit on unsubscribed)...
+    clock.set(START.replace(hour=12) + timedelta(days=20))
+    await review(4)
+    run_journeys(api, clock)
+    assert send(api, sender, clock).claimed == 0
+    assert fetch(
+        api.client, "SELECT status, exit_reason FROM journey_enrollment ORDER BY entered_at DESC LIMIT 1"
+    )[0] == {
+        "status": "exited",
+        "exit_reason": "no marketing consent",
+    }
+    # ... transactional messages still go.
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    await order(api, "o-2", {"external_id": "ada"}, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 1
+    assert mailbox.take()[0]["Subject"].startswith("Thank you for your order o-2")
+
+
+async def test_a_new_order_exits_the_win_back(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    await setup_program(api)
+    win_back = {
+        "key": "win_back",
+        "name": "Win-back with a reward on the second try",
+        "trigger": {"kind": "inactivity", "days": 90},
+        "steps": [
+            {"message_type": "win_back"},
+            {"delay": {"days": 14}, "message_type": "win_back", "reward_points": 200},
+        ],
+        "exit_on": ["ordered_again", "unsubscribed"],
+        "enabled": True,
+    }
+    response = await api.client.put("/v1/journeys/win_back", json=win_back, headers=api.headers())
+    assert response.status_code == 200, response.text
+    for name in ("ben", "cleo"):
+        customer = {
+            "external_id": name,
+            "email": f"{name}@example.com",
+            "name": name.title(),
+            "marketing_consent": True,
+        }
+        await order(api, f"o-{name}", customer)
+    clock.set(START + timedelta(days=91))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 2
+    first = {m["To"]: parts(m)[0] for m in mailbox.take()}
+    assert "91 days since your last order" in first["Ben <ben@example.com>"]
+    # Ben orders again; Cleo does not. Two weeks on, only Cleo gets the second step and its reward.
+    clock.advance(timedelta(hours=2))
+    await api.order("o-ben-2", "ben", placed_at=iso(clock.now()))
+    clock.advance(timedelta(days=14))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 1
+    [second] = mailbox.take()
+    assert second["To"] == "Cleo <cleo@example.com>" and "200 points are waiting" in parts(second)[0]
+    enrollments = fetch(
+        api.client,
+        "SELECT c.external_id, e.status, e.exit_reason FROM journey_enrollment e JOIN customer c ON c.id = e.customer_id ORDER BY 1",
+    )
+    assert enrollments == [
+        {"external_id": "ben", "status": "exited", "exit_reason": "ordered again"},
+        {"external_id": "cleo", "status": "completed", "exit_reason": None},
+    ]
+    assert (await api.status("cleo"))["points"]["available"] >= 200
+    rewards = fetch(
+        api.client, "SELECT count(*) AS n FROM points_entry WHERE reason LIKE 'journey win_back%'"
+    )
+    assert rewards == [{"n": 1}]
+
+
+async def test_hard_bounce_fills_the_suppression_list(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    await setup_program(api)
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    customer = {"external_id": "gone", "email": "bounce@example.com", "name": "Gone"}
+    await order(api, "o-1", customer, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).failed == 1
+    [failed] = await messages(api, "gone")
+    assert (
+        failed["status"] == "failed"
+        and failed["reason"] == "refused by the mail server"
+        and "550" in failed["last_error"]
+    )
+    listed = (await api.client.get("/v1/suppressions", headers=api.headers())).json()["items"]
+    assert listed[0]["email"] == "bounce@example.com" and listed[0]["reason"] == "hard_bounce"
+    clock.advance(timedelta(days=5))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).suppressed == 1
+    latest = (await messages(api, "gone"))[0]
+    assert latest["reason"] == "address on the suppression list (hard_bounce)"
+    assert mailbox.take() == []
+
+
+async def test_templates_are_checked_at_save_versioned_and_previewed(api: Api) -> None:
+    good = {
+        "message_type": "points_expiring",
+        "locale": "ru",
+        "subject": "{{ plural(points, one='Сгорает # балл', few='Сгорают # балла', many='Сгорают # баллов', other='Сгорают # балла') }}",
+        "text": "{{ greeting }}\n{{ date(expires_on) }}",
+        "html": "<p>{{ greeting }}</p>",
+    }
+    created = await api.client.post("/v1/templates", json=good, headers=api.headers())
+    assert created.status_code == 201, created.text
+    template_id = created.json()["id"]
+    for count, subject in (
+        (1, "Сгорает 1 балл"),
+        (2, "Сгорают 2 балла"),
+        (5, "Сгорают 5 баллов"),
+        (21, "Сгорает 21 балл"),
+    ):
+        preview = await api.client.post(
+            f"/v1/templates/{template_id}/preview", json={"count": count}, headers=api.headers()
+        )
+        assert preview.status_code == 200, preview.text
+        assert preview.json()["subject"] == subject
+    again = await api.client.put(
+        f"/v1/templates/{template_id}", json={**good, "subject": "Баллы"} | {}, headers=api.headers()
+    )
+    assert again.status_code == 422  # message_type/locale are not part of a new version
+    updated = await api.client.put(
+        f"/v1/templates/{template_id}",
+        json={k: good[k] for k in ("subject", "text", "html")} | {"subject": "Баллы"},
+        headers=api.headers(),
+    )
+    assert updated.status_code == 200 and updated.json()["version"] == 2
+    versions = (await api.client.get(f"/v1/templates/{template_id}/versions", headers=api.headers())).json()[
+        "items"
+    ]
+    assert [v["version"] for v in versions] == [2, 1]
+    duplicate = await api.client.post("/v1/templates", json=good, headers=api.headers())
+    assert duplicate.status_code == 409
+
+    # The shipped Welsh default, previewed for a sample customer at each count: six plural forms.
+    welsh = {
+        count: (
+            await api.client.post(
+                "/v1/templates/preview",
+                json={"message_type": "points_expiring", "locale": "cy", "count": count},
+                headers=api.headers(),
+            )
+        ).json()["subject"]
+        for count in (0, 1, 2, 3, 6, 7)
+    }
+    assert [welsh[n].split(" yn ")[0] for n in (0, 1, 2, 3, 6, 7)] == [
+        "Bydd 0 pwynt",
+        "Bydd 1 pwynt",
+        "Bydd 2 bwynt",
+        "Bydd 3 phwynt",
+        "Bydd 6 phwynt",
+        "Bydd 7 pwynt",
+    ]
+
+    # A real customer: their name and points.
+    await order(api, "o-1", {"external_id": "zoe", "name": "Zoë Quinn", "locale": "en-GB"})
+    real = await api.client.post(
+        "/v1/templates/preview",
+        json={"message_type": "win_back", "locale": "en", "customer": "zoe"},
+        headers=api.headers(),
+    )
+    assert real.status_code == 200, real.text
+    assert "Hi Zoë," in real.json()["text"] and "since your last order on 2 March 2026" in real.json()["text"]
+    assert real.json()["locale"] == "en_GB"
+
+
+BAD_TEMPLATES = [
+    ({"subject": "{{ custmer.first_name }}"}, "subject", 1, "unknown variable 'custmer'"),
+    ({"text": "Hello\n{% if points %}\nno end"}, "text", 3, "Unexpected end of template"),
+    ({"text": "a\nb\n{{ points.nope }}"}, "text", 3, "has no attribute 'nope'"),
+    (
+        {"html": "{{ plural(points, one='# балл', other='# балла') }}"},
+        "html",
+        1,
+        "plural() needs the forms few, many",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "part", "line", "error"), BAD_TEMPLATES)
+async def test_a_template_that_fails_to_render_is_refused_at_save(
+    api: Api, change: dict[str, str], part: str, line: int, error: str
+) -> None:
+    body = {
+        "message_type": "points_expiring",
+        "locale": "ru",
+        "subject": "S",
+        "text": "T",
+        "html": "<p>H</p>",
+        **change,
+    }
+    before = table_counts(api.client)
+    response = await api.client.post("/v1/templates", json=body, headers=api.headers())
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert problem["field"] == part and problem["line"] == line and error in problem["detail"], problem
+    assert table_counts(api.client) == before
+
+
+BAD_INPUTS = [
+    (
+        "POST",
+        "/v1/journeys",
+        {
+            "key": "x",
+            "name": "X",
+            "trigger": {"kind": "order_placed"},
+            "steps": [{"delay": {"days": -1}, "message_type": "order_thank_you"}],
+        },
+        "steps[0].delay.days",
+    ),
+    (
+        "POST",
+        "/v1/journeys",
+        {
+            "key": "x",
+            "name": "X",
+            "trigger": {"kind": "journey_completed", "journey": "x"},
+            "steps": [{"message_type": "birthday"}],
+        },
+        "trigger.journey",
+    ),
+    (
+        "POST",
+        "/v1/journeys",
+        {"key": "x", "name": "X", "trigger": {"kind": "inactivity"}, "steps": [{"message_type": "win_back"}]},
+        "trigger.days",
+    ),
+    (
+        "POST",
+        "/v1/journeys",
+        {"key": "x", "name": "X", "trigger": {"kind": "order_placed"}, "steps": [{"message_type": "nope"}]},
+        "steps[0].message_type",
+    ),
+    (
+        "POST",
+        "/v1/journeys",
+        {"key": "x", "name": "X", "trigger": {"kind": "order_placed"}, "steps": []},
+        "steps",
+    ),
+    (
+        "POST",
+        "/v1/templates",
+        {"message_type": "birthday", "locale": "de", "subject": "s", "text": "t", "html": "h"},
+        "locale",
+    ),
+    ("PUT", "/v1/messaging/settings", {"from_email": "not an address"}, "from_email"),
+    (
+        "PUT",
+        "/v1/messaging/settings",
+        {"quiet_hours": {"start": "25:00", "end": "08:00"}},
+        "quiet_hours.start",
+    ),
+    ("PUT", "/v1/messaging/settings", {"quiet_hours": {"start": "08:00", "end": "08:00"}}, "quiet_hours"),
+    ("POST", "/v1/suppressions", {"email": "a..b@example.com"}, "email"),
+    (
+        "POST",
+        "/v1/orders",
+        {
+            "external_id": "o-9",
+            "customer": {"external_id": "c", "email": "<x@y.z>"},
+            "currency": "EUR",
+            "placed_at": iso(START),
+            "lines": [],
+            "total_amount": 0,
+        },
+        "customer.email",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field_name"), BAD_INPUTS)
+async def test_bad_input_is_a_422_naming_the_field_and_changes_nothing(
+    api: Api, method: str, path: str, body: dict[str, Any], field_name: str
+) -> None:
+    await api.client.get("/v1/journeys", headers=api.headers())  # the shipped journeys exist
+    before = table_counts(api.client)
+    response = await api.client.request(method, path, json=body, headers=api.headers())
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field_name, response.json()
+    assert table_counts(api.client) == before
+
+
+async def test_chained_journeys_cannot_loop(api: Api) -> None:
+    def chained(key: str, after: str) -> dict[str, Any]:
+        return {
+            "key": key,
+            "name": key,
+            "trigger": {"kind": "journey_completed", "journey": after},
+            "steps": [{"message_type": "birthday"}],
+        }
+
+    assert (
+        await api.client.post("/v1/journeys", json=chained("a", "post_purchase"), headers=api.headers())
+    ).status_code == 201
+    assert (
+        await api.client.post("/v1/journeys", json=chained("b", "a"), headers=api.headers())
+    ).status_code == 201
+    loop = await api.client.put("/v1/journeys/a", json=chained("a", "b"), headers=api.headers())
+    assert (
+        loop.status_code == 422 and "a -> b -> a" in loop.json()["detail"]
+    ) or "b -> a -> b" in loop.json()["detail"]
+    assert (await api.client.delete("/v1/journeys/a", headers=api.headers())).status_code == 409
+
+
+async def test_repeat_customers_enter_when_their_own_rhythm_says_so(api: Api, clock: FrozenClock) -> None:
+    await enable(api, "repeat_customer")
+    # Every 20 days: due 20 days after the last order. A one-order customer never enters (min 2 orders).
+    for n, day in enumerate((0, 20, 40)):
+        profile = {"external_id": "regular", "marketing_consent": True}
+        await order(api, f"r-{n}", profile, placed_at=iso(START - timedelta(days=60) + timedelta(days=day)))
+    await api.order("once", "once", placed_at=iso(START - timedelta(days=100)))
+    clock.set(START - timedelta(days=1))  # day 59: the usual 20 days after day 40 have not all passed
+    run_journeys(api, clock)
+    assert fetch(api.client, "SELECT count(*) AS n FROM journey_enrollment") == [{"n": 0}]
+    clock.set(START + timedelta(hours=1))
+    run_journeys(api, clock)
+    run_journeys(api, clock)
+    rows = fetch(
+        api.client,
+        "SELECT c.external_id, e.context ->> 'interval_days' AS days FROM journey_enrollment e JOIN customer c ON c.id = e.customer_id",
+    )
+    assert rows == [{"external_id": "regular", "days": "20"}]
+    assert fetch(api.client, "SELECT message_type, status FROM message") == [
+        {"message_type": "repeat_invitation", "status": "queued"}
+    ]
