@@ -13,6 +13,9 @@
 8. tiers: orders with three tiers on against off (alternating), and the re-evaluation of
    BENCH_TIER_CUSTOMERS (1,000,000) customers generated in SQL on their own database (bench/tiers.py);
    BENCH_TIERS=0 skips it.
+9. messaging: the send sweep's select + render of BENCH_MESSAGES (100,000) due messages in six locales, and
+   SMTP delivery of BENCH_SMTP_MESSAGES (5,000) to aiosmtpd in its own process (bench/messaging.py);
+   BENCH_MESSAGES=0 skips it.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -77,7 +80,7 @@ import msgspec
 import uvloop
 from yarl import URL
 
-from bench import rules, sweeps, tiers, webhooks
+from bench import messaging, rules, sweeps, tiers, webhooks
 from bench.load import PhaseResult, Request, run_phase
 
 T = TypeVar("T")
@@ -604,6 +607,7 @@ class Run:
     rules: dict[str, Any] | None = None  # bench.rules: earn with 50 rules vs base, simulation time
     tiers_earn: dict[str, Any] | None = None  # bench.tiers: earn with tiers on vs off
     tiers_reevaluation: dict[str, Any] | None = None  # bench.tiers: re-evaluation of a million customers
+    messaging: dict[str, Any] | None = None  # bench.messaging: render sweep and SMTP delivery
 
     def http_phase(
         self,
@@ -748,6 +752,9 @@ class Run:
         if self.tiers_earn is not None or self.tiers_reevaluation is not None:
             lines.append("")
             lines.append(tiers.format_results(self.tiers_earn, self.tiers_reevaluation))
+        if self.messaging is not None:
+            lines.append("")
+            lines.append(messaging.format_results(self.messaging))
         if self.error:
             lines.append(f"RUN FAILED: {self.error}")
         return "\n".join(lines)
@@ -783,6 +790,7 @@ class Run:
             "webhooks": self.webhooks,
             "rules": self.rules,
             "tiers": {"earn": self.tiers_earn, "reevaluation": self.tiers_reevaluation},
+            "messaging": self.messaging,
             "error": self.error,
             "table": table,
         }
@@ -913,6 +921,20 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         run.tiers_reevaluation = run_async(lambda: tiers.measure_reevaluation(tiers_url, customers))
         run_async(lambda: drop_database(server_url, tiers_db))
         databases.remove(tiers_db)
+
+    # 9. Messaging: select + render of many due messages, SMTP delivery to aiosmtpd (BENCH_MESSAGES=0 skips).
+    messages = int(_env_number("BENCH_MESSAGES", 100_000))
+    if messages > 0:
+        messaging_db = f"encore_messaging_{tag}"
+        run_async(lambda: create_database(server_url, messaging_db))
+        databases.append(messaging_db)
+        messaging_url = with_database(server_url, messaging_db)
+        encore_cli(["migrate"], {**base_env, "ENCORE_DATABASE_URL": messaging_url})
+        smtp_messages = int(_env_number("BENCH_SMTP_MESSAGES", 5_000))
+        print(f"messaging: render {messages:,} due messages, SMTP {smtp_messages:,} ...", flush=True)
+        run.messaging = run_async(lambda: messaging.measure(messaging_url, messages, smtp_messages))
+        run_async(lambda: drop_database(server_url, messaging_db))
+        databases.remove(messaging_db)
 
     # 6. Webhook delivery: outbox events to a local receiver, one worker then two (BENCH_WEBHOOK_EVENTS=0 skips).
     events = int(_env_number("BENCH_WEBHOOK_EVENTS", 100_000))
