@@ -101,9 +101,7 @@ def _line_of(error: BaseException) -> int | None:
     return line
 
 
-def compile_part(
-    part: str, source: str, allowed: frozenset[str] | None = None, *, trusted: bool = False
-) -> Template:
+def compile_part(part: str, source: str, allowed: frozenset[str], *, trusted: bool = False) -> Template:
     if len(source) > MAX_PART_CHARS[part]:
         raise TemplateProblem(part, None, f"longer than {MAX_PART_CHARS[part]} characters")
     env = _env(part, trusted=trusted)
@@ -111,12 +109,11 @@ def compile_part(
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(part, exc.lineno, exc.message or "syntax error") from None
-    if allowed is not None:
-        unknown = meta.find_undeclared_variables(tree) - allowed
-        if unknown:
-            name = sorted(unknown)[0]
-            line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == name), None)
-            raise TemplateProblem(part, line, f"unknown variable '{name}'")
+    unknown = meta.find_undeclared_variables(tree) - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == name), None)
+        raise TemplateProblem(part, line, f"unknown variable '{name}'")
     return env.from_string(tree)
 
 
@@ -152,14 +149,6 @@ def choose_locale(requested: str | None, program_default: str) -> LocaleChoice:
         note = f"no templates for locale '{requested}'; sent in '{program_default}', the program's default"
         return LocaleChoice(program_default, program_default, note)
     return LocaleChoice(program_default, program_default, None)
-
-
-def is_known_locale(value: str) -> bool:
-    try:
-        Locale.parse(value.replace("-", "_"))
-    except (ValueError, UnknownLocaleError):
-        return False
-    return True
 
 
 # --- helpers the templates call --------------------------------------------------------------------
@@ -308,6 +297,26 @@ def _layout_parts(
     )
 
 
+def _context(
+    message_type: str, template_locale: str, format_locale: str, variables: Mapping[str, Any], *, strict: bool
+) -> tuple[dict[str, Any], str]:
+    """What a message's parts see (its variables, the helpers, the layout's greeting and signature) and
+    its footer with the unsubscribe link."""
+    category = MESSAGE_TYPES[message_type].category
+    greeting, signature, footer = _layout_parts(
+        template_locale, format_locale, category, _first_name(variables), str(variables["program"]["name"])
+    )
+    context: dict[str, Any] = {
+        **variables,
+        **_helpers(format_locale, strict),
+        "locale": format_locale,
+        "marketing": category == "marketing",
+        "greeting": greeting,
+        "signature": signature,
+    }
+    return context, footer.replace(_UNSUBSCRIBE_PLACEHOLDER, str(variables["unsubscribe_url"]))
+
+
 def render(
     template: CompiledTemplate,
     *,
@@ -315,22 +324,9 @@ def render(
     template_locale: str,
     format_locale: str,
     variables: Mapping[str, Any],
-    strict: bool = False,
 ) -> Rendered:
     """Render one message. `variables` holds the type's variables plus customer, program, unsubscribe_url."""
-    category = MESSAGE_TYPES[message_type].category
-    context: dict[str, Any] = {
-        **variables,
-        **_helpers(format_locale, strict),
-        "locale": format_locale,
-        "marketing": category == "marketing",
-    }
-    greeting, signature, footer = _layout_parts(
-        template_locale, format_locale, category, _first_name(variables), str(variables["program"]["name"])
-    )
-    footer = footer.replace(_UNSUBSCRIBE_PLACEHOLDER, str(variables["unsubscribe_url"]))
-    context["greeting"] = greeting
-    context["signature"] = signature
+    context, footer = _context(message_type, template_locale, format_locale, variables, strict=False)
     subject = " ".join(template.subject.render(context).split())
     text = _TRAILING_SPACE.sub("\n", template.text.render(context)).strip()
     text = _BLANK_LINES.sub("\n\n", text) + "\n\n-- \n" + footer + "\n"
@@ -352,32 +348,16 @@ def sample_variables(message_type: str, count: int) -> dict[str, Any]:
 def check(
     message_type: str, locale: str, sources: Mapping[str, str], probes: Iterable[int] = PLURAL_PROBES
 ) -> CompiledTemplate:
-    """Compile and sample-render a template as `save` would; raises TemplateProblem (part, line, error)."""
+    """Compile and sample-render a template as `save` would; raises TemplateProblem (part, line, error).
+    Each part is rendered on its own, strictly (every plural form the locale needs), to name it."""
     template = compile_template(message_type, sources)
     for count in probes:
-        variables = sample_variables(message_type, count)
+        context, _footer = _context(
+            message_type, locale, locale, sample_variables(message_type, count), strict=True
+        )
         for part in PARTS:
             try:
-                render_part(template, part, message_type, locale, variables)
-            except TemplateProblem:
-                raise
+                getattr(template, part).render(context)
             except Exception as exc:  # any render failure is the template's fault, reported with its line
                 raise TemplateProblem(part, _line_of(exc), f"{type(exc).__name__}: {exc}") from None
     return template
-
-
-def render_part(
-    template: CompiledTemplate, part: str, message_type: str, locale: str, variables: Mapping[str, Any]
-) -> str:
-    """One part rendered strictly (the save-time check renders each part on its own to name it)."""
-    category = MESSAGE_TYPES[message_type].category
-    context = {
-        **variables,
-        **_helpers(locale, True),
-        "locale": locale,
-        "marketing": category == "marketing",
-        "greeting": "Hello,",
-        "signature": "The team",
-    }
-    result: str = getattr(template, part).render(context)
-    return result
