@@ -115,7 +115,8 @@ FORWARDS = (
     )
     """,
     "CREATE INDEX message_due ON message (due_at) WHERE status IN ('queued', 'deferred')",
-    "CREATE INDEX message_customer ON message (customer_id, created_at DESC)",
+    # A customer's messages newest first (the status view, GET /v1/messages?customer=): by id, as listed.
+    "CREATE INDEX message_customer ON message (customer_id, id DESC)",
     # The frequency cap counts a customer's recent marketing messages.
     "CREATE INDEX message_marketing_sent ON message (customer_id, sent_at) WHERE category = 'marketing' AND status = 'sent'",
     """

@@ -240,18 +240,24 @@ async def messages(
     before_id: int | None,
     limit: int,
 ) -> list[dict[str, Any]]:
+    # Only the filters given, so each shape gets its own plan (a generic "$2 IS NULL OR ..." plan would
+    # walk the program's messages by id instead of the customer's index).
+    filters, args = ["m.program_id = $1"], [program_id, limit]
+    for condition, value in (
+        ("m.customer_id = ${}", customer_id),
+        ("m.status = ${}", status),
+        ("m.id < ${}", before_id),
+    ):
+        if value is not None:
+            args.append(value)
+            filters.append(condition.format(len(args)))
     rows = await conn.fetch(
         f"""
         SELECT {MESSAGE_COLUMNS}, c.external_id AS customer, j.key AS journey
         FROM message m JOIN customer c ON c.id = m.customer_id LEFT JOIN journey j ON j.id = m.journey_id
-        WHERE m.program_id = $1 AND ($2::uuid IS NULL OR m.customer_id = $2) AND ($3::text IS NULL OR m.status = $3)
-              AND ($4::bigint IS NULL OR m.id < $4)
-        ORDER BY m.id DESC LIMIT $5
+        WHERE {" AND ".join(filters)}
+        ORDER BY m.id DESC LIMIT $2
         """,
-        program_id,
-        customer_id,
-        status,
-        before_id,
-        limit,
+        *args,
     )
     return [dict(r) for r in rows]
