@@ -11,6 +11,7 @@ from service.core import db
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
 from service.messaging import service
+from service.messaging.delivery import read_unsubscribe_token
 from service.messaging.schemas import (
     DraftPreviewIn,
     MessageList,
@@ -149,10 +150,7 @@ class MessagingController(Controller):
         clock: NamedDependency[Clock],
     ) -> PreviewOut:
         async with db.connection() as conn:
-            draft = DraftPreviewIn(
-                message_type="order_thank_you", locale="en", customer=data.customer, count=data.count
-            )
-            return await service.preview(conn, request.user.program_id, draft, clock.now(), template_id)
+            return await service.preview_saved(conn, request.user.program_id, template_id, data, clock.now())
 
     @post(
         "/templates/preview",
@@ -167,7 +165,7 @@ class MessagingController(Controller):
         clock: NamedDependency[Clock],
     ) -> PreviewOut:
         async with db.connection() as conn:
-            return await service.preview(conn, request.user.program_id, data, clock.now())
+            return await service.preview_draft(conn, request.user.program_id, data, clock.now())
 
     @get(
         "/messages",
@@ -236,8 +234,6 @@ class UnsubscribeController(Controller):
 
     @get("/{token:str}", media_type=MediaType.HTML, summary="The unsubscribe page of a message's link")
     async def unsubscribe_page(self, token: FromPath[str], settings: NamedDependency[Settings]) -> str:
-        from service.messaging.delivery import read_unsubscribe_token
-
         link = read_unsubscribe_token(settings.signing_key(), token)
         what = "news and offers" if link.scope == "marketing" else "all emails"
         body = (

@@ -20,11 +20,7 @@ _EMAIL = re.compile(EMAIL_PATTERN)
 
 
 def is_email(value: str) -> bool:
-    return len(value) <= 320 and len(value.rpartition("@")[0]) <= 64 and bool(_EMAIL.match(value))
-
-
-def normalise_email(value: str) -> str:
-    return value.strip().lower()
+    return len(value) <= 320 and bool(_EMAIL.match(value))
 
 
 @dataclass(frozen=True, slots=True)

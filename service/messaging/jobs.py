@@ -66,15 +66,13 @@ class Sender:
 
     async def deliver(self, prepared: list[service.Prepared], now: datetime) -> list[dict[str, Any]]:
         outcomes = [p.outcome for p in prepared if p.envelope is None]
-        sendable = [p for p in prepared if p.envelope is not None]
-        results = await asyncio.gather(
-            *(self.transport.send(delivery.build_email(p.envelope)) for p in sendable if p.envelope)
-        )
+        sendable = [(p, p.envelope) for p in prepared if p.envelope is not None]
+        results = await asyncio.gather(*(self.transport.send(delivery.build_email(e)) for _, e in sendable))
         bounces = []
-        for item, result in zip(sendable, results, strict=True):
+        for (item, envelope), result in zip(sendable, results, strict=True):
             outcomes.append(service.after_send(item, result, now))
-            if result.bounce and item.envelope is not None:
-                bounces.append((item.row["program_id"], item.envelope.to_email, "hard_bounce", result.error))
+            if result.bounce:
+                bounces.append((item.row["program_id"], envelope.to_email, "hard_bounce", result.error))
         async with db.transaction() as conn:
             await repository.record(conn, outcomes, self.worker_id, now)
             await repository.suppress_addresses(conn, bounces, now)

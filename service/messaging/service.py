@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -26,6 +26,7 @@ from service.messaging.schemas import (
     MessageTypeList,
     MessageTypeOut,
     MessagingSettings,
+    PreviewIn,
     PreviewOut,
     SuppressionIn,
     SuppressionList,
@@ -255,26 +256,45 @@ def _zone(name: str | None, fallback: str) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
-async def preview(
-    conn: Connection, program_id: UUID, data: DraftPreviewIn, now: datetime, template_id: str | None = None
+async def preview_saved(
+    conn: Connection, program_id: UUID, template_id: str, data: PreviewIn, now: datetime
 ) -> PreviewOut:
-    """Render a draft, a saved template or the default for a real customer (their facts, their locale's
-    formats) or a sample one. Writes nothing."""
-    notes: list[str] = []
-    if template_id is not None:
-        row = await _template_row(conn, program_id, template_id)
-        message_type, locale = row["message_type"], row["locale"]
-        template, label = compiled_override(row), f"{row['id']} v{row['version']}"
+    """A saved template for a real or a sample customer. Writes nothing."""
+    row = await _template_row(conn, program_id, template_id)
+    label = f"{row['id']} v{row['version']}"
+    return await _preview(
+        conn, program_id, row["message_type"], row["locale"], compiled_override(row), label, data, now
+    )
+
+
+async def preview_draft(
+    conn: Connection, program_id: UUID, data: DraftPreviewIn, now: datetime
+) -> PreviewOut:
+    """A draft (checked as a save would be), else the program's current template or the default."""
+    message_type, locale = data.message_type, data.locale
+    if data.parts is not None:
+        template, label = _checked(message_type, locale, data.parts), "draft"
     else:
-        message_type, locale = data.message_type, data.locale
-        if data.parts is not None:
-            template, label = _checked(message_type, locale, data.parts), "draft"
+        saved = (await repository.overrides(conn, [program_id])).get((program_id, message_type, locale))
+        if saved:
+            template, label = compiled_override(saved), f"{saved['id']} v{saved['version']}"
         else:
-            saved = (await repository.overrides(conn, [program_id])).get((program_id, message_type, locale))
-            if saved:
-                template, label = compiled_override(saved), f"{saved['id']} v{saved['version']}"
-            else:
-                template, label = rendering.default_template(locale, message_type), f"default:{locale}"
+            template, label = rendering.default_template(locale, message_type), f"default:{locale}"
+    return await _preview(conn, program_id, message_type, locale, template, label, data, now)
+
+
+async def _preview(
+    conn: Connection,
+    program_id: UUID,
+    message_type: str,
+    locale: str,
+    template: CompiledTemplate,
+    label: str,
+    data: PreviewIn | DraftPreviewIn,
+    now: datetime,
+) -> PreviewOut:
+    """Render for a real customer (their facts, their locale's formats) or a sample one."""
+    notes: list[str] = []
     settings = await get_settings(conn, program_id)
     format_locale = locale
     if data.customer is None:
@@ -403,8 +423,6 @@ def _suppression_out(row: dict[str, Any]) -> SuppressionOut:
 async def add_suppression(
     conn: Connection, program_id: UUID, data: SuppressionIn, now: datetime
 ) -> SuppressionOut:
-    if not domain.is_email(data.email):
-        raise InvalidInput(f"not an email address: {data.email!r}", field="email")
     await repository.suppress_addresses(conn, [(program_id, data.email, data.reason, data.detail)], now)
     row = await conn.fetchrow(
         "SELECT email, reason, detail, created_at FROM suppression WHERE program_id = $1 AND email = lower($2)",
@@ -494,7 +512,6 @@ class BatchFacts:
     tiers: dict[UUID, dict[str, dict[str, Any]]]
     recent: dict[UUID, list[datetime]]
     overrides: dict[tuple[UUID, str, str], dict[str, Any]]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> BatchFacts:
@@ -521,6 +538,7 @@ def prepare(
     """Decide (guardrails) and render each message, oldest first; the batch's own marketing sends count
     towards the caps of the messages after them."""
     prepared: list[Prepared] = []
+    rails = {program_id: guardrails(settings) for program_id, settings in facts.settings.items()}
     for row in sorted(rows, key=lambda r: r["due_at"]):
         customer = facts.recipients.get(row["customer_id"])
         if customer is None:
@@ -539,7 +557,7 @@ def prepare(
         )
         recent = facts.recent.setdefault(row["customer_id"], [])
         decision = domain.decide(
-            row["category"], recipient, guardrails(settings), recent, now,
+            row["category"], recipient, rails[row["program_id"]], recent, now,
             respect_quiet_hours=row["message_type"] != "order_thank_you",
         )  # fmt: skip
         if decision.outcome == "suppress":

@@ -1,10 +1,18 @@
 """The shipped templates: every type in every locale compiles, knows only its variables, renders over
 numbers that reach every plural category, and the layout uses only what it is given."""
 
+from typing import get_args
+
 import pytest
 
 from service.messaging import rendering
 from service.messaging.catalogue import LOCALES, MESSAGE_TYPES
+from service.messaging.schemas import LocaleCode, MessageTypeKey
+
+
+def test_the_api_accepts_exactly_the_catalogue() -> None:
+    assert set(get_args(MessageTypeKey)) == set(MESSAGE_TYPES)
+    assert get_args(LocaleCode) == LOCALES
 
 
 @pytest.mark.parametrize("locale", LOCALES)
