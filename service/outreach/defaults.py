@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from service.outreach.schemas import Delay, JourneyIn, StepIn, TriggerIn
+from service.messaging.schemas import MessageTypeKey
+from service.outreach.schemas import Delay, JourneyIn, StepIn, TriggerIn, TriggerKind
+
+
+def _one_message(key: str, name: str, trigger: TriggerKind, message_type: MessageTypeKey) -> JourneyIn:
+    """One message as soon as the trigger fires, unless the customer has unsubscribed."""
+    return JourneyIn(
+        key=key,
+        name=name,
+        trigger=TriggerIn(kind=trigger),
+        steps=[StepIn(message_type=message_type)],
+        exit_on=["unsubscribed"],
+    )
+
 
 DEFAULT_JOURNEYS: tuple[JourneyIn, ...] = (
     JourneyIn(
@@ -35,39 +48,21 @@ DEFAULT_JOURNEYS: tuple[JourneyIn, ...] = (
         steps=[StepIn(message_type="win_back")],
         exit_on=["ordered_again", "unsubscribed"],
     ),
-    JourneyIn(
-        key="expiry_reminder",
-        name="Points expiring soon (30 and 7 days before)",
-        trigger=TriggerIn(kind="points_expiring"),
-        steps=[StepIn(message_type="points_expiring")],
-        exit_on=["unsubscribed"],
+    _one_message(
+        "expiry_reminder", "Points expiring soon (30 and 7 days before)", "points_expiring", "points_expiring"
     ),
-    JourneyIn(
-        key="tier_upgraded",
-        name="Welcome to a higher tier",
-        trigger=TriggerIn(kind="tier_upgraded"),
-        steps=[StepIn(message_type="tier_upgraded")],
-        exit_on=["unsubscribed"],
+    _one_message("tier_upgraded", "Welcome to a higher tier", "tier_upgraded", "tier_upgraded"),
+    _one_message(
+        "tier_downgrade_warning",
+        "Heads-up before a tier drops",
+        "tier_downgrade_warning",
+        "tier_downgrade_warning",
     ),
-    JourneyIn(
-        key="tier_downgrade_warning",
-        name="Heads-up before a tier drops",
-        trigger=TriggerIn(kind="tier_downgrade_warning"),
-        steps=[StepIn(message_type="tier_downgrade_warning")],
-        exit_on=["unsubscribed"],
-    ),
-    JourneyIn(
-        key="birthday",
-        name="Birthday greeting",
-        trigger=TriggerIn(kind="birthday"),
-        steps=[StepIn(message_type="birthday")],
-        exit_on=["unsubscribed"],
-    ),
-    JourneyIn(
-        key="first_order_anniversary",
-        name="Anniversary of the first order",
-        trigger=TriggerIn(kind="first_order_anniversary"),
-        steps=[StepIn(message_type="first_order_anniversary")],
-        exit_on=["unsubscribed"],
+    _one_message("birthday", "Birthday greeting", "birthday", "birthday"),
+    _one_message(
+        "first_order_anniversary",
+        "Anniversary of the first order",
+        "first_order_anniversary",
+        "first_order_anniversary",
     ),
 )

@@ -54,8 +54,6 @@ def problems(journey: JourneyIn) -> list[tuple[str, str]]:
 class DueStep:
     """An enrollment whose next step is due, with the facts the exits look at."""
 
-    step: int
-    steps: int
     exit_on: frozenset[str]
     journey_live: bool  # enabled and not deleted
     unsubscribed_all: bool

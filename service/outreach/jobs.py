@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import msgspec
 
@@ -35,8 +34,36 @@ TRIGGERS = {
     "points.expiring_soon": "points_expiring",
     "points.earned": "points_earned",
 }
-# Enrollments start due at the first step's offset from their anchor.
-_FIRST_DUE = "(j.definition -> 'offsets' ->> 0)::bigint * interval '1 second'"
+
+
+def _enroll(entries: str, now: str) -> str:
+    """The INSERT of new enrollments. `entries` selects program_id, journey_id, customer_id, trigger_key,
+    context, anchor_at and the journey's definition; each starts due at its first step's offset from
+    its anchor. A customer enters a journey once per trigger key."""
+    return f"""
+        INSERT INTO journey_enrollment (id, program_id, journey_id, customer_id, trigger_key, context,
+                                        anchor_at, next_step, next_due_at, status, entered_at, updated_at)
+        SELECT gen_random_uuid(), n.program_id, n.journey_id, n.customer_id, n.trigger_key, n.context, n.anchor_at,
+               0, n.anchor_at + (n.definition -> 'offsets' ->> 0)::bigint * interval '1 second', 'active',
+               {now}::timestamptz, {now}::timestamptz
+        FROM ({entries}) n
+        ON CONFLICT (journey_id, customer_id, trigger_key) DO NOTHING
+    """
+
+
+# An event's customer, its order (the order's own event, or a shop event's `order` property), keyed by
+# the order (an order enters a journey once) or else by the event.
+_EVENT_ENTRIES = """
+    SELECT m.program_id, m.journey_id, c.id AS customer_id,
+           CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order') ELSE 'event:' || m.id END
+               AS trigger_key,
+           jsonb_build_object('event', m.payload, 'order_id', o.id) AS context, m.created_at AS anchor_at, m.definition
+    FROM matches m
+    JOIN customer c ON c.program_id = m.program_id AND c.external_id = m.payload ->> 'customer'
+    LEFT JOIN customer_event ev ON m.topic = 'event.recorded' AND ev.id = (m.payload ->> 'event_id')::uuid
+    LEFT JOIN orders o ON o.program_id = m.program_id
+         AND o.external_id = coalesce(m.payload ->> 'order', ev.properties ->> 'order', ev.properties ->> 'order_id')
+"""
 
 
 async def enter_from_events(now: datetime) -> int:
@@ -57,23 +84,7 @@ async def enter_from_events(now: datetime) -> int:
                     JOIN journey j ON j.program_id = b.program_id AND j.enabled AND j.deleted_at IS NULL
                          AND j.trigger_kind = ($2::jsonb ->> b.topic) AND b.created_at > j.enabled_at
                          AND (j.trigger_kind <> 'event' OR j.definition -> 'trigger' ->> 'event_type' = b.payload ->> 'type')
-                ), entered AS (
-                    INSERT INTO journey_enrollment (id, program_id, journey_id, customer_id, trigger_key, context,
-                                                    anchor_at, next_step, next_due_at, status, entered_at, updated_at)
-                    SELECT gen_random_uuid(), m.program_id, m.journey_id, c.id,
-                           CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order')
-                                ELSE 'event:' || m.id END,
-                           jsonb_build_object('event', m.payload, 'order_id', o.id),
-                           m.created_at, 0, m.created_at + (m.definition -> 'offsets' ->> 0)::bigint * interval '1 second',
-                           'active', $1, $1
-                    FROM matches m
-                    JOIN customer c ON c.program_id = m.program_id AND c.external_id = m.payload ->> 'customer'
-                    LEFT JOIN customer_event ev ON m.topic = 'event.recorded' AND ev.id = (m.payload ->> 'event_id')::uuid
-                    LEFT JOIN orders o ON o.program_id = m.program_id
-                         AND o.external_id = coalesce(m.payload ->> 'order', ev.properties ->> 'order', ev.properties ->> 'order_id')
-                    ON CONFLICT (journey_id, customer_id, trigger_key) DO NOTHING
-                    RETURNING 1
-                )
+                ), entered AS ({_enroll(_EVENT_ENTRIES, "$1")} RETURNING 1)
                 SELECT (SELECT count(*) FROM batch) AS seen, (SELECT count(*) FROM entered) AS entered
                 """,
                 now,
@@ -133,6 +144,13 @@ _SCHEDULED = {
 }
 
 
+_SCHEDULED_ENTRIES = """
+    SELECT j.program_id, j.id AS journey_id, c.customer_id, c.trigger_key, c.context, $2::timestamptz AS anchor_at,
+           j.definition
+    FROM chosen c CROSS JOIN journey j WHERE j.id = $1
+"""
+
+
 async def enter_scheduled(now: datetime) -> int:
     """Every enabled scheduled journey, one statement each; returns the customers entered."""
     entered = 0
@@ -151,15 +169,7 @@ async def enter_scheduled(now: datetime) -> int:
                         CROSS JOIN LATERAL (SELECT ($2::timestamptz AT TIME ZONE p.timezone)::date AS local_today) d
                         CROSS JOIN LATERAL ({_SCHEDULED[journey["trigger_kind"]]}) s
                         WHERE j.id = $1
-                    ), entered AS (
-                        INSERT INTO journey_enrollment (id, program_id, journey_id, customer_id, trigger_key, context,
-                                                        anchor_at, next_step, next_due_at, status, entered_at, updated_at)
-                        SELECT gen_random_uuid(), j.program_id, j.id, c.customer_id, c.trigger_key, c.context,
-                               $2::timestamptz, 0, $2::timestamptz + {_FIRST_DUE}, 'active', $2::timestamptz, $2::timestamptz
-                        FROM chosen c CROSS JOIN journey j WHERE j.id = $1
-                        ON CONFLICT (journey_id, customer_id, trigger_key) DO NOTHING
-                        RETURNING 1
-                    )
+                    ), entered AS ({_enroll(_SCHEDULED_ENTRIES, "$2")} RETURNING 1)
                     SELECT count(*) FROM entered
                     """,
                     journey["id"],
@@ -179,6 +189,18 @@ class AdvanceReport:
     @property
     def rows(self) -> int:
         return self.queued + self.exited
+
+
+# Completed enrollments ($1) into the enabled journeys that follow theirs, anchored now ($2).
+_FOLLOWING_ENTRIES = """
+    SELECT e.program_id, nj.id AS journey_id, e.customer_id, 'after:' || e.id AS trigger_key,
+           e.context - 'event' AS context, $2::timestamptz AS anchor_at, nj.definition
+    FROM journey_enrollment e
+    JOIN journey j ON j.id = e.journey_id
+    JOIN journey nj ON nj.program_id = e.program_id AND nj.enabled AND nj.deleted_at IS NULL
+         AND nj.trigger_kind = 'journey_completed' AND nj.definition -> 'trigger' ->> 'journey' = j.key
+    WHERE e.id = ANY($1::uuid[])
+"""
 
 
 async def advance(now: datetime) -> AdvanceReport:
@@ -236,8 +258,6 @@ async def _advance_chunk(
             continue
         step = steps[index]
         due = domain.DueStep(
-            step=index,
-            steps=len(steps),
             exit_on=frozenset(definition.get("exit_on") or ()),
             journey_live=row["live"],
             unsubscribed_all=not row["transactional_consent"],
@@ -315,23 +335,7 @@ async def _advance_chunk(
     # Chained journeys: a completed enrollment enters the customer into the journeys that follow it.
     completed = [m["id"] for m in moves if m["status"] == "completed"]
     if completed:
-        await conn.execute(
-            """
-            INSERT INTO journey_enrollment (id, program_id, journey_id, customer_id, trigger_key, context, anchor_at,
-                                            next_step, next_due_at, status, entered_at, updated_at)
-            SELECT gen_random_uuid(), e.program_id, nj.id, e.customer_id, 'after:' || e.id, e.context - 'event',
-                   $2::timestamptz, 0, $2::timestamptz + (nj.definition -> 'offsets' ->> 0)::bigint * interval '1 second',
-                   'active', $2::timestamptz, $2::timestamptz
-            FROM journey_enrollment e
-            JOIN journey j ON j.id = e.journey_id
-            JOIN journey nj ON nj.program_id = e.program_id AND nj.enabled AND nj.deleted_at IS NULL
-                 AND nj.trigger_kind = 'journey_completed' AND nj.definition -> 'trigger' ->> 'journey' = j.key
-            WHERE e.id = ANY($1::uuid[])
-            ON CONFLICT (journey_id, customer_id, trigger_key) DO NOTHING
-            """,
-            completed,
-            now,
-        )
+        await conn.execute(_enroll(_FOLLOWING_ENTRIES, "$2"), completed, now)
     for record in inserted:  # rewards only for messages this run queued: a rerun credits nothing twice
         reward = rewards.get(record["dedupe_key"])
         if reward is not None:
@@ -360,8 +364,3 @@ async def _credit_reward(
         actor="journey",
     )
     await emit(conn, row["program_id"], result.events, now)
-
-
-async def journey_customer_ids(conn: Connection, journey_id: UUID) -> list[UUID]:
-    rows = await conn.fetch("SELECT customer_id FROM journey_enrollment WHERE journey_id = $1", journey_id)
-    return [r["customer_id"] for r in rows]

@@ -638,3 +638,43 @@ async def test_repeat_customers_enter_when_their_own_rhythm_says_so(api: Api, cl
     assert fetch(api.client, "SELECT message_type, status FROM message") == [
         {"message_type": "repeat_invitation", "status": "queued"}
     ]
+
+
+async def test_a_completed_journey_enters_the_one_that_follows_it(api: Api, clock: FrozenClock) -> None:
+    await enable(api, "post_purchase")
+    follow_up = {
+        "key": "after_purchase_gift",
+        "name": "A gift a day after the follow-up ends",
+        "trigger": {"kind": "journey_completed", "journey": "post_purchase"},
+        "steps": [{"delay": {"days": 1}, "message_type": "birthday", "reward_points": 10}],
+        "enabled": True,
+    }
+    assert (await api.client.post("/v1/journeys", json=follow_up, headers=api.headers())).status_code == 201
+    clock.advance(timedelta(minutes=1))
+    dan = {"external_id": "dan", "email": "dan@example.com", "marketing_consent": True}
+    await order(api, "o-1", dan, placed_at=iso(clock.now()))
+    for days in (0, 5, 7):  # thank-you, check-in, review request: post_purchase completes
+        clock.advance(timedelta(days=days))
+        run_journeys(api, clock)
+    entered = fetch(
+        api.client,
+        "SELECT j.key, e.status, e.next_due_at FROM journey_enrollment e JOIN journey j ON j.id = e.journey_id ORDER BY j.key",
+    )
+    assert entered == [
+        {"key": "after_purchase_gift", "status": "active", "next_due_at": clock.now() + timedelta(days=1)},
+        {"key": "post_purchase", "status": "completed", "next_due_at": None},
+    ]
+    clock.advance(timedelta(days=1))
+    run_journeys(api, clock)
+    run_journeys(api, clock)
+    queued = fetch(api.client, "SELECT message_type FROM message ORDER BY id")
+    assert [m["message_type"] for m in queued] == [
+        "order_thank_you",
+        "delivery_check_in",
+        "review_request",
+        "birthday",
+    ]
+    rewards = fetch(
+        api.client, "SELECT points FROM points_entry WHERE reason LIKE 'journey after_purchase_gift%'"
+    )
+    assert rewards == [{"points": 10}]
