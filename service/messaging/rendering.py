@@ -54,6 +54,7 @@ class Rendered:
     html: str
 
 
+@lru_cache(maxsize=1024)  # signatures: one per program and locale
 def _nl2br(value: str) -> Markup:
     return Markup("<br>\n").join(escape(line) for line in str(value).split("\n"))
 
@@ -86,6 +87,19 @@ class CompiledTemplate:
     subject: Template
     text: Template
     html: Template
+    # The three parts as one template (subject and text in autoescape-off blocks, parts separated by NUL,
+    # which no stored value can hold): one render context per message instead of three.
+    whole: Template | None = None
+
+    def render_parts(self, context: dict[str, Any]) -> tuple[str, str, str]:
+        if self.whole is not None:
+            parts = self.whole.render(context).split(_PART_SEPARATOR)
+            if len(parts) == 3:
+                return parts[0], parts[1], parts[2]
+        return self.subject.render(context), self.text.render(context), self.html.render(context)
+
+
+_PART_SEPARATOR = "\x00"
 
 
 def _env(part: str, *, trusted: bool = False) -> Environment:
@@ -121,9 +135,18 @@ def compile_template(
     message_type: str, sources: Mapping[str, str], *, trusted: bool = False
 ) -> CompiledTemplate:
     allowed = MESSAGE_TYPES[message_type].allowed_names
-    return CompiledTemplate(
-        **{part: compile_part(part, sources[part], allowed, trusted=trusted) for part in PARTS}
+    parts = {part: compile_part(part, sources[part], allowed, trusted=trusted) for part in PARTS}
+    whole_source = (
+        f"{{% autoescape false %}}{sources['subject']}{{% endautoescape %}}{_PART_SEPARATOR}"
+        f"{{% autoescape false %}}{sources['text']}{{% endautoescape %}}{_PART_SEPARATOR}{sources['html']}"
     )
+    try:
+        whole: Template | None = _env("html", trusted=trusted).from_string(whole_source)
+    except (
+        TemplateSyntaxError
+    ):  # parts that only compile alone (an autoescape block left open): render them so
+        whole = None
+    return CompiledTemplate(**parts, whole=whole)
 
 
 # --- locales -----------------------------------------------------------------------------------
@@ -181,6 +204,7 @@ class _Helpers:
         self._numbers: _BoundedDict[int, str] = _BoundedDict()
         self._money: _BoundedDict[tuple[int, str], str] = _BoundedDict()
         self._categories: _BoundedDict[int | float, str] = _BoundedDict()
+        self._dates: _BoundedDict[tuple[date, str], str] = _BoundedDict()
 
     def number(self, value: int | float | Decimal) -> str:
         if type(value) is int:
@@ -205,7 +229,12 @@ class _Helpers:
             value = date.fromisoformat(value[:10])
         if isinstance(value, datetime):
             value = value.date()
-        return format_date(value, format=format, locale=self.locale)
+        key = (value, format)
+        cached = self._dates.get(key)
+        if cached is None:
+            cached = format_date(value, format=format, locale=self.locale)
+            self._dates[key] = cached
+        return cached
 
     def plural(self, count: int, **forms: str) -> str:
         missing = self.needed - forms.keys()
@@ -327,12 +356,10 @@ def render(
 ) -> Rendered:
     """Render one message. `variables` holds the type's variables plus customer, program, unsubscribe_url."""
     context, footer = _context(message_type, template_locale, format_locale, variables, strict=False)
-    subject = " ".join(template.subject.render(context).split())
-    text = _TRAILING_SPACE.sub("\n", template.text.render(context)).strip()
-    text = _BLANK_LINES.sub("\n\n", text) + "\n\n-- \n" + footer + "\n"
-    html = _wrap_html(
-        template.html.render(context), footer, str(variables["unsubscribe_url"]), format_locale, subject
-    )
+    subject, text, html = template.render_parts(context)
+    subject = " ".join(subject.split())
+    text = _BLANK_LINES.sub("\n\n", _TRAILING_SPACE.sub("\n", text).strip()) + "\n\n-- \n" + footer + "\n"
+    html = _wrap_html(html, footer, str(variables["unsubscribe_url"]), format_locale, subject)
     return Rendered(subject=subject, text=text, html=html)
 
 

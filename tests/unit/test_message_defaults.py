@@ -1,6 +1,7 @@
 """The shipped templates: every type in every locale compiles, knows only its variables, renders over
 numbers that reach every plural category, and the layout uses only what it is given."""
 
+import dataclasses
 from typing import get_args
 
 import pytest
@@ -37,3 +38,17 @@ def test_every_type_is_shipped_and_renders(locale: str) -> None:
                 and 'href="https://encore.example/u/sample"' in out.html
             )
             assert "#" not in out.subject, "a plural form's # was not replaced"
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_parts_rendered_as_one_template_are_the_parts_rendered_alone(locale: str) -> None:
+    for message_type in MESSAGE_TYPES:
+        whole = rendering.default_template(locale, message_type)
+        assert whole.whole is not None
+        alone = dataclasses.replace(whole, whole=None)
+        for count in (0, 1, 2, 5, 21):
+            variables = rendering.sample_variables(message_type, count)
+            args = {"message_type": message_type, "template_locale": locale, "format_locale": locale}
+            assert rendering.render(whole, variables=variables, **args) == rendering.render(
+                alone, variables=variables, **args
+            )
