@@ -518,7 +518,13 @@ async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: dat
     """Everything a batch's messages need, in one query per kind of fact."""
     programs = list({r["program_id"] for r in rows})
     customer_ids = list({r["customer_id"] for r in rows})
-    order_ids = list({UUID(r["context"]["order_id"]) for r in rows if r["context"].get("order_id")})
+    order_ids = list(
+        {
+            UUID(r["context"]["order_id"])
+            for r in rows
+            if r["context"].get("order_id") and "order" in MESSAGE_TYPES[r["message_type"]].variables
+        }
+    )
     settings = await repository.settings_of(conn, programs)
     longest_cap = max((s.marketing_cap_days for s in settings.values()), default=7)
     needs_tiers = any(r["message_type"].startswith("tier_") for r in rows)
@@ -602,7 +608,8 @@ def _render(
         f"{public_url}/v1/unsubscribe/{delivery.unsubscribe_token(key, row['id'], row['customer_id'], scope)}"
     )
     context = row["context"]
-    order = facts.orders.get(UUID(context["order_id"])) if context.get("order_id") else None
+    uses_order = context.get("order_id") and "order" in MESSAGE_TYPES[message_type].variables
+    order = facts.orders.get(UUID(context["order_id"])) if uses_order else None
     try:
         template = (
             compiled_override(saved)
