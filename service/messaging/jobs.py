@@ -67,7 +67,7 @@ class Sender:
     async def deliver(self, prepared: list[service.Prepared], now: datetime) -> list[dict[str, Any]]:
         outcomes = [p.outcome for p in prepared if p.envelope is None]
         sendable = [(p, p.envelope) for p in prepared if p.envelope is not None]
-        results = await asyncio.gather(*(self.transport.send(delivery.build_email(e)) for _, e in sendable))
+        results = await asyncio.gather(*(self.transport.send(delivery.build_mail(e)) for _, e in sendable))
         bounces = []
         for (item, envelope), result in zip(sendable, results, strict=True):
             outcomes.append(service.after_send(item, result, now))
