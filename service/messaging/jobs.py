@@ -4,7 +4,9 @@ transaction, record every fate (a hard bounce puts the address on the suppressio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +38,9 @@ class SendReport:
                 setattr(self, status, getattr(self, status) + 1)
 
 
+Claimed = tuple[list[dict[str, Any]], service.BatchFacts]
+
+
 class Sender:
     """One per worker process: its transport keeps SMTP sessions open between runs."""
 
@@ -53,16 +58,40 @@ class Sender:
         )
         self.key = settings.signing_key()
 
-    async def prepare_batch(self, now: datetime, limit: int) -> list[service.Prepared]:
-        """Claim up to `limit` due messages and decide/render them (what the render benchmark times)."""
+    async def _claim(
+        self, now: datetime, limit: int
+    ) -> tuple[list[dict[str, Any]], service.BatchFacts] | None:
+        """Up to `limit` due messages leased to this worker, with the facts they need."""
         lease_until = now + timedelta(seconds=self.settings.worker_lease_seconds)
         async with db.transaction() as conn:
             rows = await repository.claim(conn, now, limit, self.worker_id, lease_until)
-            if not rows:
-                return []
-            facts = await service.batch_facts(conn, rows, now)
-        # Rendering is CPU work: done outside the transaction so its connection goes back to the pool.
-        return service.prepare(rows, facts, now, self.key, self.settings.public_url)
+            return (rows, await service.batch_facts(conn, rows, now)) if rows else None
+
+    async def batches(
+        self, now: datetime, limit: int, budget_seconds: float
+    ) -> AsyncGenerator[list[service.Prepared], None]:
+        """Claimed batches, decided and rendered, until nothing is due or the budget is spent (what the
+        render benchmark times). Rendering runs in a thread while the next batch is claimed, so the
+        database works on its own core meanwhile; a batch claimed but not handed out is released."""
+        started = time.monotonic()
+        pending: asyncio.Task[Claimed | None] | None = asyncio.create_task(self._claim(now, limit))
+        try:
+            while pending is not None:
+                claimed = await pending
+                pending = None
+                if claimed is None:
+                    return
+                rows, facts = claimed
+                if len(rows) == limit and time.monotonic() - started < budget_seconds:
+                    pending = asyncio.create_task(self._claim(now, limit))
+                key, url = self.key, self.settings.public_url
+                yield await asyncio.to_thread(service.prepare, rows, facts, now, key, url)
+        finally:
+            if pending is not None:  # claimed ahead, never handed out: the consumer stopped early
+                leftover = await pending
+                if leftover is not None:
+                    async with db.transaction() as conn:
+                        await repository.release(conn, [r["id"] for r in leftover[0]], self.worker_id)
 
     async def deliver(self, prepared: list[service.Prepared], now: datetime) -> list[dict[str, Any]]:
         outcomes = [p.outcome for p in prepared if p.envelope is None]
@@ -79,18 +108,22 @@ class Sender:
         return outcomes
 
     async def run(self, now: datetime, budget_seconds: float | None = None) -> SendReport:
-        """Batches until nothing is due or the run's time budget is spent."""
+        """Batches until nothing is due or the run's time budget is spent; a batch is sent while the
+        next one renders."""
         report = SendReport()
         budget = self.settings.worker_run_budget_seconds if budget_seconds is None else budget_seconds
-        started = time.monotonic()
-        while True:
-            prepared = await self.prepare_batch(now, self.settings.message_batch_size)
-            if not prepared:
-                return report
-            report.claimed += len(prepared)
-            report.add(await self.deliver(prepared, now))
-            if len(prepared) < self.settings.message_batch_size or time.monotonic() - started > budget:
-                return report
+        sending: asyncio.Task[list[dict[str, Any]]] | None = None
+        async with contextlib.aclosing(
+            self.batches(now, self.settings.message_batch_size, budget)
+        ) as batches:
+            async for prepared in batches:
+                report.claimed += len(prepared)
+                if sending is not None:
+                    report.add(await sending)
+                sending = asyncio.create_task(self.deliver(prepared, now))
+        if sending is not None:
+            report.add(await sending)
+        return report
 
     async def close(self) -> None:
         await self.transport.close()

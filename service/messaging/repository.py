@@ -178,9 +178,10 @@ MESSAGE_COLUMNS = """m.id, m.program_id, m.customer_id, m.message_type, m.catego
 async def claim(
     conn: Connection, now: datetime, limit: int, worker: str, lease_until: datetime
 ) -> list[dict[str, Any]]:
-    """Due messages leased to this worker (a killed worker's lease runs out and they are due again)."""
+    """Due messages leased to this worker (a killed worker's lease runs out and they are due again), with
+    what sending needs of them."""
     rows = await conn.fetch(
-        f"""
+        """
         WITH due AS (
             SELECT id FROM message
             WHERE status IN ('queued', 'deferred') AND due_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1)
@@ -188,7 +189,7 @@ async def claim(
         )
         UPDATE message m SET claimed_by = $3, claimed_until = $4
         FROM due WHERE m.id = due.id
-        RETURNING {MESSAGE_COLUMNS}
+        RETURNING m.id, m.program_id, m.customer_id, m.message_type, m.category, m.context, m.due_at, m.attempts
         """,
         now,
         limit,
@@ -196,6 +197,15 @@ async def claim(
         lease_until,
     )
     return [{**dict(r), "context": json_value(r["context"])} for r in rows]
+
+
+async def release(conn: Connection, message_ids: list[int], worker: str) -> None:
+    """Give claimed messages back (due again at once), where the lease is still ours."""
+    await conn.execute(
+        "UPDATE message SET claimed_by = NULL, claimed_until = NULL WHERE id = ANY($1::bigint[]) AND claimed_by = $2",
+        message_ids,
+        worker,
+    )
 
 
 async def record(conn: Connection, outcomes: list[dict[str, Any]], worker: str, now: datetime) -> int:

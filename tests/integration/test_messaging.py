@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import socket
@@ -678,3 +679,25 @@ async def test_a_completed_journey_enters_the_one_that_follows_it(api: Api, cloc
         api.client, "SELECT points FROM points_entry WHERE reason LIKE 'journey after_purchase_gift%'"
     )
     assert rewards == [{"points": 10}]
+
+
+async def test_a_batch_claimed_ahead_and_not_used_is_given_back(
+    api: Api, clock: FrozenClock, database_url: str
+) -> None:
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    for n in range(3):
+        profile = {"external_id": f"c-{n}", "email": f"c{n}@example.com"}
+        await order(api, f"o-{n}", profile, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+
+    async def first_batch_only() -> int:
+        sender = Sender(settings_for(database_url), "early-stopper")
+        async with contextlib.aclosing(sender.batches(clock.now(), 1, budget_seconds=60)) as batches:
+            async for batch in batches:  # the next batch is being claimed meanwhile
+                return len(batch)
+        return 0
+
+    assert in_app(api.client, first_batch_only) == 1
+    leased = fetch(api.client, "SELECT claimed_by FROM message WHERE claimed_by IS NOT NULL")
+    assert leased == [{"claimed_by": "early-stopper"}], "only the batch handed out keeps its lease"
