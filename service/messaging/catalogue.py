@@ -24,6 +24,8 @@ class MessageType:
     category: Category
     description: str
     variables: frozenset[str]
+    # Held back by quiet hours; not the thank-you for an order just placed (the customer is awake).
+    quiet_hours: bool = True
 
     @property
     def allowed_names(self) -> frozenset[str]:
@@ -34,7 +36,9 @@ _ORDER = frozenset({"order"})
 MESSAGE_TYPES: dict[str, MessageType] = {
     t.key: t
     for t in (
-        MessageType("order_thank_you", "transactional", "Thank-you right after an order", _ORDER),
+        MessageType(
+            "order_thank_you", "transactional", "Thank-you right after an order", _ORDER, quiet_hours=False
+        ),
         MessageType("delivery_check_in", "transactional", '"How is it?" some days after the order', _ORDER),
         MessageType(
             "review_request", "marketing", "Asks for a review of what was bought", _ORDER | {"review_url"}

@@ -44,12 +44,10 @@ Claimed = tuple[list[dict[str, Any]], service.BatchFacts]
 class Sender:
     """One per worker process: its transport keeps SMTP sessions open between runs."""
 
-    def __init__(
-        self, settings: Settings, worker_id: str, transport: delivery.Transport | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, worker_id: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.transport = transport or delivery.transport_for(
+        self.transport = delivery.transport_for(
             settings.smtp_url,
             settings.data_dir,
             connections=settings.smtp_connections,
@@ -58,9 +56,7 @@ class Sender:
         )
         self.key = settings.signing_key()
 
-    async def _claim(
-        self, now: datetime, limit: int
-    ) -> tuple[list[dict[str, Any]], service.BatchFacts] | None:
+    async def _claim(self, now: datetime, limit: int) -> Claimed | None:
         """Up to `limit` due messages leased to this worker, with the facts they need."""
         lease_until = now + timedelta(seconds=self.settings.worker_lease_seconds)
         async with db.transaction() as conn:

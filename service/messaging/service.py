@@ -514,17 +514,17 @@ class BatchFacts:
     overrides: dict[tuple[UUID, str, str], dict[str, Any]]
 
 
+def _order_shown(row: dict[str, Any]) -> UUID | None:
+    """The order a message shows, if its type shows one and its trigger had one."""
+    order_id = row["context"].get("order_id")
+    return UUID(order_id) if order_id and "order" in MESSAGE_TYPES[row["message_type"]].variables else None
+
+
 async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> BatchFacts:
     """Everything a batch's messages need, in one query per kind of fact."""
     programs = list({r["program_id"] for r in rows})
     customer_ids = list({r["customer_id"] for r in rows})
-    order_ids = list(
-        {
-            UUID(r["context"]["order_id"])
-            for r in rows
-            if r["context"].get("order_id") and "order" in MESSAGE_TYPES[r["message_type"]].variables
-        }
-    )
+    order_ids = list({order_id for r in rows if (order_id := _order_shown(r)) is not None})
     settings = await repository.settings_of(conn, programs)
     longest_cap = max((s.marketing_cap_days for s in settings.values()), default=7)
     needs_tiers = any(r["message_type"].startswith("tier_") for r in rows)
@@ -564,7 +564,7 @@ def prepare(
         recent = facts.recent.setdefault(row["customer_id"], [])
         decision = domain.decide(
             row["category"], recipient, rails[row["program_id"]], recent, now,
-            respect_quiet_hours=row["message_type"] != "order_thank_you",
+            respect_quiet_hours=MESSAGE_TYPES[row["message_type"]].quiet_hours,
         )  # fmt: skip
         if decision.outcome == "suppress":
             prepared.append(
@@ -608,8 +608,8 @@ def _render(
         f"{public_url}/v1/unsubscribe/{delivery.unsubscribe_token(key, row['id'], row['customer_id'], scope)}"
     )
     context = row["context"]
-    uses_order = context.get("order_id") and "order" in MESSAGE_TYPES[message_type].variables
-    order = facts.orders.get(UUID(context["order_id"])) if uses_order else None
+    order_id = _order_shown(row)
+    order = facts.orders.get(order_id) if order_id is not None else None
     try:
         template = (
             compiled_override(saved)
