@@ -92,10 +92,12 @@ def _announce_demo_key(created: tuple[Any, str] | None, data_dir: Path) -> None:
     click.echo(f"created demo program {program.id}; admin API key: {key}  (saved to {key_file})")
 
 
-def _start_worker(url: str, port: int) -> subprocess.Popen[bytes]:
-    """The worker as its own process on the same database (development: local webhooks allowed)."""
+def _start_worker(url: str, host: str, port: int) -> subprocess.Popen[bytes]:
+    """The worker as its own process on the same database (development: local webhooks allowed; links in
+    messages lead to this API unless ENCORE_PUBLIC_URL says otherwise)."""
     env = os.environ | {"ENCORE_DATABASE_URL": url, "ENCORE_WEBHOOKS_ALLOW_LOCAL_HTTP": "1"}
     env.setdefault("ENCORE_WORKER_METRICS_PORT", str(port + 1))
+    env.setdefault("ENCORE_PUBLIC_URL", f"http://{host}:{port}")
     return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
 
 
@@ -134,7 +136,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     created = asyncio.run(prepare())
     if demo:
         _announce_demo_key(created, settings.data_dir)
-    worker = _start_worker(url, port) if demo else None
+    worker = _start_worker(url, host, port) if demo else None
     click.echo(f"Encore API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
