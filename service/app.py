@@ -6,19 +6,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar._openapi.plugin import OpenAPIPlugin  # the document it serves is completed once
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from service.core import db
-from service.core.auth import ApiKeyAuthentication
+from service.core.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from service.core.clock import Clock, SystemClock
 from service.core.errors import EXCEPTION_HANDLERS
 from service.core.logging import configure_logging, request_logging
-from service.core.strict_body import decode_strictly
+from service.core.openapi import finish as finish_openapi
+from service.core.strict_input import check_request
 from service.customers.controller import CustomerController
 from service.ledger.controller import LedgerController
 from service.messaging.controller import MessagingController, UnsubscribeController
@@ -28,7 +30,7 @@ from service.programs.controller import ApiKeyController, ProgramController
 from service.rules.controller import EventController, RuleController
 from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
-from service.system.controller import healthz, readyz
+from service.system.controller import healthz, metrics, readyz
 from service.tiers.controller import CustomerTierController, TierController
 from service.webhooks.controller import WebhookEndpointController
 
@@ -67,9 +69,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 await db.close_pool()
 
     prometheus = PrometheusConfig(app_name="encore", group_path=True, exclude=["/metrics"])
-    auth = DefineMiddleware(
-        ApiKeyAuthentication, exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/v1/unsubscribe/"]
-    )
+    # OPTIONS too: Litestar answers it with the route's guards, which need the key's scope.
+    auth = DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS, exclude_http_methods=[])
 
     def provide_clock() -> Clock:
         return clock
@@ -77,11 +78,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     def provide_settings() -> Settings:
         return settings
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
-            PrometheusController,
+            metrics,
             ProgramController,
             ApiKeyController,
             CustomerController,
@@ -103,13 +104,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         },
         middleware=[request_logging, prometheus.middleware, auth],
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=decode_strictly,
+        before_request=check_request,
         lifespan=[database],
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
         debug=False,
     )
+    openapi = app.plugins.get(OpenAPIPlugin)
+    # Served at /schema and committed as openapi/openapi.json: the document completed once, here.
+    openapi._openapi_schema = finish_openapi(app, openapi.provide_openapi().to_schema(), PUBLIC_PATHS)
+    return app
 
 
 def app_from_env() -> Litestar:
@@ -121,6 +126,6 @@ def openapi_document() -> bytes:
     """The OpenAPI document as committed in openapi/openapi.json (stable key order, trailing newline)."""
     import json
 
-    schema = create_app(Settings(database_url="postgresql:///unused")).openapi_schema.to_schema()
-    # default=str: a Decimal default (an earn multiplier of 1) is shown as the API writes it, a string.
-    return (json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode()
+    app = create_app(Settings(database_url="postgresql:///unused"))
+    schema = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
+    return (json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()

@@ -17,7 +17,8 @@ from service.core import db
 
 Scope = Literal["admin", "server", "read"]
 SCOPE_RANK: dict[str, int] = {"read": 1, "server": 2, "admin": 3}
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/schema"}
+# Paths served without a key (patterns, as the authentication middleware takes them).
+PUBLIC_PATHS = ["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/v1/unsubscribe/"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,25 @@ class Problem(Exception):
         self.field = field
         self.extra = extra or {}
 
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Problem:
+        """A problem from a problem body (as `validation_problem` builds one)."""
+        problem = cls(body["detail"], field=body.get("field"))
+        problem.status = body["status"]
+        problem.slug = body["type"].rsplit(":", 1)[-1]
+        problem.title = body["title"]
+        return problem
+
+
+class MalformedBody(Problem):
+    slug = "malformed-json"
+    title = "The body is not valid JSON"
+
+
+class MissingHeader(Problem):
+    slug = "missing-header"
+    title = "A required header is missing"
+
 
 class InvalidInput(Problem):
     status = 422
@@ -87,7 +106,20 @@ def handle_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[di
     )
 
 
-_AT_PATH = re.compile(r"\s*-\s*at `\$(?P<path>[^`]*)`")
+_AT_PATH = re.compile(r"\s*-\s*at (?:`key` in )?`\$(?P<path>[^`]*)`")
+_REGEX = re.compile(r'^Expected `str` matching regex "(?P<regex>.*)"$', re.DOTALL)
+# What a pattern means, in words (`service.core.fields.matching` registers them): an address check's
+# regex is no answer to give a person.
+PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def _in_words(detail: str) -> str:
+    match = _REGEX.match(detail)
+    if match is None:
+        return detail
+    regex = match.group("regex").encode().decode("unicode_escape")
+    meaning = PATTERN_MEANINGS.get(regex)
+    return f"expected {meaning}" if meaning else detail
 
 
 def _json_path(path: str) -> str:
@@ -101,7 +133,9 @@ def validation_problem(message: str, default_field: str | None = None) -> dict[s
         return problem_body(400, "malformed-json", "The body is not valid JSON", message)
     match = _AT_PATH.search(message)
     path = _json_path(match.group("path")) if match else ""
-    detail = _AT_PATH.sub("", message).strip()
+    detail = _in_words(_AT_PATH.sub("", message).strip())
+    if "at `key` in `$" in message:
+        detail = f"a key: {detail}"
     named = re.search(r"(?:missing required field|unknown field) `([^`]+)`", detail)
     if named:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
@@ -111,22 +145,44 @@ def validation_problem(message: str, default_field: str | None = None) -> dict[s
     return problem_body(422, "invalid-input", "The request is not valid", detail, field)
 
 
+_MISSING = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<key>[^']+)'")
+
+
+def _param_field(source: str, key: str) -> str:
+    # Header names are case-insensitive; name them as the documentation writes them.
+    return (
+        f"header:{'-'.join(p.capitalize() for p in key.split('-'))}"
+        if source == "header"
+        else f"{source}:{key}"
+    )
+
+
 def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
-    extra = exc.extra
-    messages: list[str] = []
-    keys: list[str | None] = []
-    if isinstance(extra, list):
-        for item in extra:
-            if isinstance(item, dict):
-                messages.append(str(item.get("message", "")))
-                key = item.get("key")
-                source = item.get("source")
-                keys.append(f"{source}:{key}" if source and source != "body" and key else key)
-    detail = messages[0] if messages else str(exc.detail)
-    body = validation_problem(detail, keys[0] if keys else None)
-    if keys and keys[0] and ":" in keys[0]:
-        # A query parameter or header: name it as such.
-        body["field"] = keys[0]
+    """Litestar's own checks of path, query and header parameters (bodies are decoded in strict_input)."""
+    missing = _MISSING.match(str(exc.detail))
+    if missing:
+        source, key = missing.group("source"), missing.group("key")
+        field = _param_field(source, key)
+        if source == "header":
+            body = problem_body(
+                400, MissingHeader.slug, MissingHeader.title, f"send the {field[7:]} header", field
+            )
+        else:
+            body = problem_body(
+                422, InvalidInput.slug, InvalidInput.title, "this parameter is required", field
+            )
+        return _response(request, body)
+    item: dict[str, Any] = {}
+    if isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict):
+        item = exc.extra[0]
+    message = str(item.get("message") or exc.detail)
+    key, source = item.get("key"), item.get("source")
+    source = getattr(source, "value", source)  # a ParamType, or a plain string
+    if not key or not source or source == "body":
+        return _response(request, validation_problem(message, key))
+    body = problem_body(
+        422, InvalidInput.slug, InvalidInput.title, _in_words(message), _param_field(source, key)
+    )
     return _response(request, body)
 
 

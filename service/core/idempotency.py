@@ -32,6 +32,17 @@ IdempotencyKeyHeader = Annotated[
         description="Replaying a request with the same key and body returns the first response; nothing is written twice.",
     ),
 ]
+# Where a retry could do harm that nothing else in the body would catch (an event has no id of its own),
+# the key is required: 400 without it.
+RequiredIdempotencyKeyHeader = Annotated[
+    str,
+    HeaderParameter(
+        name=IDEMPOTENCY_HEADER,
+        required=True,
+        description="Required. Replaying a request with the same key and body returns the first response; "
+        "nothing is written twice.",
+    ),
+]
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:

@@ -36,7 +36,7 @@ class CustomerController(Controller):
         status.check_external_id(external_id)
         async with db.transaction() as conn:
             row, _, events = await service.upsert(
-                conn, program_id, external_id, service.profile_changes(data), now
+                conn, program_id, external_id, service.profile_changes(data, now), now
             )
             await emit(conn, program_id, events, now)
         return service.to_out(row)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -68,14 +69,20 @@ async def upsert(
 
 
 async def get(
-    conn: Connection, program_id: UUID, external_id: str, *laterals: str, lock: bool = False
+    conn: Connection,
+    program_id: UUID,
+    external_id: str,
+    *laterals: str,
+    lock: bool = False,
+    params: Sequence[Any] = (),
 ) -> dict[str, Any] | None:
-    """The customer, plus the columns other features add through LATERAL joins on `c.id` (one round trip);
-    with `lock`, its row is held until commit."""
+    """The customer, plus the columns other features add through LATERAL joins on `c.id` (one round trip;
+    the fragments may use `params` as $3, $4, ...); with `lock`, its row is held until commit."""
     row = await conn.fetchrow(
         f"SELECT * FROM customer c {' '.join(laterals)} WHERE c.program_id = $1 AND c.external_id = $2"
         + (" FOR UPDATE OF c" if lock else ""),
         program_id,
         external_id,
+        *params,
     )
     return None if row is None else dict(row)

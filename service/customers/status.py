@@ -29,7 +29,7 @@ RECENT_ENTRIES = 5
 def check_external_id(external_id: str) -> None:
     if not 1 <= len(external_id) <= 128 or external_id != external_id.strip():
         raise InvalidInput(
-            "a customer id has 1 to 128 characters, no surrounding spaces", field="external_id"
+            "a customer id has 1 to 128 characters, no surrounding spaces", field="path:external_id"
         )
 
 
@@ -40,8 +40,9 @@ async def customer_status(
         conn,
         program.id,
         external_id,
-        ledger.status_lateral("c.id", RECENT_ENTRIES),
+        ledger.status_lateral("c.id", RECENT_ENTRIES, "$3"),
         orders.customer_stats_lateral("c.id"),
+        params=(now,),
     )
     pending = msgspec.json.decode(row["pending_lots"] or "[]", type=list[PendingPoints])
     expiry = msgspec.json.decode(row["next_expiry"], type=ExpiringPoints) if row["next_expiry"] else None

@@ -9,6 +9,7 @@ from litestar.params import FromPath, JSONBody
 from service.core import db
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
+from service.core.openapi import problems
 from service.outreach import service
 from service.outreach.schemas import JourneyIn, JourneyList, JourneyOut, JourneyPatch
 
@@ -29,6 +30,7 @@ class JourneyController(Controller):
         guards=[requires("admin")],
         status_code=201,
         summary="Create a journey",
+        opt=problems(409),
         description="A trigger, ordered steps (delay after the previous one, message type, optional reward points and "
         "offer) and exit conditions. Only triggers after the journey is turned on enter customers.",
     )
@@ -67,7 +69,12 @@ class JourneyController(Controller):
         async with db.transaction() as conn:
             return await service.set_enabled(conn, request.user.program_id, key, data, clock.now())
 
-    @delete("/{key:str}", guards=[requires("admin")], summary="Delete a journey; customers in it exit")
+    @delete(
+        "/{key:str}",
+        guards=[requires("admin")],
+        summary="Delete a journey; customers in it exit",
+        opt=problems(409),
+    )
     async def delete_journey(
         self, request: Request[Principal, Any, Any], key: FromPath[str], clock: NamedDependency[Clock]
     ) -> None:

@@ -5,9 +5,10 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+from service.core.fields import Key
 from service.messaging.schemas import MessageTypeKey
 
-JourneyKey = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$")]
+JourneyKey = Key
 TriggerKind = Literal[
     "order_placed",
     "event",

@@ -119,7 +119,7 @@ async def _row(conn: Connection, program_id: UUID, key: str, *, lock: bool = Fal
         key,
     )
     if row is None:
-        raise NotFound(f"no journey {key!r} in this program", field="key")
+        raise NotFound(f"no journey {key!r} in this program", field="path:key")
     return dict(row)
 
 

@@ -10,7 +10,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
-from service.core.idempotency import IdempotencyKeyHeader
+from service.core.idempotency import IdempotencyKeyHeader, RequiredIdempotencyKeyHeader
+from service.core.openapi import problems
 from service.programs import service as programs
 from service.rules import domain, events, service, simulation
 from service.rules.schemas import (
@@ -68,13 +69,13 @@ class RuleController(Controller):
             program = await programs.load(conn, request.user.program_id)
             return RuleList(items=await service.list_all(conn, program, status, clock.now()))
 
-    @get("/{rule_id:uuid}", summary="One rule: its current version, budget and run-time problems")
+    @get("/{rule_id:str}", summary="One rule: its current version, budget and run-time problems")
     async def get_rule(self, request: Request[Principal, Any, Any], rule_id: FromPath[UUID]) -> RuleOut:
         async with db.connection() as conn:
             return await service.get(conn, request.user.program_id, rule_id)
 
     @patch(
-        "/{rule_id:uuid}",
+        "/{rule_id:str}",
         summary="Change a rule or its status; a rule that has been active gets a new version",
     )
     async def update_rule(
@@ -88,13 +89,18 @@ class RuleController(Controller):
             program = await programs.load(conn, request.user.program_id)
             return await service.update(conn, program, rule_id, data, clock.now())
 
-    @delete("/{rule_id:uuid}", status_code=204, summary="Delete a rule that has never been active")
+    @delete(
+        "/{rule_id:str}",
+        status_code=204,
+        summary="Delete a rule that has never been active",
+        opt=problems(409),
+    )
     async def delete_rule(self, request: Request[Principal, Any, Any], rule_id: FromPath[UUID]) -> None:
         async with db.transaction() as conn:
             program = await programs.load(conn, request.user.program_id)
             await service.delete(conn, program, rule_id)
 
-    @get("/{rule_id:uuid}/versions", summary="Every version of a rule, newest first")
+    @get("/{rule_id:str}/versions", summary="Every version of a rule, newest first")
     async def versions(
         self, request: Request[Principal, Any, Any], rule_id: FromPath[UUID]
     ) -> RuleVersionList:
@@ -102,7 +108,7 @@ class RuleController(Controller):
             return RuleVersionList(items=await service.versions(conn, request.user.program_id, rule_id))
 
     @post(
-        "/{rule_id:uuid}/simulate",
+        "/{rule_id:str}/simulate",
         status_code=200,
         summary="Replay a period's orders with this rule added to the active rules (or replacing them)",
         description="Writes nothing. Reports the extra points, the orders and customers affected, the cost "
@@ -130,14 +136,15 @@ class EventController(Controller):
         status_code=202,
         summary="Report a customer event (signup, review_written, referral, a custom type...)",
         description="The rules it triggers credit points at once; an event no rule matches is recorded and "
-        'answered with `"result": "no rule matched"`.',
+        'answered with `"result": "no rule matched"`. `Idempotency-Key` is required: an event has no id of its '
+        "own, so a retry without the key would award twice.",
     )
     async def record_event(
         self,
         request: Request[Principal, Any, Any],
         data: JSONBody[EventIn],
         clock: NamedDependency[Clock],
-        idempotency_key: IdempotencyKeyHeader = None,
+        idempotency_key: RequiredIdempotencyKeyHeader,
     ) -> Response[EventOut]:
         program_id = request.user.program_id
         now = clock.now()

@@ -8,6 +8,7 @@ from uuid import uuid4
 
 from service.core.db import Connection
 from service.core.errors import InvalidInput
+from service.core.fields import MAX_FUTURE
 from service.customers import service as customers
 from service.ledger import domain as ledger_domain
 from service.ledger import service as ledger
@@ -31,9 +32,9 @@ async def record(
             field="type",
         )
     occurred_at = (data.occurred_at or now).astimezone(UTC)
-    if occurred_at > now + orders.MAX_FUTURE:  # the clock skew orders allow
+    if occurred_at > now + MAX_FUTURE:
         raise InvalidInput("occurred_at is more than a day in the future", field="occurred_at")
-    profile = customers.profile_changes(data.customer, "customer.")
+    profile = customers.profile_changes(data.customer, now, "customer.")
     profile.pop("external_id", None)
     row, _, events = await customers.upsert(
         conn, program.id, data.customer.external_id, profile, now, *orders.customer_context_laterals()

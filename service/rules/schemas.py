@@ -8,15 +8,13 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from service.core.fields import ExternalId
+from service.core.fields import Currency, EventType, ExternalId, Happened
 from service.customers.schemas import CustomerProfile
 from service.ledger.schemas import LedgerEntryOut
 
 RuleStatus = Literal["draft", "active", "paused", "archived"]
 Scope = Literal["order", "lines"]
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-Currency = Annotated[str, Meta(min_length=3, max_length=3, pattern="^[A-Z]{3}$")]
-EventType = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.\-]*$")]
 CapPoints = Annotated[int, Meta(ge=1, le=1_000_000_000)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Priority = Annotated[int, Meta(ge=-1000, le=1000, description="higher plays first")]
@@ -180,7 +178,7 @@ class EventIn(Struct, kw_only=True, forbid_unknown_fields=True):
     type: EventType
     customer: EventCustomerIn  # external_id, plus any profile fields to update
     properties: Annotated[dict[Annotated[str, Meta(max_length=64)], Any], Meta(max_length=50)] = {}
-    occurred_at: Annotated[datetime, Meta(tz=True)] | None = None  # default: now
+    occurred_at: Happened | None = None  # default: now
 
 
 class EventOut(Struct, kw_only=True):

@@ -270,7 +270,7 @@ async def create(conn: Connection, program: Program, data: RuleCreate, now: date
 async def _row(conn: Connection, program_id: UUID, rule_id: UUID, *, lock: bool = False) -> dict[str, Any]:
     row = await repository.get_rule(conn, program_id, rule_id, lock=lock)
     if row is None:
-        raise NotFound(f"no rule {rule_id} in this program", field="rule_id")
+        raise NotFound(f"no rule {rule_id} in this program", field="path:rule_id")
     return row
 
 
@@ -332,11 +332,13 @@ async def update(
 async def delete(conn: Connection, program: Program, rule_id: UUID) -> None:
     row = await _row(conn, program.id, rule_id, lock=True)
     if row["is_default"]:
-        raise Conflict("the default rule cannot be deleted; pause it to stop base points", field="rule_id")
+        raise Conflict(
+            "the default rule cannot be deleted; pause it to stop base points", field="path:rule_id"
+        )
     if row["published"]:
         raise Conflict(
             "this rule has been active and ledger entries may name its versions: archive it instead",
-            field="rule_id",
+            field="path:rule_id",
         )
     await repository.delete_rule(conn, rule_id)
 

@@ -141,7 +141,8 @@ async def simulate(
     _, rule = await rules.rules_by_id(conn, program.id, rule_id)
     if rule.trigger != "order":
         raise InvalidInput(
-            f"a simulation replays orders; this rule is triggered by {rule.trigger!r} events", field="rule_id"
+            f"a simulation replays orders; this rule is triggered by {rule.trigger!r} events",
+            field="path:rule_id",
         )
     active = await rules.active_set(conn, program, now)
     before = active

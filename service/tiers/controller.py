@@ -10,6 +10,7 @@ from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
 from service.core.idempotency import IdempotencyKeyHeader
+from service.core.openapi import problems
 from service.programs import service as programs
 from service.tiers import service
 from service.tiers.schemas import (
@@ -85,6 +86,7 @@ class TierController(Controller):
         guards=[requires("admin")],
         status_code=200,
         summary="Delete a tier; a tier customers hold needs `move_to` (a tier key, or `none`), else 409",
+        opt=problems(409),
     )
     async def delete_tier(
         self,

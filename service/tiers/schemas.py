@@ -8,16 +8,9 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-TierKey = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[a-z0-9][a-z0-9_\-]*$",
-        description="the tier's stable id in rule audiences and conditions (`gold`)",
-    ),
-]
-Currency = Annotated[str, Meta(min_length=3, max_length=3, pattern="^[A-Z]{3}$")]
+from service.core.fields import Currency, Key
+
+TierKey = Annotated[Key, Meta(description="the tier's stable id in rule audiences and conditions (`gold`)")]
 Metric = Literal["points", "spend", "orders"]
 WindowKind = Literal["rolling_months", "calendar_year", "lifetime"]
 

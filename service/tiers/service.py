@@ -221,7 +221,7 @@ def _out(row: dict[str, Any]) -> TierOut:
 async def _row(conn: Connection, program_id: UUID, key: str) -> dict[str, Any]:
     row = await repository.get_tier(conn, program_id, key)
     if row is None:
-        raise NotFound(f"no tier {key!r} in this program", field="key")
+        raise NotFound(f"no tier {key!r} in this program", field="path:key")
     return row
 
 

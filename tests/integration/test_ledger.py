@@ -139,7 +139,7 @@ async def test_verify_reports_a_tampered_balance(api: Api) -> None:
 async def test_status_of_unknown_customer_is_404(api: Api) -> None:
     response = await api.client.get("/v1/customers/ghost", headers=api.headers())
     assert response.status_code == 404
-    assert response.json()["field"] == "external_id"
+    assert response.json()["field"] == "path:external_id"
 
 
 async def test_one_sweep_maturing_and_expiring_many_lots_gives_each_event_its_own_id(api: Api) -> None:

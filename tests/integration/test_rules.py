@@ -182,12 +182,14 @@ async def test_events_award_by_rule_or_answer_no_rule_matched(api: Api) -> None:
     low = await api.client.post(
         "/v1/events",
         json={**body, "properties": {"stars": 2}},
-        headers=api.headers(),
+        headers=api.headers(**{"Idempotency-Key": "ev-2"}),
     )
     assert low.status_code == 202 and low.json()["result"] == "no rule matched" and low.json()["points"] == 0
     # A property of the wrong type makes the rule fail at run time: recorded, visible, nothing breaks.
     odd = await api.client.post(
-        "/v1/events", json={**body, "properties": {"stars": "five"}}, headers=api.headers()
+        "/v1/events",
+        json={**body, "properties": {"stars": "five"}},
+        headers=api.headers(**{"Idempotency-Key": "ev-3"}),
     )
     assert odd.status_code == 202, odd.text
     assert odd.json()["result"] == "no rule matched"
@@ -196,8 +198,14 @@ async def test_events_award_by_rule_or_answer_no_rule_matched(api: Api) -> None:
     assert review["problems"]["count"] == 1 and "cannot compare" in review["problems"]["last_error"]
     status = await api.status("c-9")
     assert status["points"]["available"] == 25
-    unknown = await api.client.post("/v1/events", json={**body, "type": "made_up"}, headers=api.headers())
+    unknown = await api.client.post(
+        "/v1/events", json={**body, "type": "made_up"}, headers=api.headers(**{"Idempotency-Key": "ev-4"})
+    )
     assert unknown.status_code == 422 and unknown.json()["field"] == "type"
+    # Without a key a retry would award twice: the key is required.
+    keyless = await api.client.post("/v1/events", json=body, headers=api.headers())
+    assert keyless.status_code == 400, keyless.text
+    assert keyless.json()["field"] == "header:Idempotency-Key"
     assert fetch(api.client, "SELECT count(*) AS n FROM customer_event")[0]["n"] == 3
 
 

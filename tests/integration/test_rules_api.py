@@ -85,7 +85,7 @@ async def test_life_cycle_default_rule_drafts_versions_pause_delete(api: Api) ->
     assert [r["id"] for r in filtered] == [draft["id"]]
 
     deleted = await api.client.delete(f"/v1/rules/{draft['id']}", headers=api.headers())
-    assert deleted.status_code == 409 and deleted.json()["field"] == "rule_id"
+    assert deleted.status_code == 409 and deleted.json()["field"] == "path:rule_id"
     archived = await patch_rule(api, draft["id"], {"status": "archived"})
     assert archived["status"] == "archived"
     assert (await api.client.delete(f"/v1/rules/{default['id']}", headers=api.headers())).status_code == 409
@@ -171,26 +171,38 @@ async def test_declared_event_types_and_event_rules(api: Api) -> None:
     refused = await post_rule(api, body, status=422)
     assert refused["field"] == "trigger"
     event = {"type": "store_visit", "customer": {"external_id": "c-7"}, "properties": {"store": "Riga"}}
-    assert (await api.client.post("/v1/events", json=event, headers=api.headers())).status_code == 422
+    assert (
+        await api.client.post("/v1/events", json=event, headers=api.headers(**{"Idempotency-Key": "visit-1"}))
+    ).status_code == 422
     patched = await api.client.patch(
-        "/v1/program", json={"event_types": ["store_visit"]}, headers=api.headers()
+        "/v1/program",
+        json={"event_types": ["store_visit"]},
+        headers=api.headers(**{"Idempotency-Key": "visit-2"}),
     )
     assert patched.json()["event_types"] == ["store_visit"]
     rate = await post_rule(api, {**body, "effect": {"kind": "rate", "rates": {"EUR": "1"}}}, status=422)
     assert rate["field"] == "effect.kind"
     await post_rule(api, {**body, "caps": {"per_customer_lifetime": 20}})
-    first = (await api.client.post("/v1/events", json=event, headers=api.headers())).json()
+    first = (
+        await api.client.post("/v1/events", json=event, headers=api.headers(**{"Idempotency-Key": "visit-3"}))
+    ).json()
     assert (first["result"], first["points"]) == ("awarded", 15)
     assert first["entries"][0]["explanation"] == "Store visit v1: 15 points"
-    second = (await api.client.post("/v1/events", json=event, headers=api.headers())).json()
+    second = (
+        await api.client.post("/v1/events", json=event, headers=api.headers(**{"Idempotency-Key": "visit-4"}))
+    ).json()
     assert (second["result"], second["points"]) == ("awarded", 5)
     assert "capped by the 20 points per customer in total: 5 left" in second["explanation"]
-    third = (await api.client.post("/v1/events", json=event, headers=api.headers())).json()
+    third = (
+        await api.client.post("/v1/events", json=event, headers=api.headers(**{"Idempotency-Key": "visit-5"}))
+    ).json()
     assert (third["result"], third["points"]) == ("no rule matched", 0)
     status = await api.status("c-7")
     assert status["points"]["available"] == 20  # no return window for events
     future = await api.client.post(
-        "/v1/events", json={**event, "occurred_at": iso(START + timedelta(days=2))}, headers=api.headers()
+        "/v1/events",
+        json={**event, "occurred_at": iso(START + timedelta(days=2))},
+        headers=api.headers(**{"Idempotency-Key": "visit-6"}),
     )
     assert future.status_code == 422 and future.json()["field"] == "occurred_at"
 
