@@ -207,3 +207,36 @@ def verify_ledger(client: AsyncTestClient[Litestar]) -> None:
 
     report = in_app(client, jobs.verify)
     assert report.ok, report.problems
+
+
+def fingerprint(client: AsyncTestClient[Litestar], program_id: str | None = None) -> dict[str, str]:
+    """A digest of every row of every table (or of one program's rows): equal digests, nothing changed."""
+
+    async def run() -> dict[str, str]:
+        async with db.connection() as conn:
+            tables = await conn.fetch(
+                """
+                SELECT t.table_name, bool_or(c.column_name = 'program_id') AS scoped
+                FROM information_schema.tables t
+                JOIN information_schema.columns c USING (table_schema, table_name)
+                WHERE t.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+                  AND t.table_name <> 'migration'
+                GROUP BY t.table_name ORDER BY t.table_name
+                """
+            )
+            digests: dict[str, str] = {}
+            for table in tables:
+                name = table["table_name"]
+                if program_id is not None and not table["scoped"] and name != "program":
+                    continue
+                column = "id" if name == "program" else "program_id"
+                where = f"WHERE t.{column} = $1::uuid" if program_id is not None else ""
+                args = [program_id] if program_id is not None else []
+                digests[name] = await conn.fetchval(
+                    f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                    f'FROM "{name}" t {where}',
+                    *args,
+                )
+            return digests
+
+    return in_app(client, run)
