@@ -10,7 +10,17 @@ from service.ledger.schemas import LedgerEntryOut
 from service.messaging.schemas import MessageOut
 from service.tiers.schemas import CustomerTier
 
-Locale = Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
+# The shape only; profile_changes keeps locales CLDR knows, in their canonical BCP 47 form.
+Locale = Annotated[
+    str,
+    Meta(
+        max_length=35,
+        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+        description="A locale CLDR knows (en, en-GB, pt_BR, zh-Hant-TW), stored in BCP 47 form (pt-BR). "
+        "Messages use the shipped templates of its language (en, tr, cy, lv, ms, ru: en-GB gets en, with "
+        "British dates), else the program's default locale (the message's locale_note says so).",
+    ),
+]
 TimeZone = Annotated[str, Meta(min_length=1, max_length=64)]
 
 

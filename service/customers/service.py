@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,10 +15,18 @@ from service.core.errors import InvalidInput, NotFound
 from service.customers import repository
 from service.customers.schemas import CustomerOut, CustomerProfile
 from service.ledger.service import Customer
+from service.messaging.locales import canonical as canonical_locale
 from service.outbox.service import Event
 
+EARLIEST_BIRTHDAY = date(1900, 1, 1)
+# UTC+14 (Kiribati) starts each date first: a birthday after its date has begun nowhere yet.
+_FIRST_ZONE = timezone(timedelta(hours=14))
 
-def profile_changes(profile: CustomerProfile | None, field_prefix: str = "") -> dict[str, Any]:
+
+def profile_changes(profile: CustomerProfile | None, now: datetime, field_prefix: str = "") -> dict[str, Any]:
+    """The fields given, checked: an IANA time zone, a locale CLDR knows (kept in BCP 47 form, `pt_BR`
+    -> `pt-BR`), a birthday from 1900-01-01 to today (by `now`, the request's clock). 422 naming the
+    field, with `field_prefix` where the profile is embedded (`customer.`)."""
     if profile is None:
         return {}
     changes = {k: v for k, v in msgspec.structs.asdict(profile).items() if v is not msgspec.UNSET}
@@ -27,8 +36,23 @@ def profile_changes(profile: CustomerProfile | None, field_prefix: str = "") -> 
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise InvalidInput(f"{zone!r} is not an IANA time zone", field=f"{field_prefix}timezone") from exc
-    if "locale" in changes and changes["locale"] is not None:
-        changes["locale"] = changes["locale"].replace("_", "-")
+    locale = changes.get("locale")
+    if locale is not None:
+        tag = canonical_locale(locale)
+        if tag is None:
+            raise InvalidInput(
+                f"{locale!r} is not a locale CLDR knows (e.g. en, en-GB, pt-BR, zh-Hant-TW)",
+                field=f"{field_prefix}locale",
+            )
+        changes["locale"] = tag
+    birthday = changes.get("birthday")
+    if birthday is not None:
+        if birthday < EARLIEST_BIRTHDAY:
+            raise InvalidInput(
+                f"birthday {birthday} is before {EARLIEST_BIRTHDAY}", field=f"{field_prefix}birthday"
+            )
+        if birthday > now.astimezone(_FIRST_ZONE).date():
+            raise InvalidInput(f"birthday {birthday} is in the future", field=f"{field_prefix}birthday")
     return changes
 
 
@@ -53,13 +77,20 @@ async def upsert(
 
 
 async def get(
-    conn: Connection, program_id: UUID, external_id: str, *laterals: str, lock: bool = False
+    conn: Connection,
+    program_id: UUID,
+    external_id: str,
+    *laterals: str,
+    lock: bool = False,
+    params: Sequence[Any] = (),
+    field: str = "path:external_id",
 ) -> dict[str, Any]:
-    """The customer (404 naming the id if unknown), with the columns any LATERAL fragments add; with
-    `lock`, its row is held until commit."""
-    row = await repository.get(conn, program_id, external_id, *laterals, lock=lock)
+    """The customer (404 naming `field`, where the id came from, if unknown), with the columns any
+    LATERAL fragments add (they may use `params` as $3, $4, ...); with `lock`, its row is held until
+    commit."""
+    row = await repository.get(conn, program_id, external_id, *laterals, lock=lock, params=params)
     if row is None:
-        raise NotFound(f"no customer {external_id!r} in this program", field="external_id")
+        raise NotFound(f"no customer {external_id!r} in this program", field=field)
     return row
 
 

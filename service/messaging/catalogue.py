@@ -6,7 +6,7 @@ tier) and stop only at unsubscribe-all; marketing messages need marketing consen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 Category = Literal["transactional", "marketing"]
@@ -15,7 +15,7 @@ LOCALES: tuple[str, ...] = ("en", "tr", "cy", "lv", "ms", "ru")
 COMMON_VARIABLES: frozenset[str] = frozenset(
     {"customer", "program", "unsubscribe_url", "greeting", "signature", "locale", "marketing"}
 )
-HELPERS: frozenset[str] = frozenset({"money", "number", "date", "plural"})
+HELPERS: frozenset[str] = frozenset({"money", "number", "date", "plural", "vocative"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,8 @@ class MessageType:
     variables: frozenset[str]
     # Held back by quiet hours; not the thank-you for an order just placed (the customer is awake).
     quiet_hours: bool = True
+    # About one order: without it (gone since) the message fails rather than go out half empty.
+    needs_order: bool = False
 
     @property
     def allowed_names(self) -> frozenset[str]:
@@ -33,18 +35,40 @@ class MessageType:
 
 
 _ORDER = frozenset({"order"})
+# What the points of an order or a credit mean today: `customer.points` can be spent now,
+# `pending_points` (all of the customer's) wait for the return window, and this order's (or credit's)
+# points can be spent from `points_available_on` (a date in the customer's time zone; null: already).
+_PENDING = frozenset({"pending_points", "points_available_on"})
 MESSAGE_TYPES: dict[str, MessageType] = {
     t.key: t
     for t in (
         MessageType(
-            "order_thank_you", "transactional", "Thank-you right after an order", _ORDER, quiet_hours=False
+            "order_thank_you",
+            "transactional",
+            "Thank-you right after an order",
+            _ORDER | _PENDING,
+            quiet_hours=False,
+            needs_order=True,
         ),
-        MessageType("delivery_check_in", "transactional", '"How is it?" some days after the order', _ORDER),
         MessageType(
-            "review_request", "marketing", "Asks for a review of what was bought", _ORDER | {"review_url"}
+            "delivery_check_in",
+            "transactional",
+            '"How is it?" some days after the order',
+            _ORDER,
+            needs_order=True,
         ),
         MessageType(
-            "points_earned", "transactional", "Points earned and the balance", frozenset({"points", "order"})
+            "review_request",
+            "marketing",
+            "Asks for a review of what was bought",
+            _ORDER | {"review_url"},
+            needs_order=True,
+        ),
+        MessageType(
+            "points_earned",
+            "transactional",
+            "Points earned, when they can be spent, and the balance",
+            frozenset({"points", "order"}) | _PENDING,
         ),
         MessageType(
             "points_expiring",
@@ -92,13 +116,29 @@ MESSAGE_TYPES: dict[str, MessageType] = {
 }
 
 
-def sample_context(message_type: str, *, points: int = 3, now: datetime | None = None) -> dict[str, Any]:
-    """Plausible values for a preview or a save-time check; `points` drives every count (plural checks)."""
-    today = (now or datetime(2026, 3, 2)).date()
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February in a year without one
+        return day.replace(year=day.year - years, day=28)
+
+
+def sample_context(
+    message_type: str, *, points: int = 3, now: datetime | None = None, pending_days: int = 14
+) -> dict[str, Any]:
+    """Plausible values for a preview or a save-time check; `points` drives every count (plural checks).
+    Dates follow from `now` (local time; the preview passes the clock's) and agree with the counts: in N
+    days is today + N. A count too large for the calendar (a year after 9999) moves the dates as far as
+    the calendar goes and the count shown with them, so sample values never break a render."""
+    moment = now or datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    today = moment.date()
+    days_ahead = min(points, (date.max - today).days)
+    days_back = min(points, (today - date.min).days)
+    years_back = min(points, today.year - 1)
     order = {
         "number": "1001",
         "total": {"amount": 4990 * points, "currency": "EUR"},
-        "placed_at": datetime(2026, 3, 2, 12, 0),
+        "placed_at": moment,
         "lines": [{"name": "Trail shoes", "quantity": points, "sku": "SHOE-1"}],
         "item_count": points,
         "points": points,
@@ -107,8 +147,10 @@ def sample_context(message_type: str, *, points: int = 3, now: datetime | None =
         "order": order,
         "review_url": "https://shop.example/review/1001",
         "points": points,
-        "expires_on": date(today.year + 1, 1, 31),
-        "days": points,
+        "pending_points": points,
+        "points_available_on": today + timedelta(days=pending_days) if pending_days else None,
+        "expires_on": today + timedelta(days=days_ahead),
+        "days": days_ahead,
         "tier": {
             "key": "gold",
             "name": "Gold",
@@ -118,15 +160,15 @@ def sample_context(message_type: str, *, points: int = 3, now: datetime | None =
         },
         "previous_tier": "Silver",
         "next_tier": "Silver",
-        "downgrade_on": date(today.year + 1, 3, 2),
+        "downgrade_on": today + timedelta(days=30),
         "keep": {"metric": "spend", "remaining": {"amount": 4000, "currency": "EUR"}},
         "offer": "Our spring collection opens for you two days early.",
         "reward_points": points,
         "orders_count": points,
-        "years": points,
-        "first_order_on": date(today.year - points, 3, 2),
-        "days_since_last_order": points,
-        "last_order_on": date(today.year - 1, 3, 2),
+        "years": years_back,
+        "first_order_on": _years_before(today, years_back),
+        "days_since_last_order": days_back,
+        "last_order_on": today - timedelta(days=days_back),
     }
     return {name: values[name] for name in MESSAGE_TYPES[message_type].variables}
 

@@ -10,6 +10,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.core import db
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
+from service.core.fields import RowId
+from service.core.openapi import problems
 from service.messaging import service
 from service.messaging.delivery import read_unsubscribe_token
 from service.messaging.schemas import (
@@ -82,6 +84,7 @@ class MessagingController(Controller):
         guards=[requires("admin")],
         status_code=201,
         summary="Override a message type's template in one locale",
+        opt=problems(409),
         description="Checked at save: syntax, only the type's variables, and sample renders over numbers that reach "
         "every plural category of the locale; a problem is a 422 naming the part (subject, text, html) and line.",
     )
@@ -157,6 +160,7 @@ class MessagingController(Controller):
         guards=[requires("read")],
         status_code=200,
         summary="Render a draft, the program's current template or the default (writes nothing)",
+        opt=problems(404),
     )
     async def preview_draft(
         self,
@@ -171,6 +175,7 @@ class MessagingController(Controller):
         "/messages",
         guards=[requires("read")],
         summary="Every message's fate, newest first",
+        opt=problems(404),
         description="queued (due_at), deferred (reason, due_at), sent, failed (reason, last_error), suppressed (reason).",
     )
     async def list_messages(
@@ -184,9 +189,9 @@ class MessagingController(Controller):
         async with db.connection() as conn:
             return await service.list_messages(conn, request.user.program_id, customer, status, cursor, limit)
 
-    @get("/messages/{message_id:int}", guards=[requires("read")], summary="One message")
+    @get("/messages/{message_id:str}", guards=[requires("read")], summary="One message")
     async def get_message(
-        self, request: Request[Principal, Any, Any], message_id: FromPath[int]
+        self, request: Request[Principal, Any, Any], message_id: FromPath[RowId]
     ) -> MessageOut:
         async with db.connection() as conn:
             return await service.get_message(conn, request.user.program_id, message_id)

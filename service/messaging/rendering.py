@@ -19,7 +19,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from babel import Locale, UnknownLocaleError
+from babel import Locale
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
@@ -27,7 +27,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from service.core.money import exponent
-from service.messaging.catalogue import LOCALES, MESSAGE_TYPES, sample_context, sample_customer
+from service.messaging.catalogue import MESSAGE_TYPES, sample_context, sample_customer
+from service.messaging.variables import latvian_vocative
 
 PARTS: tuple[str, ...] = ("subject", "text", "html")
 LAYOUT_PARTS: tuple[str, ...] = ("greeting", "signature", "footer_marketing", "footer_transactional")
@@ -149,31 +150,6 @@ def compile_template(
     return CompiledTemplate(**parts, whole=whole)
 
 
-# --- locales -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LocaleChoice:
-    template_locale: str  # one of LOCALES: whose templates
-    format_locale: str  # the customer's own locale when Babel knows it (en_GB dates), for numbers/dates
-    note: str | None  # why the customer's locale was not used, if it was not
-
-
-@lru_cache(maxsize=1024)
-def choose_locale(requested: str | None, program_default: str) -> LocaleChoice:
-    """The customer's locale if we have templates for its language, else the program's default (said so)."""
-    if requested:
-        try:
-            parsed = Locale.parse(requested.replace("-", "_"))
-        except (ValueError, UnknownLocaleError):
-            parsed = None
-        if parsed is not None and parsed.language in LOCALES:
-            return LocaleChoice(parsed.language, str(parsed), None)
-        note = f"no templates for locale '{requested}'; sent in '{program_default}', the program's default"
-        return LocaleChoice(program_default, program_default, note)
-    return LocaleChoice(program_default, program_default, None)
-
-
 # --- helpers the templates call --------------------------------------------------------------------
 
 
@@ -193,8 +169,9 @@ class _BoundedDict(dict[K, V]):
 
 
 class _Helpers:
-    """`money`, `number`, `date`, `plural` bound to one locale. Strict: every plural() must give every
-    CLDR category of the locale (the save-time check); lenient (sending): a missing one falls back."""
+    """`money`, `number`, `date`, `plural`, `vocative` bound to one locale. Strict: every plural() must
+    give every CLDR category of the locale (the save-time check); lenient (sending): a missing one falls
+    back."""
 
     def __init__(self, locale: str, *, strict: bool) -> None:
         self.locale = Locale.parse(locale)
@@ -249,8 +226,20 @@ class _Helpers:
         form = forms.get(category) or forms.get("other") or next(iter(forms.values()), "#")
         return form.replace("#", self.number(count)) if "#" in form else form
 
+    def vocative(self, name: str | None) -> str:
+        """The name as the customer is addressed: Latvian inflects it (Jānis -> Jāni), others keep it."""
+        if not name:
+            return ""
+        return latvian_vocative(str(name)) if self.locale.language == "lv" else str(name)
+
     def as_context(self) -> dict[str, Callable[..., str]]:
-        return {"money": self.money, "number": self.number, "date": self.date, "plural": self.plural}
+        return {
+            "money": self.money,
+            "number": self.number,
+            "date": self.date,
+            "plural": self.plural,
+            "vocative": self.vocative,
+        }
 
 
 @cache
@@ -363,11 +352,19 @@ def render(
     return Rendered(subject=subject, text=text, html=html)
 
 
-def sample_variables(message_type: str, count: int) -> dict[str, Any]:
+def sample_variables(
+    message_type: str,
+    count: int,
+    *,
+    now: datetime | None = None,
+    program: Mapping[str, Any] | None = None,
+    pending_days: int = 14,
+) -> dict[str, Any]:
+    """A sample customer's message: `now` in local time (dates follow from it), the program's own name."""
     return {
-        **sample_context(message_type, points=count),
+        **sample_context(message_type, points=count, now=now, pending_days=pending_days),
         "customer": sample_customer(count),
-        "program": {"name": "Sample Shop", "url": "https://shop.example"},
+        "program": dict(program) if program else {"name": "Sample Shop", "url": "https://shop.example"},
         "unsubscribe_url": "https://encore.example/u/sample",
     }
 

@@ -10,6 +10,7 @@ from uuid import UUID
 import msgspec
 
 from service.core.db import Connection, json_value
+from service.ledger import service as ledger
 from service.messaging.schemas import MessagingSettings
 
 
@@ -100,18 +101,19 @@ async def template_versions(conn: Connection, template_id: UUID) -> list[dict[st
 # --- facts for a batch of messages ---
 
 
-async def recipients(conn: Connection, customer_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
-    """The customers with what a message says about them, and whether their address is suppressed."""
+async def recipients(conn: Connection, customer_ids: list[UUID], now: datetime) -> dict[UUID, dict[str, Any]]:
+    """The customers with what a message says about them at `now` (points past their date no longer
+    count), and whether their address is suppressed."""
     rows = await conn.fetch(
-        """
+        f"""
         SELECT c.id, c.program_id, c.external_id, c.email, c.name, c.locale, c.timezone,
                c.marketing_consent, c.transactional_consent, t.definition ->> 'name' AS tier_name,
-               coalesce(b.available, 0) AS points, s.reason AS suppressed,
+               coalesce(b.available, 0) AS points, coalesce(b.pending, 0) AS pending_points, s.reason AS suppressed,
                o.orders_count, o.first_order_at, o.last_order_at, p.name AS program_name, p.timezone AS program_timezone
         FROM customer c
         JOIN program p ON p.id = c.program_id
         LEFT JOIN tier t ON t.id = c.tier_id
-        LEFT JOIN customer_balance b ON b.customer_id = c.id
+        LEFT JOIN LATERAL ({ledger.points_select("c.id", "$2::timestamptz")}) b ON true
         LEFT JOIN suppression s ON s.program_id = c.program_id AND s.email = lower(c.email)
         CROSS JOIN LATERAL (
             SELECT count(*) AS orders_count, min(placed_at) AS first_order_at, max(placed_at) AS last_order_at
@@ -120,6 +122,7 @@ async def recipients(conn: Connection, customer_ids: list[UUID]) -> dict[UUID, d
         WHERE c.id = ANY($1::uuid[])
         """,
         customer_ids,
+        now,
     )
     return {r["id"]: dict(r) for r in rows}
 
@@ -127,8 +130,14 @@ async def recipients(conn: Connection, customer_ids: list[UUID]) -> dict[UUID, d
 async def orders(conn: Connection, order_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
     if not order_ids:
         return {}
+    # points_available_at: when the order's points still pending become available (null: none pending).
     rows = await conn.fetch(
-        "SELECT id, external_id, currency, total_amount, placed_at, points_earned FROM orders WHERE id = ANY($1::uuid[])",
+        """
+        SELECT o.id, o.external_id, o.currency, o.total_amount, o.placed_at, o.points_earned,
+               (SELECT max(l.available_at) FROM points_lot l
+                WHERE l.order_id = o.id AND l.state = 'pending' AND l.remaining > 0) AS points_available_at
+        FROM orders o WHERE o.id = ANY($1::uuid[])
+        """,
         order_ids,
     )
     found: dict[UUID, dict[str, Any]] = {r["id"]: {**dict(r), "lines": []} for r in rows}
@@ -140,6 +149,13 @@ async def orders(conn: Connection, order_ids: list[UUID]) -> dict[UUID, dict[str
     for line in lines:
         found[line["order_id"]]["lines"].append(dict(line))
     return found
+
+
+async def program_facts(conn: Connection, program_id: UUID) -> dict[str, Any]:
+    """What a sample preview shows of the program itself (its name, return window, time zone)."""
+    row = await conn.fetchrow("SELECT name, pending_days, timezone FROM program WHERE id = $1", program_id)
+    assert row is not None, "the caller's program exists"
+    return dict(row)
 
 
 async def tier_definitions(
@@ -251,6 +267,7 @@ async def messages(
     status: str | None,
     before_id: int | None,
     limit: int,
+    message_id: int | None = None,
 ) -> list[dict[str, Any]]:
     # Only the filters given, so each shape gets its own plan (a generic "$2 IS NULL OR ..." plan would
     # walk the program's messages by id instead of the customer's index).
@@ -259,6 +276,7 @@ async def messages(
         ("m.customer_id = ${}", customer_id),
         ("m.status = ${}", status),
         ("m.id < ${}", before_id),
+        ("m.id = ${}", message_id),
     ):
         if value is not None:
             args.append(value)

@@ -18,6 +18,7 @@ from service.core.pagination import decode_cursor, encode_cursor
 from service.customers import service as customers
 from service.messaging import delivery, domain, rendering, repository
 from service.messaging.catalogue import LOCALES, MESSAGE_TYPES
+from service.messaging.locales import bcp47, choose_locale
 from service.messaging.rendering import CompiledTemplate, TemplateProblem
 from service.messaging.schemas import (
     DraftPreviewIn,
@@ -120,7 +121,7 @@ def _parse_id(template_id: str) -> UUID:
     try:
         return UUID(template_id)
     except ValueError:
-        raise NotFound(f"no template {template_id!r}", field="id") from None
+        raise NotFound(f"no template {template_id!r}", field="path:template_id") from None
 
 
 async def _template_row(
@@ -128,7 +129,7 @@ async def _template_row(
 ) -> dict[str, Any]:
     row = await repository.template(conn, program_id, _parse_id(template_id), lock=lock)
     if row is None:
-        raise NotFound(f"no template {template_id!r}", field="id")
+        raise NotFound(f"no template {template_id!r}", field="path:template_id")
     return row
 
 
@@ -293,18 +294,28 @@ async def _preview(
     data: PreviewIn | DraftPreviewIn,
     now: datetime,
 ) -> PreviewOut:
-    """Render for a real customer (their facts, their locale's formats) or a sample one."""
+    """Render for a real customer (their facts, their locale's formats) or a sample one, with the
+    program's own name and dates that follow from the clock, as the message would go out now."""
     notes: list[str] = []
     settings = await get_settings(conn, program_id)
+    program = await repository.program_facts(conn, program_id)
+    program_vars = {"name": program["name"], "url": settings.shop_url}
     format_locale = locale
+    message = MESSAGE_TYPES[message_type]
     if data.customer is None:
-        variables = rendering.sample_variables(message_type, data.count)
-        variables["program"] = {"name": variables["program"]["name"], "url": settings.shop_url}
+        zone = _zone(None, program["timezone"])
+        variables = rendering.sample_variables(
+            message_type,
+            data.count,
+            now=now.astimezone(zone),
+            program=program_vars,
+            pending_days=program["pending_days"],
+        )
         who = "sample"
     else:
-        found = await customers.get(conn, program_id, data.customer)
-        facts = (await repository.recipients(conn, [found["id"]]))[found["id"]]
-        choice = rendering.choose_locale(facts["locale"], settings.default_locale)
+        found = await customers.get(conn, program_id, data.customer, field="customer")
+        facts = (await repository.recipients(conn, [found["id"]], now))[found["id"]]
+        choice = choose_locale(facts["locale"], settings.default_locale)
         if choice.template_locale == locale:
             format_locale = choice.format_locale
         else:
@@ -312,17 +323,17 @@ async def _preview(
                 f"the customer's locale is {facts['locale'] or 'not set'}; they would get the {choice.template_locale!r} template"
             )
         zone = _zone(facts["timezone"], facts["program_timezone"])
-        sample = rendering.sample_variables(message_type, data.count)
-        try:
-            own = message_vars(message_type, {}, facts, None, {}, settings, zone, now)
-        except LookupError:
-            own = {}
+        sample = rendering.sample_variables(
+            message_type, data.count, now=now.astimezone(zone), pending_days=program["pending_days"]
+        )
+        own = message_vars(message_type, {}, facts, None, {}, settings, zone, now)
+        if "order" in message.variables and own.get("order") is None:
             notes.append("no order given: the sample order is shown")
         variables = {
             **sample,
             **{k: v for k, v in own.items() if v is not None or k not in sample},
             "customer": customer_vars(facts),
-            "program": {"name": facts["program_name"], "url": settings.shop_url},
+            "program": program_vars,
         }
         who = data.customer
     try:
@@ -339,7 +350,7 @@ async def _preview(
         ) from None
     return PreviewOut(
         message_type=message_type,
-        locale=format_locale,
+        locale=bcp47(format_locale),
         template=label,
         customer=who,
         subject=out.subject,
@@ -386,7 +397,7 @@ async def list_messages(
 ) -> MessageList:
     customer_id = None
     if customer is not None:
-        customer_id = (await customers.get(conn, program_id, customer))["id"]
+        customer_id = (await customers.get(conn, program_id, customer, field="query:customer"))["id"]
     rows = await repository.messages(conn, program_id, customer_id, status, decode_cursor(cursor), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -405,9 +416,9 @@ async def recent_for_customer(
 
 
 async def get_message(conn: Connection, program_id: UUID, message_id: int) -> MessageOut:
-    rows = await repository.messages(conn, program_id, None, None, message_id + 1, 1)
-    if not rows or rows[0]["id"] != message_id:
-        raise NotFound(f"no message {message_id}", field="id")
+    rows = await repository.messages(conn, program_id, None, None, None, 1, message_id=message_id)
+    if not rows:
+        raise NotFound(f"no message {message_id}", field="path:message_id")
     return message_out(rows[0])
 
 
@@ -446,7 +457,7 @@ async def remove_suppression(conn: Connection, program_id: UUID, email: str) -> 
         "DELETE FROM suppression WHERE program_id = $1 AND email = lower($2)", program_id, email
     )
     if result.endswith(" 0"):
-        raise NotFound(f"{email!r} is not on the suppression list", field="email")
+        raise NotFound(f"{email!r} is not on the suppression list", field="path:email")
 
 
 # --- unsubscribe ---
@@ -466,7 +477,7 @@ async def unsubscribe(conn: Connection, key: bytes, token: str, now: datetime) -
         link.customer_id,
     )
     if row is None:
-        raise NotFound("this unsubscribe link's message is gone", field="token")
+        raise NotFound("this unsubscribe link's message is gone", field="path:token")
     changed = row["marketing_consent"] or (link.scope == "all" and row["transactional_consent"])
     if changed:
         await conn.execute(
@@ -530,7 +541,7 @@ async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: dat
     needs_tiers = any(r["message_type"].startswith("tier_") for r in rows)
     return BatchFacts(
         settings=settings,
-        recipients=await repository.recipients(conn, customer_ids),
+        recipients=await repository.recipients(conn, customer_ids, now),
         orders=await repository.orders(conn, order_ids),
         tiers=await repository.tier_definitions(conn, programs) if needs_tiers else {},
         recent=await repository.recent_marketing(conn, customer_ids, now - timedelta(days=longest_cap)),
@@ -601,7 +612,7 @@ def _render(
     public_url: str,
 ) -> Prepared:
     message_type = row["message_type"]
-    choice = rendering.choose_locale(customer["locale"], settings.default_locale)
+    choice = choose_locale(customer["locale"], settings.default_locale)
     saved = facts.overrides.get((row["program_id"], message_type, choice.template_locale))
     scope: delivery.Scope = "marketing" if row["category"] == "marketing" else "all"
     url = (
@@ -611,6 +622,8 @@ def _render(
     order_id = _order_shown(row)
     order = facts.orders.get(order_id) if order_id is not None else None
     try:
+        if order is None and MESSAGE_TYPES[message_type].needs_order:
+            raise LookupError("the message's order is gone")
         template = (
             compiled_override(saved)
             if saved
@@ -662,7 +675,7 @@ def _render(
     )
     outcome = {
         "id": row["id"],
-        "locale": choice.format_locale,
+        "locale": bcp47(choice.format_locale),
         "locale_note": choice.note,
         "template_ref": f"{saved['id']} v{saved['version']}"
         if saved

@@ -4,6 +4,7 @@ customer's own time zone). Pure: the send sweep loads the rows for a whole batch
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +18,27 @@ def first_name(name: str | None) -> str | None:
     return name.strip().split()[0]
 
 
+# The Latvian alphabet (no q, w, x, y): a name spelled otherwise is foreign and keeps its form.
+_LATVIAN_LETTERS = frozenset("aābcčdeēfgģhiījkķlļmnņoprsštuūvzž")
+_LATVIAN_VOWELS = frozenset("aāeēiīouū")
+
+
+def latvian_vocative(name: str) -> str:
+    """A Latvian given name as it is addressed ("Sveiki, Jāni!"): -is -> -i (Jānis -> Jāni), -us -> -u
+    (Ingus -> Ingu), -s after a consonant and -š dropped (Andrejs -> Andrej, Ainārs -> Ainār, Mārtiņš ->
+    Mārtiņ). Feminine -a / -e and every other ending stay, and so do -as / -es / -os (no Latvian given
+    name ends so: Lukas, Agnes are foreign) and names not spelled in the Latvian alphabet. Only the last
+    letter can go, so the capitalisation is the customer's own."""
+    name = unicodedata.normalize("NFC", name)
+    lower = name.lower()
+    if len(lower) != len(name) or len(lower) < 3 or not set(lower) <= _LATVIAN_LETTERS:
+        return name
+    last, before = lower[-1], lower[-2]
+    if last == "š" or (last == "s" and (before in "iu" or before not in _LATVIAN_VOWELS)):
+        return name[:-1]
+    return name
+
+
 def customer_vars(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "first_name": first_name(row.get("name")),
@@ -24,7 +46,7 @@ def customer_vars(row: dict[str, Any]) -> dict[str, Any]:
         "email": row.get("email"),
         "external_id": row["external_id"],
         "tier": row.get("tier_name"),
-        "points": int(row.get("points") or 0),
+        "points": int(row.get("points") or 0),  # available: what can be spent today
     }
 
 
@@ -43,11 +65,18 @@ def order_vars(order: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _moment(value: str | datetime) -> datetime:
+    """A time from a row, or from an event's JSON payload (ISO 8601)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _local_date(value: str | datetime | None, zone: ZoneInfo) -> date | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone(zone).date()
+    return None if value is None else _moment(value).astimezone(zone).date()
+
+
+def available_on(value: str | datetime | None, zone: ZoneInfo, now: datetime) -> date | None:
+    """The local date points pending until `value` can be spent; None when they already can."""
+    return _local_date(value, zone) if value is not None and _moment(value) > now else None
 
 
 def tier_vars(ref: dict[str, Any] | None, definition: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -84,15 +113,23 @@ def message_vars(
     last_order = _local_date(customer.get("last_order_at"), zone)
     reward = context.get("reward_points")
     orders_count = int(customer.get("orders_count") or 0)
-    if message_type in ("order_thank_you", "delivery_check_in", "review_request"):
-        if order is None:
-            raise LookupError("the message's order is gone")
-        values: dict[str, Any] = {"order": order_vars(order)}
+    if message_type in ("order_thank_you", "delivery_check_in", "review_request", "points_earned"):
+        # No order (a preview for a real customer): None, the caller decides (catalogue `needs_order`).
+        values: dict[str, Any] = {"order": order_vars(order) if order else None}
         if message_type == "review_request":
             values["review_url"] = settings.review_url
+        if message_type == "points_earned":
+            values["points"] = int(event.get("points") or 0)
+        if message_type in ("order_thank_you", "points_earned"):
+            # Points earned say when they mature; an order's points mature with its pending lots.
+            pending_until = (
+                event.get("available_at")
+                if message_type == "points_earned"
+                else (order or {}).get("points_available_at")
+            )
+            values["pending_points"] = int(customer.get("pending_points") or 0)
+            values["points_available_on"] = available_on(pending_until, zone, now)
         return values
-    if message_type == "points_earned":
-        return {"points": int(event.get("points") or 0), "order": order_vars(order) if order else None}
     if message_type == "points_expiring":
         expires_on = _local_date(event.get("expires_at"), zone) or today
         return {

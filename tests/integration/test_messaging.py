@@ -21,9 +21,20 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service.core.clock import FrozenClock
+from service.ledger import jobs as ledger_jobs
 from service.messaging.jobs import Sender, SendReport
 from service.outreach import jobs as outreach
-from tests.conftest import START, Api, fetch, in_app, iso, order_body, settings_for, table_counts
+from tests.conftest import (
+    START,
+    Api,
+    fetch,
+    in_app,
+    iso,
+    make_program,
+    order_body,
+    settings_for,
+    table_counts,
+)
 
 
 @dataclass
@@ -198,7 +209,7 @@ async def test_post_purchase_journey_in_russian_by_real_smtp(
     log = await messages(api, "ivan")
     assert [m["message_type"] for m in log] == ["review_request", "delivery_check_in", "order_thank_you"]
     assert all(
-        m["status"] == "sent" and m["journey"] == "post_purchase" and m["locale"] == "ru_RU" for m in log
+        m["status"] == "sent" and m["journey"] == "post_purchase" and m["locale"] == "ru-RU" for m in log
     )
     assert [m["step"] for m in log] == [2, 1, 0]
     status = await api.status("ivan")
@@ -475,7 +486,7 @@ async def test_templates_are_checked_at_save_versioned_and_previewed(api: Api) -
     )
     assert real.status_code == 200, real.text
     assert "Hi Zoë," in real.json()["text"] and "since your last order on 2 March 2026" in real.json()["text"]
-    assert real.json()["locale"] == "en_GB"
+    assert real.json()["locale"] == "en-GB"
 
 
 BAD_TEMPLATES = [
@@ -701,3 +712,157 @@ async def test_a_batch_claimed_ahead_and_not_used_is_given_back(
     assert in_app(api.client, first_batch_only) == 1
     leased = fetch(api.client, "SELECT claimed_by FROM message WHERE claimed_by IS NOT NULL")
     assert leased == [{"claimed_by": "early-stopper"}], "only the batch handed out keeps its lease"
+
+
+async def test_the_thank_you_says_what_is_pending_until_when_and_what_can_be_spent(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    """A new customer without a name, in Auckland: the order's 90 points are pending for the 14-day return
+    window (until 16 March 12:00 UTC, already 17 March there), nothing can be spent yet."""
+    await setup_program(api)
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    customer = {
+        "external_id": "kiri",
+        "email": "kiri@example.com",
+        "locale": "en-GB",
+        "timezone": "Pacific/Auckland",
+    }
+    await order(api, "sun-1", customer, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 1
+    [thanks] = mailbox.take()
+    assert thanks["Subject"] == "Thank you for your order sun-1", "no name: no shop's name in its place"
+    assert thanks["Content-Language"] == "en-GB"
+    text, html = (" ".join(part.split()) for part in parts(thanks))
+    said = (
+        "This order earns you 90 points, which you can spend from 17 March 2026, once the return period is "
+        "over. You have no points to spend yet, and 90 points are pending."
+    )
+    assert said in text and "Hello," in text
+    assert "90 points</strong>, which you can spend from 17 March 2026" in html
+    [logged] = await messages(api, "kiri")
+    assert logged["locale"] == "en-GB" and logged["locale_note"] is None
+
+    # The return window over and the points matured, the next order's points are pending in their turn.
+    clock.set(START + timedelta(days=15))
+    matured = in_app(api.client, ledger_jobs.mature, clock.now())
+    assert matured.lots == 1
+    await order(api, "sun-2", {"external_id": "kiri"}, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 1
+    [again] = mailbox.take()
+    # 17 March 12:00 UTC + 14 days = 31 March 12:00 UTC: 1 April 01:00 in Auckland (NZDT until 5 April).
+    assert (
+        "This order earns you 90 points, which you can spend from 1 April 2026, once the return period is "
+        "over. You can spend 90 points today, and 90 points are pending."
+    ) in " ".join(parts(again)[0].split())
+
+
+async def test_latvian_customers_are_addressed_in_the_vocative(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    await setup_program(api)
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    for external_id, name in (("janis", "Jānis Bērziņš"), ("anna", "Anna Kalniņa")):
+        profile = {
+            "external_id": external_id,
+            "email": f"{external_id}@example.com",
+            "name": name,
+            "locale": "lv",
+        }
+        await order(api, f"o-{external_id}", profile, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 2
+    mails = {m["To"].split(" <")[0]: m for m in mailbox.take()}
+    janis, anna = mails["Jānis Bērziņš"], mails["Anna Kalniņa"]
+    assert janis["Subject"] == "Jāni, paldies par Jūsu pasūtījumu o-janis!"
+    assert parts(janis)[0].startswith("Sveiki, Jāni!") and "<p>Sveiki, Jāni!</p>" in parts(janis)[1]
+    assert anna["Subject"] == "Anna, paldies par Jūsu pasūtījumu o-anna!"
+    assert parts(anna)[0].startswith("Sveiki, Anna!")
+
+
+async def test_a_customer_locale_picks_the_templates_of_its_language_else_the_default(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    await setup_program(api, default_locale="tr")
+    await enable(api, "post_purchase")
+    clock.advance(timedelta(minutes=1))
+    for external_id, locale in (("gb", "en-GB"), ("br", "pt_BR"), ("ru", "ru")):
+        profile = {"external_id": external_id, "email": f"{external_id}@example.com", "locale": locale}
+        await order(api, f"o-{external_id}", profile, placed_at=iso(clock.now()))
+    run_journeys(api, clock)
+    assert send(api, sender, clock).sent == 3
+    languages = {m["To"]: m["Content-Language"] for m in mailbox.take()}
+    assert languages == {"gb@example.com": "en-GB", "br@example.com": "tr", "ru@example.com": "ru"}
+    logged = {c: (await messages(api, c))[0] for c in ("gb", "br", "ru")}
+    assert logged["gb"]["locale"] == "en-GB" and logged["gb"]["locale_note"] is None
+    assert logged["br"]["locale"] == "tr"
+    assert (
+        logged["br"]["locale_note"] == "no templates for locale 'pt-BR'; sent in 'tr', the program's default"
+    )
+    assert (await api.status("br"))["customer"]["locale"] == "pt-BR"
+
+
+async def _preview(api: Api, body: dict[str, Any], path: str = "/v1/templates/preview") -> dict[str, Any]:
+    response = await api.client.post(path, json=body, headers=api.headers())
+    assert response.status_code == 200, (body, response.text)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+EXTREME_COUNTS = (0, 1, 2026, 10**9)
+
+
+async def test_previews_render_every_count_the_schema_allows_with_the_programs_name(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    api = make_program(client, "Demo Shop")
+    types = (await api.client.get("/v1/message-types", headers=api.headers())).json()["items"]
+    thanks = next(t for t in types if t["key"] == "order_thank_you")
+    assert {"pending_points", "points_available_on", "order"} <= set(thanks["variables"])
+    for locale in ("en", "ru"):
+        for message_type in (t["key"] for t in types):
+            for count in EXTREME_COUNTS:
+                body = {"message_type": message_type, "locale": locale, "count": count}
+                shown = await _preview(api, body)
+                assert "Sample Shop" not in shown["text"] and "Demo Shop" in shown["text"], shown["text"]
+    # A saved template over dates and counts: the same extremes.
+    template = {
+        "message_type": "first_order_anniversary",
+        "locale": "en",
+        "subject": "{{ plural(years, one='# year', other='# years') }} since {{ date(first_order_on) }}",
+        "text": "{{ greeting }} {{ orders_count }}",
+        "html": "<p>{{ greeting }}</p>",
+    }
+    created = await api.client.post("/v1/templates", json=template, headers=api.headers())
+    assert created.status_code == 201, created.text
+    path = f"/v1/templates/{created.json()['id']}/preview"
+    subjects = [(await _preview(api, {"count": count}, path))["subject"] for count in EXTREME_COUNTS]
+    assert subjects[:3] == [
+        "0 years since March 2, 2026",
+        "1 year since March 2, 2025",
+        "2,025 years since March 2, 1",
+    ]
+    assert subjects[3] == "2,025 years since March 2, 1", "as far back as the calendar goes"
+
+
+async def test_preview_dates_agree_with_the_count_and_the_clock(api: Api, clock: FrozenClock) -> None:
+    clock.set(START + timedelta(days=30))  # 1 April 2026
+    ru = await _preview(api, {"message_type": "points_expiring", "locale": "ru", "count": 5})
+    assert "через 5 дней, 6 апреля 2026 г., с Вашего счёта сгорят 5 баллов" in " ".join(ru["text"].split())
+    en = await _preview(api, {"message_type": "win_back", "locale": "en", "count": 40})
+    assert "It has been 40 days since your last order on February 20, 2026." in en["text"]
+    thanks = await _preview(api, {"message_type": "order_thank_you", "locale": "en", "count": 3})
+    assert "which you can spend from April 15, 2026, once the return period is over" in thanks["text"]
+
+
+async def test_a_real_customers_thank_you_preview_shows_their_pending_points(api: Api) -> None:
+    await order(api, "o-1", {"external_id": "zoe", "name": "Zoë Quinn", "locale": "en-GB"})
+    shown = await _preview(
+        api, {"message_type": "order_thank_you", "locale": "en", "customer": "zoe", "count": 7}
+    )
+    assert shown["notes"] == ["no order given: the sample order is shown"]
+    assert shown["locale"] == "en-GB" and shown["subject"] == "Thank you for your order 1001, Zoë"
+    assert "You have no points to spend yet, and 90 points are pending." in " ".join(shown["text"].split())
