@@ -78,14 +78,18 @@ def _draw(ordered: Iterable[Lot], points: int) -> tuple[list[Draw], int]:
     return draws, left
 
 
+def lapsed(lot: Lot, now: datetime) -> bool:
+    """Past its expiry date: the points are gone from `now` on, even before the expire sweep zeroes the lot
+    (spending refuses them, balances leave them out, expiry changes do not bring them back)."""
+    return lot.expires_at is not None and lot.expires_at <= now
+
+
 def plan_spend(lots: Sequence[Lot], points: int, now: datetime | None = None) -> tuple[Draw, ...]:
     """Draw `points` from available lots, FIFO by expiry; never overdraws. With `now`, lots already past
     their expiry date are not spendable even before the expire sweep has zeroed them."""
     if points <= 0:
         raise ValueError("points to spend must be positive")
-    ordered = [
-        lot for lot in spending_order(lots) if now is None or lot.expires_at is None or lot.expires_at > now
-    ]
+    ordered = [lot for lot in spending_order(lots) if now is None or not lapsed(lot, now)]
     available = sum(lot.remaining for lot in ordered)
     if available < points:
         raise NotEnoughPoints(points, available)
@@ -128,14 +132,7 @@ def maturing(lots: Iterable[Lot], now: datetime) -> list[Lot]:
 
 
 def expiring(lots: Iterable[Lot], now: datetime) -> list[Lot]:
-    return [
-        lot
-        for lot in lots
-        if lot.state != "expired"
-        and lot.remaining > 0
-        and lot.expires_at is not None
-        and lot.expires_at <= now
-    ]
+    return [lot for lot in lots if lot.state != "expired" and lot.remaining > 0 and lapsed(lot, now)]
 
 
 def lot_dates(
@@ -146,3 +143,94 @@ def lot_dates(
     available_at = max(placed_at + timedelta(days=pending_days), now) if pending_days else now
     expires_at = None if expire_after_days is None else available_at + timedelta(days=expire_after_days)
     return available_at, expires_at
+
+
+ExpiryChangeKind = Literal["switched_on", "shortened", "lengthened", "switched_off"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryChange:
+    """The programme's expiry period going from `before` to `after` days after points become available
+    (None: points never expire), and what that does to the points customers hold at `at`.
+
+    One rule in each direction, so nobody loses points at once and nobody is surprised by a later date:
+    - shorter (switching on is shortening from "never"): a held lot expires `after` days after it became
+      available, but no sooner than `after` days after the change, and never later than it would have;
+    - longer (switching off is lengthening to "never"): every held lot's date moves `after - before`
+      days later (or goes).
+    Lots already past their date stay expired; only lots with points left are touched; the 30- and
+    7-day notices start again for every date that changed.
+    """
+
+    before: int | None
+    after: int | None
+    at: datetime
+
+    @property
+    def kind(self) -> ExpiryChangeKind | None:
+        if self.before == self.after:
+            return None
+        if self.after is None:
+            return "switched_off"
+        if self.before is None:
+            return "switched_on"
+        return "shortened" if self.after < self.before else "lengthened"
+
+    @property
+    def shorter(self) -> bool:
+        return self.kind in ("switched_on", "shortened")
+
+    def applies_to(self, lot: Lot) -> bool:
+        """A lot that still holds points and has not passed its date (a lapsed one stays lapsed)."""
+        return (
+            self.kind is not None
+            and lot.remaining > 0
+            and lot.state != "expired"
+            and not lapsed(lot, self.at)
+        )
+
+    def new_expiry(self, lot: Lot) -> datetime | None:
+        """The date a lot that `applies_to` the change expires on after it."""
+        if self.after is None:
+            return None
+        if self.shorter:
+            floor = max(lot.available_at, self.at) + timedelta(days=self.after)
+            return floor if lot.expires_at is None else min(lot.expires_at, floor)
+        assert self.before is not None  # lengthened
+        return None if lot.expires_at is None else lot.expires_at + timedelta(days=self.after - self.before)
+
+    def rule(self) -> str:
+        """The rule applied to the points held, in words (for the API answer)."""
+        kind, before, after = self.kind, self.before, self.after
+        if kind == "switched_on":
+            return (
+                f"Points now expire {after} days after they become available. Points held at the change "
+                f"expire {after} days after they became available but no sooner than {after} days after "
+                "the change, so nobody loses points at once; the usual notices warn 30 and 7 days ahead."
+            )
+        if kind == "shortened":
+            return (
+                f"Points now expire {after} instead of {before} days after they become available. Points "
+                f"held at the change expire {after} days after they became available but no sooner than "
+                f"{after} days after the change (an earlier date stays); the usual notices warn 30 and 7 "
+                "days ahead."
+            )
+        if kind == "lengthened":
+            assert before is not None and after is not None
+            return (
+                f"Points now expire {after} instead of {before} days after they become available. Every "
+                f"date of the points held at the change moves {after - before} days later."
+            )
+        if kind == "switched_off":
+            return "Points no longer expire, including the points held at the change."
+        return "The expiry period did not change."
+
+    def headline(self) -> str:
+        """The start of the explanation in each customer's ledger entry."""
+        return {
+            "switched_on": f"Points expiry switched on ({self.after} days after points become available)",
+            "shortened": f"Points expiry shortened from {self.before} to {self.after} days",
+            "lengthened": f"Points expiry lengthened from {self.before} to {self.after} days",
+            "switched_off": "Points expiry switched off",
+            None: "Points expiry unchanged",
+        }[self.kind]

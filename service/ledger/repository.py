@@ -40,11 +40,35 @@ async def lock_balance(conn: Connection, program_id: UUID, customer_id: UUID, no
     return Balance(**dict(row))
 
 
-async def get_balance(conn: Connection, customer_id: UUID) -> Balance | None:
-    row = await conn.fetchrow(
-        "SELECT customer_id, available, pending, debt, lifetime_earned FROM customer_balance WHERE customer_id = $1",
-        customer_id,
-    )
+def _lapsed(lot: str, now: str) -> str:
+    """SQL: the lot still holds points that are past their date at `now` (domain.lapsed): gone for the
+    customer, though the cached balance counts them until the expire sweep zeroes the lot."""
+    return f"({lot}.remaining > 0 AND {lot}.expires_at <= {now})"
+
+
+def _unlapsed(lot: str, now: str) -> str:
+    return f"({lot}.expires_at IS NULL OR {lot}.expires_at > {now})"
+
+
+def balance_select(customer_id: str, now: str) -> str:
+    """A query of the customer's points at `now` (both SQL expressions): customer_id, available, pending,
+    debt, lifetime_earned — the cached balance less what has lapsed and is not swept yet. No row when the
+    customer has no balance row. For another feature: `LEFT JOIN LATERAL (...) points ON true`."""
+    return f"""
+        SELECT b.customer_id, b.available - coalesce(x.available, 0) AS available,
+               b.pending - coalesce(x.pending, 0) AS pending, b.debt, b.lifetime_earned
+        FROM customer_balance b
+        CROSS JOIN LATERAL (
+            SELECT (sum(l.remaining) FILTER (WHERE l.state = 'available'))::bigint AS available,
+                   (sum(l.remaining) FILTER (WHERE l.state = 'pending'))::bigint AS pending
+            FROM points_lot l WHERE l.customer_id = b.customer_id AND {_lapsed("l", now)}
+        ) x
+        WHERE b.customer_id = {customer_id}
+    """
+
+
+async def get_balance(conn: Connection, customer_id: UUID, now: datetime) -> Balance | None:
+    row = await conn.fetchrow(balance_select("$1", "$2"), customer_id, now)
     return None if row is None else Balance(**dict(row))
 
 
@@ -344,25 +368,29 @@ async def list_entries(
     return [dict(r) for r in rows]
 
 
-def status_lateral(customer_id: str, recent: int) -> str:
+def status_lateral(customer_id: str, recent: int, now: str) -> str:
     """The ledger's part of the customer status, as a LATERAL join on `customer_id` (a SQL expression), so
-    the status view is one round trip: balance, pending points by date, the next expiry, the last entries."""
+    the status view is one round trip: the points at `now` (a SQL expression; points past their expiry
+    date are gone even before the sweep zeroes them), pending points by date, the next expiry, the last
+    entries."""
+    at = f"{now}::timestamptz"
     return f"""
     LEFT JOIN LATERAL (
-        SELECT b.available, b.pending, b.debt, b.lifetime_earned,
+        SELECT points.available, points.pending, points.debt, points.lifetime_earned,
           (SELECT coalesce(json_agg(json_build_object('points', p.points, 'available_at', p.available_at)
                                     ORDER BY p.available_at), '[]')
-             FROM (SELECT available_at, sum(remaining) AS points FROM points_lot
-                   WHERE customer_id = b.customer_id AND state = 'pending' AND remaining > 0
+             FROM (SELECT available_at, sum(remaining) AS points FROM points_lot l
+                   WHERE l.customer_id = points.customer_id AND l.state = 'pending' AND l.remaining > 0
+                         AND {_unlapsed("l", at)}
                    GROUP BY available_at) p) AS pending_lots,
           (SELECT json_build_object('points', sum(remaining), 'expires_at', expires_at)
-             FROM points_lot WHERE customer_id = b.customer_id AND remaining > 0 AND state = 'available'
-                  AND expires_at IS NOT NULL
+             FROM points_lot WHERE customer_id = points.customer_id AND remaining > 0 AND state = 'available'
+                  AND expires_at > {at}
              GROUP BY expires_at ORDER BY expires_at LIMIT 1) AS next_expiry,
           (SELECT coalesce(json_agg(x ORDER BY x.id DESC), '[]') FROM (
              SELECT {ENTRY_FIELDS} FROM points_entry e {ENTRY_JOINS}
-             WHERE e.customer_id = b.customer_id ORDER BY e.id DESC LIMIT {int(recent)}) x) AS recent_entries
-        FROM customer_balance b WHERE b.customer_id = {customer_id}
+             WHERE e.customer_id = points.customer_id ORDER BY e.id DESC LIMIT {int(recent)}) x) AS recent_entries
+        FROM ({balance_select(customer_id, at)}) points
     ) ledger ON true
     """
 
@@ -370,3 +398,99 @@ def status_lateral(customer_id: str, recent: int) -> str:
 async def entry_ids_for_refund(conn: Connection, refund_id: UUID) -> list[int]:
     rows = await conn.fetch("SELECT id FROM points_entry WHERE refund_id = $1 ORDER BY id", refund_id)
     return [r["id"] for r in rows]
+
+
+# $1 program, $2 the change's time, $3 kind, $4 the new period and $5 the shift (seconds: a day is 24 h,
+# as in domain.lot_dates, whatever the session's time zone), $6 the entries' headline, $7 actor, $8 details.
+# The dates follow domain.ExpiryChange.new_expiry; only lots whose date changes get a new one.
+_RESCHEDULE_EXPIRY = f"""
+    WITH planned AS (
+        SELECT l.id, l.customer_id, l.remaining, l.expires_at AS before,
+               CASE $3::text
+                   WHEN 'switched_off' THEN NULL
+                   WHEN 'lengthened' THEN l.expires_at + $5::float8 * interval '1 second'
+                   ELSE least(coalesce(l.expires_at, 'infinity'),
+                              greatest(l.available_at, $2) + $4::float8 * interval '1 second')
+               END AS after
+        FROM points_lot l
+        WHERE l.program_id = $1 AND l.remaining > 0 AND l.state <> 'expired' AND {_unlapsed("l", "$2")}
+    ), changed AS (
+        UPDATE points_lot l SET expires_at = p.after, expiry_notice = 0  -- notices start again for the new date
+        FROM planned p WHERE l.id = p.id AND p.after IS DISTINCT FROM p.before
+        RETURNING l.id, l.program_id, l.customer_id, p.remaining, p.before, p.after
+    ), per_customer AS (
+        SELECT program_id, customer_id, sum(remaining) AS points, count(*) AS lots,
+               min(after) AS first_after, max(after) AS last_after, (array_agg(id))[1] AS a_lot,
+               jsonb_agg(jsonb_build_object('lot_id', id, 'points', remaining, 'expires_at_before', before,
+                                            'expires_at', after) ORDER BY after, id) AS lot_changes
+        FROM changed GROUP BY program_id, customer_id
+    ), entries AS (
+        -- Not a points change (0 points, no allocation): the customer's history says why the dates moved.
+        INSERT INTO points_entry (program_id, customer_id, kind, points, debt_change, lot_id, reason, explanation,
+                                  actor, details, created_at)
+        SELECT program_id, customer_id, 'expiry_changed', 0, 0, CASE WHEN lots = 1 THEN a_lot END,
+               'points expiry changed',
+               $6 || ': ' || points || CASE WHEN points = 1 THEN ' point' ELSE ' points' END
+                 || CASE WHEN first_after IS NULL THEN ' no longer expire'
+                         WHEN first_after = last_after
+                              THEN ' now expire on ' || to_char(first_after AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+                         ELSE ' now expire between ' || to_char(first_after AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+                              || ' and ' || to_char(last_after AT TIME ZONE 'UTC', 'YYYY-MM-DD') END,
+               $7, $8::jsonb || jsonb_build_object('lots', lot_changes), $2
+        FROM per_customer
+    )
+    SELECT count(*) AS customers, coalesce(sum(lots), 0) AS lots, coalesce(sum(points), 0) AS points,
+           min(first_after) AS earliest, max(last_after) AS latest
+    FROM per_customer
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Rescheduled:
+    customers: int
+    lots: int
+    points: int
+    earliest: datetime | None
+    latest: datetime | None
+
+
+async def reschedule_expiry(
+    conn: Connection,
+    program_id: UUID,
+    at: datetime,
+    kind: str,
+    after_days: int | None,
+    shift_days: int | None,
+    headline: str,
+    actor: str | None,
+    details: dict[str, Any],
+) -> Rescheduled:
+    """Give the program's held lots their new expiry dates, with one entry per customer saying so."""
+    # The ledger's lock order (balances by customer, then lots), as the sweeps take it: no deadlock with
+    # them or with a spend, and no lot changes under a customer's feet while a change of theirs runs.
+    await conn.execute(
+        f"""
+        SELECT b.customer_id FROM customer_balance b
+        WHERE b.customer_id IN (
+            SELECT l.customer_id FROM points_lot l
+            WHERE l.program_id = $1 AND l.remaining > 0 AND l.state <> 'expired' AND {_unlapsed("l", "$2")})
+        ORDER BY b.customer_id FOR UPDATE OF b
+        """,
+        program_id,
+        at,
+    )
+    row = await conn.fetchrow(
+        _RESCHEDULE_EXPIRY,
+        program_id,
+        at,
+        kind,
+        None if after_days is None else float(after_days * 86_400),
+        None if shift_days is None else float(shift_days * 86_400),
+        headline,
+        actor,
+        msgspec.json.encode(details).decode(),
+    )
+    assert row is not None
+    return Rescheduled(
+        int(row["customers"]), int(row["lots"]), int(row["points"]), row["earliest"], row["latest"]
+    )

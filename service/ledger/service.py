@@ -18,6 +18,7 @@ from service.ledger import domain, repository
 from service.ledger.repository import NewEntry
 from service.ledger.schemas import AdjustmentIn, AdjustmentOut, LedgerEntryOut
 from service.outbox.service import Event, emit
+from service.programs.schemas import ExpiryChangeOut
 from service.programs.service import Program
 
 
@@ -419,13 +420,22 @@ async def history(
     return await repository.list_entries(conn, program_id, customer_id, before_id, limit)
 
 
-def status_lateral(customer_id: str, recent: int = 5) -> str:
-    """SQL for the ledger's columns of the customer status (see repository.status_lateral)."""
-    return repository.status_lateral(customer_id, recent)
+def status_lateral(customer_id: str, recent: int, now: str) -> str:
+    """SQL for the ledger's columns of the customer status at `now` (SQL expressions, e.g. a bind
+    parameter holding the request's clock; see repository.status_lateral)."""
+    return repository.status_lateral(customer_id, recent, now)
 
 
-async def balance(conn: Connection, customer_id: UUID) -> repository.Balance:
-    found = await repository.get_balance(conn, customer_id)
+def points_select(customer_id: str, now: str) -> str:
+    """A query of a customer's points at `now` (SQL expressions; columns customer_id, available, pending,
+    debt, lifetime_earned) for other features to join (`LEFT JOIN LATERAL (...) points ON true`) instead
+    of reading `customer_balance`, whose cached figures still hold lapsed points until the sweep."""
+    return repository.balance_select(customer_id, now)
+
+
+async def balance(conn: Connection, customer_id: UUID, now: datetime) -> repository.Balance:
+    """The customer's points at `now`: lots past their expiry date no longer count, swept or not."""
+    found = await repository.get_balance(conn, customer_id, now)
     return found or repository.Balance(customer_id, 0, 0, 0, 0)
 
 
@@ -450,7 +460,42 @@ async def manual_adjustment(
         expires_at=expires_at,
     )
     await emit(conn, customer.program_id, result.events, now)
-    held = await balance(conn, customer.id)
+    held = await balance(conn, customer.id, now)
     return AdjustmentOut(
         entries=entry_views(result), available=held.available, pending=held.pending, debt=held.debt
+    )
+
+
+async def reschedule_expiry(
+    conn: Connection, program_id: UUID, before: int | None, after: int | None, now: datetime, actor: str
+) -> ExpiryChangeOut | None:
+    """The program's expiry period changes from `before` to `after` days (None: never): give the points
+    customers hold their new dates by domain.ExpiryChange's rule, and note it in each one's ledger.
+
+    Runs in the caller's transaction (the program's change), so the new period and the new dates commit
+    together. An expiry date is not a points change: the entries carry 0 points and no allocation."""
+    change = domain.ExpiryChange(before, after, now)
+    if change.kind is None:
+        return None
+    done = await repository.reschedule_expiry(
+        conn,
+        program_id,
+        now,
+        change.kind,
+        after,
+        None if before is None or after is None else after - before,
+        change.headline(),
+        actor,
+        {"points_expire_after_days": {"from": before, "to": after}},
+    )
+    return ExpiryChangeOut(
+        kind=change.kind,
+        from_days=before,
+        to_days=after,
+        rule=change.rule(),
+        customers=done.customers,
+        lots=done.lots,
+        points=done.points,
+        earliest_expires_at=done.earliest,
+        latest_expires_at=done.latest,
     )

@@ -10,6 +10,7 @@ from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
 from service.core.idempotency import IdempotencyKeyHeader
+from service.core.openapi import problems
 from service.orders import service
 from service.orders.schemas import OrderCreated, OrderIn, OrderOut, QuoteIn, QuoteOut, RefundIn, RefundOut
 from service.programs import service as programs
@@ -74,6 +75,7 @@ class OrderController(Controller):
         guards=[requires("server")],
         status_code=201,
         summary="Refund lines or an amount; reverses exactly the points the refunded part earned",
+        opt=problems(409),
         description="Idempotent by the refund's `external_id`: the same body again answers 200 with the first refund.",
     )
     async def refund_order(

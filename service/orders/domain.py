@@ -191,6 +191,20 @@ def plan_amount_refund(
     )
 
 
+def refund_summary(plan: RefundPlan, currency: str, *, by_lines: bool) -> str:
+    """What a refund gave back, for its ledger explanation: the units and the money for a line refund
+    ("1 × MUG, EUR 23.47"), the money for an amount refund ("EUR 10.00"), and the shipping part of it,
+    which earned no points ("EUR 10.00, of which EUR 4.95 shipping")."""
+    money = format_money(plan.amount, currency)
+    if by_lines:
+        return ", ".join([*(f"{r.quantity} × {r.sku}" for r in plan.lines), money])
+    if plan.shipping_amount == 0:
+        return money
+    if plan.shipping_amount == plan.amount:
+        return f"{money} of shipping"
+    return f"{money}, of which {format_money(plan.shipping_amount, currency)} shipping"
+
+
 def fully_refunded(lines: Sequence[PricedLine]) -> bool:
     """All merchandise returned: every line's money back, and every unit of lines that cost nothing."""
     return all(

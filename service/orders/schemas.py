@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from service.core.fields import ExternalId
+from service.core.fields import ExternalId, Happened
 from service.customers.schemas import CustomerProfile
 from service.ledger.schemas import LedgerEntryOut
 from service.rules.schemas import AwardOut
@@ -31,11 +31,14 @@ class OrderCustomerIn(CustomerProfile, kw_only=True, forbid_unknown_fields=True)
     external_id: ExternalId
 
 
-class OrderIn(Struct, kw_only=True, forbid_unknown_fields=True):
-    external_id: ExternalId
+class QuoteIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    """An order as it would be placed (a cart), or exactly the body about to be posted to /v1/orders:
+    nothing is written. `external_id` is accepted and not used; `placed_at` defaults to now."""
+
+    external_id: ExternalId | None = None
     customer: OrderCustomerIn
     currency: Annotated[str, Meta(min_length=3, max_length=3, description="ISO 4217 code")]
-    placed_at: Annotated[datetime, Meta(tz=True)]
+    placed_at: Happened | None = None
     lines: Annotated[list[OrderLineIn], Meta(min_length=1, max_length=500)]
     total_amount: Amount
     discount_amount: Amount = 0
@@ -44,17 +47,12 @@ class OrderIn(Struct, kw_only=True, forbid_unknown_fields=True):
     attributes: Attributes = {}
 
 
-class QuoteIn(Struct, kw_only=True, forbid_unknown_fields=True):
-    """An order as it would be placed (a cart): nothing is written."""
+class OrderIn(QuoteIn, kw_only=True, forbid_unknown_fields=True):
+    """An order: a quote's body with its id and time required (so every order body can be quoted as it is;
+    the fields keep their order, which the idempotency hash of a request depends on)."""
 
-    customer: OrderCustomerIn
-    currency: Annotated[str, Meta(min_length=3, max_length=3, description="ISO 4217 code")]
-    lines: Annotated[list[OrderLineIn], Meta(min_length=1, max_length=500)]
-    total_amount: Amount
-    discount_amount: Amount = 0
-    shipping_amount: Amount = 0
-    attributes: Attributes = {}
-    placed_at: Annotated[datetime, Meta(tz=True)] | None = None  # default: now
+    external_id: ExternalId
+    placed_at: Happened
 
 
 class QuoteLineOut(Struct, kw_only=True):

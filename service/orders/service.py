@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -14,7 +14,8 @@ import msgspec
 from service.core import db
 from service.core.db import Connection
 from service.core.errors import Conflict, InvalidInput, NotFound
-from service.core.money import format_money, is_currency
+from service.core.fields import MAX_FUTURE
+from service.core.money import is_currency
 from service.customers import service as customers
 from service.ledger import domain as ledger_domain
 from service.ledger import service as ledger
@@ -41,7 +42,6 @@ from service.tiers import service as tiers
 
 NO_ATTRIBUTES: dict[str, Any] = {}  # shared by the replayed orders that have none; never written to
 # An order placed further ahead than this is refused (clock skew between the shop and us is allowed).
-MAX_FUTURE = timedelta(days=1)
 
 
 def _order_out(order: dict[str, Any], lines: list[dict[str, Any]]) -> OrderOut:
@@ -63,7 +63,7 @@ def _check(currency: str, placed_at: datetime, now: datetime) -> None:
         raise InvalidInput("placed_at is more than a day in the future", field="placed_at")
 
 
-def _price(data: OrderIn | QuoteIn) -> domain.PricedOrder:
+def _price(data: QuoteIn) -> domain.PricedOrder:
     return domain.price_order(
         [domain.LineInput(line.sku, line.quantity, line.unit_amount) for line in data.lines],
         discount_amount=data.discount_amount,
@@ -74,7 +74,7 @@ def _price(data: OrderIn | QuoteIn) -> domain.PricedOrder:
 
 
 def _subject_of(
-    program: Program, data: OrderIn | QuoteIn, placed_at: datetime, priced: domain.PricedOrder, customer: Any
+    program: Program, data: QuoteIn, placed_at: datetime, priced: domain.PricedOrder, customer: Any
 ) -> rules_domain.Subject:
     """An order (or a cart) being placed, as the rules see it."""
     return order_subject(
@@ -146,7 +146,7 @@ async def create_order(
     """Record the order and credit what the active rules award it (one entry per rule version)."""
     _check(data.currency, data.placed_at, now)
     priced = _price(data)
-    profile = customers.profile_changes(data.customer, "customer.")
+    profile = customers.profile_changes(data.customer, now, "customer.")
     profile.pop("external_id", None)
     customer_row, _, events = await customers.upsert(
         conn, program.id, data.customer.external_id, profile, now, *customer_context_laterals()
@@ -290,7 +290,7 @@ async def quote(
 async def get_order(conn: Connection, program_id: UUID, external_id: str) -> OrderOut:
     order = await repository.get_order(conn, program_id, external_id)
     if order is None:
-        raise NotFound(f"no order {external_id!r} in this program", field="external_id")
+        raise NotFound(f"no order {external_id!r} in this program", field="path:external_id")
     return _order_out(order, await repository.get_lines(conn, order["id"]))
 
 
@@ -332,7 +332,7 @@ async def refund(
         raise InvalidInput("give either `lines` or `amount`", field="lines" if not has_lines else "amount")
     order = await repository.get_order(conn, program.id, order_external_id, lock=True)
     if order is None:
-        raise NotFound(f"no order {order_external_id!r} in this program", field="order")
+        raise NotFound(f"no order {order_external_id!r} in this program", field="path:external_id")
     request_hash = _refund_hash(data)
     existing = await repository.get_refund(conn, order["id"], data.external_id)
     if existing is not None:
@@ -348,11 +348,9 @@ async def refund(
     if has_lines:
         requested = [(line.sku, line.quantity) for line in data.lines]  # type: ignore[union-attr]
         plan = domain.plan_line_refund(lines, requested, currency)
-        what = ", ".join(f"{r.quantity} × {r.sku}" for r in plan.lines)
     else:
         shipping_left = order["shipping_amount"] - order["refunded_shipping_amount"]
         plan = domain.plan_amount_refund(lines, data.amount, shipping_left, currency)  # type: ignore[arg-type]
-        what = format_money(plan.amount, currency)
     refund_id = uuid4()
     refund_lines = [dataclasses.asdict(r) for r in plan.lines]
     await repository.insert_refund(
@@ -379,8 +377,8 @@ async def refund(
     )
     customer = ledger.Customer(program.id, order["customer_id"], order["customer_external_id"])
     explanation = (
-        f"Refund {data.external_id} of order {order['external_id']} ({what}, "
-        f"{format_money(plan.amount, currency)}): {ledger.plural_points(plan.points)} reversed"
+        f"Refund {data.external_id} of order {order['external_id']} "
+        f"({domain.refund_summary(plan, currency, by_lines=has_lines)}): {ledger.plural_points(plan.points)} reversed"
     )
     reversed_ = await ledger.reverse(
         conn,

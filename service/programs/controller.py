@@ -10,14 +10,17 @@ from litestar.params import FromPath, JSONBody
 from service.core import db
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
+from service.ledger import service as ledger
 from service.programs import service
 from service.programs.schemas import (
+    EXPIRY_RULE,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyList,
     ApiKeyOut,
     ProgramOut,
     ProgramPatch,
+    ProgramUpdated,
 )
 
 
@@ -34,15 +37,24 @@ class ProgramController(Controller):
         "/",
         guards=[requires("admin")],
         summary="Change earn rates, return window, expiry, point value, timezone",
+        description=f"Only the fields given change. `points_expire_after_days`: {EXPIRY_RULE}",
     )
     async def update_program(
         self,
         request: Request[Principal, Any, Any],
         data: JSONBody[ProgramPatch],
         clock: NamedDependency[Clock],
-    ) -> ProgramOut:
+    ) -> ProgramUpdated:
         async with db.transaction() as conn:
-            return await service.update(conn, request.user.program_id, data, clock.now())
+            # The ledger owns the lots and depends on programs: it is handed in, not imported there.
+            return await service.update(
+                conn,
+                request.user.program_id,
+                data,
+                clock.now(),
+                reschedule_expiry=ledger.reschedule_expiry,
+                actor=f"api key {request.user.key_id}",
+            )
 
 
 class ApiKeyController(Controller):
@@ -65,7 +77,7 @@ class ApiKeyController(Controller):
         async with db.connection() as conn:
             return ApiKeyList(items=await service.list_keys(conn, request.user.program_id))
 
-    @delete("/{key_id:uuid}", status_code=200, summary="Revoke an API key")
+    @delete("/{key_id:str}", status_code=200, summary="Revoke an API key")
     async def revoke_key(
         self, request: Request[Principal, Any, Any], key_id: FromPath[UUID], clock: NamedDependency[Clock]
     ) -> ApiKeyOut:

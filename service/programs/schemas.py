@@ -33,12 +33,45 @@ class ProgramOut(Struct, kw_only=True):
     updated_at: datetime
 
 
+class ExpiryChangeOut(Struct, kw_only=True):
+    """What a change of `points_expire_after_days` did to the points customers already held."""
+
+    kind: Literal["switched_on", "shortened", "lengthened", "switched_off"]
+    from_days: int | None
+    to_days: int | None
+    rule: str  # the rule applied to the points held, in words
+    customers: int  # customers whose points got a new date (each has an `expiry_changed` ledger entry)
+    lots: int
+    points: int
+    # The soonest and latest of the new dates (null when the points no longer expire).
+    earliest_expires_at: datetime | None
+    latest_expires_at: datetime | None
+
+
+class ProgramUpdated(ProgramOut, kw_only=True):
+    # Set when `points_expire_after_days` changed: what happened to the points customers hold.
+    expiry_change: ExpiryChangeOut | None = None
+
+
+EXPIRY_RULE = (
+    "Days after points become available until they expire; null: they never expire. A change applies to "
+    "the points customers hold, never so that anyone loses points at once: switching on or shortening "
+    "gives each held lot the new period counted from when it became available, but no sooner than the "
+    "new period after the change (an earlier date stays); lengthening moves every held lot's date later "
+    "by the difference; switching off removes the dates. Points already past their date stay expired. "
+    "Each customer whose dates moved gets an `expiry_changed` ledger entry, and the 30- and 7-day "
+    "expiry notices warn again for the new dates. The answer's `expiry_change` says what changed."
+)
+
+
 class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
     # Points per major unit of each currency, e.g. {"EUR": "1", "USD": "0.9"}.
     earn_rates: dict[Currency, Decimal] | UnsetType = UNSET  # each 0..1000, checked in the service
     pending_days: Annotated[int, Meta(ge=0, le=365)] | UnsetType = UNSET
-    points_expire_after_days: Annotated[int, Meta(ge=1, le=3650)] | UnsetType | None = UNSET
+    points_expire_after_days: (
+        Annotated[int, Meta(ge=1, le=3650, description=EXPIRY_RULE)] | UnsetType | None
+    ) = UNSET
     point_value: PointValue | UnsetType = UNSET
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
     # Custom event types for POST /v1/events (signup, birthday, review_written, newsletter_signup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,7 +17,15 @@ from service.core.errors import InvalidInput, NotFound
 from service.core.money import is_currency
 from service.outbox.service import Event, emit
 from service.programs import repository
-from service.programs.schemas import ApiKeyCreated, ApiKeyOut, PointValue, ProgramOut, ProgramPatch
+from service.programs.schemas import (
+    ApiKeyCreated,
+    ApiKeyOut,
+    ExpiryChangeOut,
+    PointValue,
+    ProgramOut,
+    ProgramPatch,
+    ProgramUpdated,
+)
 
 MAX_EARN_RATE = Decimal(1000)
 MAX_EARN_RATE_DECIMALS = 6
@@ -120,7 +128,32 @@ async def get(conn: Connection, program_id: UUID) -> ProgramOut:
     return _out(row)
 
 
-async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: datetime) -> ProgramOut:
+class RescheduleExpiry(Protocol):
+    """What the owner of the points lots (the ledger, which depends on programs, so it is handed in by
+    the caller) does when the expiry period changes from `before` to `after` days: None if nothing."""
+
+    async def __call__(
+        self,
+        conn: Connection,
+        program_id: UUID,
+        before: int | None,
+        after: int | None,
+        now: datetime,
+        actor: str,
+    ) -> ExpiryChangeOut | None: ...
+
+
+async def update(
+    conn: Connection,
+    program_id: UUID,
+    patch: ProgramPatch,
+    now: datetime,
+    *,
+    reschedule_expiry: RescheduleExpiry,
+    actor: str,
+) -> ProgramUpdated:
+    """Change the settings; a new expiry period also applies to the points customers hold (the answer's
+    `expiry_change`), in this transaction."""
     row = await repository.get_program(conn, program_id, lock=True)
     if row is None:
         raise NotFound("program not found")
@@ -163,14 +196,15 @@ async def update(conn: Connection, program_id: UUID, patch: ProgramPatch, now: d
         _check_timezone(changes["timezone"], "timezone")
         values["timezone"] = changes["timezone"]
     updated = await repository.update_program(conn, program_id, values, now)
-    out = _out(updated)
-    await emit(
-        conn,
-        program_id,
-        [Event("program.updated", {"changed": sorted(changes), "program": msgspec.to_builtins(out)})],
-        now,
+    expiry_change = await reschedule_expiry(
+        conn, program_id, row["points_expire_after_days"], values["points_expire_after_days"], now, actor
     )
-    return out
+    settings = _out(updated)
+    event: dict[str, Any] = {"changed": sorted(changes), "program": msgspec.to_builtins(settings)}
+    if expiry_change is not None:
+        event["expiry_change"] = msgspec.to_builtins(expiry_change)
+    await emit(conn, program_id, [Event("program.updated", event)], now)
+    return ProgramUpdated(**msgspec.structs.asdict(settings), expiry_change=expiry_change)
 
 
 async def bump_rules_revision(conn: Connection, program_id: UUID, *, only_from: int | None = None) -> None:
@@ -197,7 +231,7 @@ async def list_keys(conn: Connection, program_id: UUID) -> list[ApiKeyOut]:
 async def revoke_key(conn: Connection, program_id: UUID, key_id: UUID, now: datetime) -> ApiKeyOut:
     row = await repository.revoke_key(conn, program_id, key_id, now)
     if row is None:
-        raise NotFound("API key not found", field="id")
+        raise NotFound("API key not found", field="path:key_id")
     await emit(conn, program_id, [Event("api_key.revoked", {"key_id": str(key_id)})], now)
     return ApiKeyOut(**row)
 

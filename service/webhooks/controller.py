@@ -11,7 +11,9 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.core import db, idempotency
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
+from service.core.fields import RowId
 from service.core.idempotency import IdempotencyKeyHeader
+from service.core.openapi import problems
 from service.settings import Settings
 from service.webhooks import service
 from service.webhooks.schemas import (
@@ -66,7 +68,7 @@ class WebhookEndpointController(Controller):
         async with db.connection() as conn:
             return EndpointList(items=await service.list_all(conn, request.user.program_id, clock.now()))
 
-    @get("/{endpoint_id:uuid}", summary="One webhook endpoint and its health")
+    @get("/{endpoint_id:str}", summary="One webhook endpoint and its health")
     async def get_endpoint(
         self,
         request: Request[Principal, Any, Any],
@@ -77,7 +79,7 @@ class WebhookEndpointController(Controller):
             return await service.get(conn, request.user.program_id, endpoint_id, clock.now())
 
     @patch(
-        "/{endpoint_id:uuid}",
+        "/{endpoint_id:str}",
         summary="Change the URL, event types or description; disable (deliveries pause) or enable (they resume)",
     )
     async def update_endpoint(
@@ -98,7 +100,7 @@ class WebhookEndpointController(Controller):
                 allow_local_http=settings.webhooks_allow_local_http,
             )
 
-    @delete("/{endpoint_id:uuid}", status_code=204, summary="Delete an endpoint with its delivery history")
+    @delete("/{endpoint_id:str}", status_code=204, summary="Delete an endpoint with its delivery history")
     async def delete_endpoint(
         self,
         request: Request[Principal, Any, Any],
@@ -109,7 +111,7 @@ class WebhookEndpointController(Controller):
             await service.delete(conn, request.user.program_id, endpoint_id, clock.now())
 
     @post(
-        "/{endpoint_id:uuid}/rotate-secret",
+        "/{endpoint_id:str}/rotate-secret",
         status_code=200,
         summary="New signing secret (shown once); the old one also signs during the overlap",
     )
@@ -129,7 +131,7 @@ class WebhookEndpointController(Controller):
                 clock.now(),
             )
 
-    @get("/{endpoint_id:uuid}/deliveries", summary="Deliveries to this endpoint, newest first")
+    @get("/{endpoint_id:str}/deliveries", summary="Deliveries to this endpoint, newest first")
     async def deliveries(
         self,
         request: Request[Principal, Any, Any],
@@ -142,24 +144,26 @@ class WebhookEndpointController(Controller):
             return await service.deliveries(conn, request.user.program_id, endpoint_id, cursor, limit, status)
 
     @post(
-        "/{endpoint_id:uuid}/deliveries/{delivery_id:int}/retry",
+        "/{endpoint_id:str}/deliveries/{delivery_id:str}/retry",
         status_code=202,
         summary="Deliver again now (also a dead-lettered or succeeded one), with a fresh retry window",
+        opt=problems(409),
     )
     async def retry(
         self,
         request: Request[Principal, Any, Any],
         endpoint_id: FromPath[UUID],
-        delivery_id: FromPath[int],
+        delivery_id: FromPath[RowId],
         clock: NamedDependency[Clock],
     ) -> DeliveryOut:
         async with db.transaction() as conn:
             return await service.retry(conn, request.user.program_id, endpoint_id, delivery_id, clock.now())
 
     @post(
-        "/{endpoint_id:uuid}/test",
+        "/{endpoint_id:str}/test",
         status_code=202,
         summary="Send a `webhook.test` event to this endpoint; follow it in its deliveries",
+        opt=problems(409),
     )
     async def send_test(
         self,

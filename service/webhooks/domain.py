@@ -7,8 +7,9 @@ import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+import idna
 from standardwebhooks.webhooks import Webhook
 
 RETRY_WINDOW = timedelta(days=3)  # a delivery is retried for this long, then dead-lettered
@@ -18,6 +19,7 @@ LONGEST_WAIT = timedelta(hours=8)
 MAX_ROTATION_OVERLAP = timedelta(days=7)
 SECRET_PREFIX = "whsec_"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+EVERY_EVENT = "*"  # an endpoint's event_types ["*"]: every event (the dispatch query knows it too)
 
 
 def new_secret() -> str:
@@ -71,6 +73,8 @@ def url_problem(url: str, allow_local_http: bool) -> str | None:
         return "credentials in the URL are not allowed; put them in a header-free path or query token"
     if not host:
         return "the URL needs a host"
+    if not host.isascii():
+        return _non_ascii_host(parts, host, allow_local_http)
     local = host in LOCAL_HOSTS
     if parts.scheme == "http" and not (local and allow_local_http):
         return "webhook URLs must use https" + (
@@ -94,6 +98,21 @@ def url_problem(url: str, allow_local_http: bool) -> str | None:
     except ValueError:
         return None  # a DNS name: checked again when it resolves
     return None if is_public_address(host) else "webhook URLs may not point into a private network"
+
+
+def _non_ascii_host(parts: SplitResult, host: str, allow_local_http: bool) -> str:
+    """Hosts are stored and called as written, so they must be ASCII: say which IDNA (punycode) form to
+    write instead (IDNA 2008 with UTS 46 mapping, as browsers and the HTTP client encode it)."""
+    try:
+        ascii_host = idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        return f"the host {host!r} is not ASCII and not a valid internationalised domain name ({exc})"
+    netloc = ascii_host if parts.port is None else f"{ascii_host}:{parts.port}"
+    suggestion = urlunsplit(parts._replace(netloc=netloc))
+    problem = url_problem(suggestion, allow_local_http)
+    if problem is not None:  # e.g. full-width digits and stops that spell a private address
+        return f"the host {host!r} is not ASCII, and its IDNA form {ascii_host!r} is refused too: {problem}"
+    return f"the host {host!r} is not ASCII: write its IDNA (punycode) form, {suggestion}"
 
 
 def next_attempt(attempts: int, window_started_at: datetime, now: datetime, jitter: float) -> datetime | None:

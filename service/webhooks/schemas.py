@@ -4,14 +4,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 Url = Annotated[str, Meta(min_length=1, max_length=2000, description="https URL that receives the events")]
 EventTypes = Annotated[
     list[Annotated[str, Meta(min_length=1, max_length=64)]],
     Meta(
+        min_length=1,
         max_length=100,
-        description="Topics (e.g. `order.created`) or groups (`points.*`); empty or absent: every event",
+        description='Topics (e.g. `order.created`) or groups (`points.*`), or `["*"]` for every event. '
+        "At least one: an empty list would subscribe to nothing. Absent when creating: every event.",
     ),
 ]
 Description = Annotated[str, Meta(max_length=500)]
@@ -20,7 +22,7 @@ DeliveryStatus = Literal["pending", "succeeded", "dead", "paused"]
 
 class EndpointCreate(Struct, kw_only=True, forbid_unknown_fields=True):
     url: Url
-    event_types: EventTypes = []
+    event_types: EventTypes = field(default_factory=lambda: ["*"])
     description: Description = ""
     enabled: bool = True
 
@@ -35,7 +37,7 @@ class EndpointPatch(Struct, kw_only=True, forbid_unknown_fields=True):
 class EndpointOut(Struct, kw_only=True):
     id: UUID
     url: str
-    event_types: list[str]
+    event_types: list[str]  # ["*"]: every event
     description: str
     enabled: bool
     disabled_reason: str | None

@@ -70,17 +70,29 @@ def _check_url(url: str, allow_local_http: bool) -> None:
 
 
 def _check_event_types(event_types: list[str]) -> list[str]:
+    """The patterns as stored; `*` (every event) only alone, so a list never means more than it says."""
     for i, pattern in enumerate(event_types):
-        if not is_known(pattern):
+        if pattern == domain.EVERY_EVENT:
+            if len(set(event_types)) > 1:
+                raise InvalidInput(
+                    "`*` already means every event: give it alone, or only the topics and groups you want",
+                    field=f"event_types[{i}]",
+                )
+        elif not is_known(pattern):
             raise InvalidInput(
-                f"unknown event type {pattern!r}; use a topic such as `order.created` or a group such as `points.*`",
+                f"unknown event type {pattern!r}; use a topic such as `order.created`, a group such as "
+                "`points.*`, or `*` alone for every event",
                 field=f"event_types[{i}]",
             )
     return sorted(set(event_types))
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {"endpoint_id": str(row["id"]), "url": row["url"], "event_types": list(row["event_types"])}
+    return {
+        "endpoint_id": str(row["id"]),
+        "url": row["url"],
+        "event_types": list(row["event_types"]),
+    }
 
 
 async def _load(

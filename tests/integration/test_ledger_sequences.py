@@ -28,6 +28,8 @@ operation = st.one_of(
     st.tuples(st.just("spend"), st.integers(1, 300), st.integers(0, 0), st.integers(0, 1)),
     st.tuples(st.just("goodwill"), st.integers(1, 50), st.integers(0, 0), st.integers(0, 1)),
     st.tuples(st.just("advance"), st.integers(1, 40), st.integers(0, 0), st.integers(0, 1)),
+    # A new expiry period (0: never), applied to the points held (ledger.reschedule_expiry).
+    st.tuples(st.just("expiry"), st.integers(0, 60), st.integers(0, 0), st.integers(0, 1)),
 )
 
 
@@ -36,7 +38,12 @@ async def _play(ops: list[tuple[str, int, int, int]], clock: FrozenClock) -> Non
     async with db.transaction() as conn:
         program_out, _ = await programs.create_program(conn, "Seq", "EUR", clock.now())
         await programs.update(
-            conn, program_out.id, ProgramPatch(pending_days=7, points_expire_after_days=30), clock.now()
+            conn,
+            program_out.id,
+            ProgramPatch(pending_days=7, points_expire_after_days=30),
+            clock.now(),
+            reschedule_expiry=ledger.reschedule_expiry,
+            actor="test",
         )
     order_ids: list[str] = []
     for index, (kind, a, b, who) in enumerate(ops):
@@ -81,6 +88,15 @@ async def _play(ops: list[tuple[str, int, int, int]], clock: FrozenClock) -> Non
                         available_at=now,
                         expires_at=now + timedelta(days=30),
                     )
+                elif kind == "expiry":
+                    await programs.update(
+                        conn,
+                        program.id,
+                        ProgramPatch(points_expire_after_days=a or None),
+                        now,
+                        reschedule_expiry=ledger.reschedule_expiry,
+                        actor="test",
+                    )
                 elif kind == "advance":
                     clock.advance(timedelta(days=a))
                     await jobs.mature(clock.now())
@@ -95,7 +111,17 @@ async def _play(ops: list[tuple[str, int, int, int]], clock: FrozenClock) -> Non
             "SELECT count(*) FROM customer_balance WHERE available < 0 OR pending < 0 OR debt < 0 "
             "OR (debt > 0 AND available + pending > 0)"
         )
-    assert negative == 0
+        assert negative == 0
+        # Later, before any sweep: a customer's available points are exactly what they could spend.
+        later = clock.now() + timedelta(days=20)
+        for (customer_id,) in await conn.fetch("SELECT customer_id FROM customer_balance"):
+            spendable = await conn.fetchval(
+                "SELECT coalesce(sum(remaining), 0) FROM points_lot WHERE customer_id = $1 "
+                "AND state = 'available' AND (expires_at IS NULL OR expires_at > $2)",
+                customer_id,
+                later,
+            )
+            assert (await ledger.balance(conn, customer_id, later)).available == spendable
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

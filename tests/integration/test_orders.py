@@ -191,3 +191,41 @@ async def test_points_available_at_once_with_zero_pending_days(api: Api) -> None
     await api.order("o-1")
     status = await api.status()
     assert status["points"]["available"] == 90 and status["points"]["pending"] == 0
+
+
+async def test_an_order_body_can_be_quoted_as_it_is_and_the_quote_is_what_it_earns(api: Api) -> None:
+    body = order_body(
+        "o-q",
+        discount_amount=700,
+        shipping_amount=495,
+        attributes={"channel": "web"},
+    )
+    body["customer"] = {"external_id": "c-q", "email": "q@example.com", "name": "Quinn"}
+    rule = {
+        "name": "Web bonus",
+        "priority": 5,
+        "stacking": "stack",
+        "conditions": {"field": "order.attributes.channel", "op": "eq", "value": "web"},
+        "effect": {"kind": "fixed", "points": 7},
+        "status": "active",
+    }
+    assert (await api.client.post("/v1/rules", json=rule, headers=api.headers())).status_code == 201
+    before = table_counts(api.client)
+    quoted = await api.client.post("/v1/orders/quote", json=body, headers=api.headers())
+    assert quoted.status_code == 200, quoted.text
+    assert table_counts(api.client) == before  # a quote writes nothing, not even the customer
+    placed = await api.client.post("/v1/orders", json=body, headers=api.headers())
+    assert placed.status_code == 201, placed.text
+    quote, order = quoted.json(), placed.json()["order"]
+    assert quote["points"] == order["points_earned"] == 83 + 7  # EUR 83.00 at the base rate, and the bonus
+    assert quote["eligible_amount"] == order["eligible_amount"]
+    assert quote["explanation"] == order["earn_explanation"]
+    assert [(line["sku"], line["points"]) for line in quote["lines"]] == [
+        (line["sku"], line["points"]) for line in order["lines"]
+    ]
+    # Quoting the body again once the order exists still works (and still writes nothing).
+    again = await api.client.post("/v1/orders/quote", json=body, headers=api.headers())
+    assert again.status_code == 200 and again.json()["points"] == quote["points"]
+    # Everything else is still checked as for an order.
+    unknown = await api.client.post("/v1/orders/quote", json={**body, "colour": "red"}, headers=api.headers())
+    assert unknown.status_code == 422 and unknown.json()["field"] == "colour"

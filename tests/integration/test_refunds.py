@@ -61,6 +61,9 @@ async def test_amount_refund_spreads_over_lines_then_shipping(api: Api) -> None:
     body = response.json()
     assert body["points_reversed"] == 84
     assert body["shipping_amount"] == 495
+    assert body["entries"][0]["explanation"] == (
+        "Refund r-1 of order o-1 (EUR 89.45, of which EUR 4.95 shipping): 84 points reversed"
+    )
     more = await refund(api, "o-1", external_id="r-2", amount=1)
     assert more.status_code == 422 and more.json()["field"] == "amount"
 
@@ -69,6 +72,8 @@ async def test_partial_amount_refund_reverses_proportionally(api: Api) -> None:
     await api.order("o-1", lines=[{"sku": "A", "quantity": 1, "unit_amount": 10000}])
     response = await refund(api, "o-1", external_id="r-1", amount=2550)
     assert response.json()["points_reversed"] == 25
+    [entry] = response.json()["entries"]
+    assert entry["explanation"] == "Refund r-1 of order o-1 (EUR 25.50): 25 points reversed"
     response = await refund(api, "o-1", external_id="r-2", amount=7450)
     assert response.json()["points_reversed"] == 75
 
@@ -159,15 +164,21 @@ async def test_refund_after_maturity_and_expiry_dates_keep_the_ledger_consistent
     verify_ledger(api.client)
 
 
-async def test_refund_of_an_order_whose_points_expired_does_not_take_them_twice(api: Api) -> None:
-    # Order A's 100 points expire; order B's 100 do not. Refunding A must not take B's points instead.
+async def test_refund_of_an_order_whose_points_expired_does_not_take_them_twice(
+    api: Api, clock: FrozenClock
+) -> None:
+    # Order A's 100 points expire; order B's 100, earned 20 days later, not yet. Refunding A must not take
+    # B's points instead. (Switching expiry off in between would now take the dates off A's points too.)
     await api.client.patch(
         "/v1/program", json={"pending_days": 0, "points_expire_after_days": 30}, headers=api.headers()
     )
     await api.order("o-a", lines=[{"sku": "A", "quantity": 1, "unit_amount": 10000}])
-    await api.client.patch("/v1/program", json={"points_expire_after_days": None}, headers=api.headers())
-    await api.order("o-b", lines=[{"sku": "B", "quantity": 1, "unit_amount": 10000}])
+    clock.advance(timedelta(days=20))
+    await api.order(
+        "o-b", lines=[{"sku": "B", "quantity": 1, "unit_amount": 10000}], placed_at=clock.now().isoformat()
+    )
     in_app(api.client, jobs.expire, START + timedelta(days=31))
+    clock.set(START + timedelta(days=31))
     assert (await api.status())["points"]["available"] == 100
     response = await refund(api, "o-a", external_id="r-1", amount=6000)
     body = response.json()

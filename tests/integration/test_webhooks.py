@@ -110,6 +110,36 @@ async def test_events_arrive_signed_once_each_and_only_those_subscribed(
     assert all(d["last_latency_ms"] is not None and d["next_attempt_at"] is None for d in deliveries)
 
 
+async def test_every_event_is_explicit_and_absent_means_every_event(
+    api: Api, receiver: Receiver, hooks: Hooks
+) -> None:
+    default = await _endpoint(api, receiver)
+    star = await _endpoint(api, receiver, event_types=["*"])
+    assert default["event_types"] == star["event_types"] == ["*"]
+    listed = (await api.client.get("/v1/webhook-endpoints", headers=api.headers())).json()["items"]
+    assert [e["event_types"] for e in listed] == [["*"], ["*"]]
+    assert (await api.order("o-1")).status_code == 201
+    topics = {r["topic"] for r in fetch(api.client, "SELECT topic FROM outbox")}
+    assert {"order.created", "points.earned", "customer.created"} <= topics
+    hooks.run()
+    for endpoint in (default, star):  # every event written after the endpoint, for each of them
+        delivered = {d["event_type"] for d in await _deliveries(api, endpoint["id"])}
+        assert {"order.created", "points.earned", "customer.created"} <= delivered
+    # Narrowing, then back to every event.
+    narrowed = await api.client.patch(
+        f"/v1/webhook-endpoints/{star['id']}", json={"event_types": ["order.created"]}, headers=api.headers()
+    )
+    assert narrowed.json()["event_types"] == ["order.created"]
+    widened = await api.client.patch(
+        f"/v1/webhook-endpoints/{star['id']}",
+        json={"event_types": ["*"], "url": "https://xn--bcher-kva.example/hook"},  # the IDNA form is fine
+        headers=api.headers(),
+    )
+    assert widened.status_code == 200, widened.text
+    assert widened.json()["event_types"] == ["*"]
+    assert widened.json()["url"] == "https://xn--bcher-kva.example/hook"
+
+
 async def test_failures_are_retried_with_backoff_under_the_same_id(
     api: Api, receiver: Receiver, hooks: Hooks, clock: FrozenClock
 ) -> None:
@@ -311,6 +341,10 @@ async def test_endpoint_input_is_checked_and_changes_nothing_when_bad(api: Api, 
         ({"url": "https://example.com/", "event_types": ["order.shipped"]}, "event_types[0]"),
         ({"url": "https://example.com/", "event_types": ["order.created", "nope.*"]}, "event_types[1]"),
         ({"url": "https://example.com/", "event_types": "order.created"}, "event_types"),
+        ({"url": "https://example.com/", "event_types": []}, "event_types"),  # would subscribe to nothing
+        ({"url": "https://example.com/", "event_types": ["*", "order.created"]}, "event_types[0]"),
+        ({"url": "https://bücher.example/hook"}, "url"),
+        ({"url": "https://127。0。0。1/hook"}, "url"),
         ({"url": "https://example.com/", "secret": "mine"}, "secret"),
         ({"url": 42}, "url"),
         ({}, "url"),
@@ -321,6 +355,19 @@ async def test_endpoint_input_is_checked_and_changes_nothing_when_bad(api: Api, 
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json().get("field") == field, (body, response.json())
     assert fetch(api.client, "SELECT count(*) AS n FROM webhook_endpoint")[0]["n"] == 0
+    idn = await api.client.post(
+        "/v1/webhook-endpoints", json={"url": "https://bücher.example/hook"}, headers=api.headers()
+    )
+    assert idn.json()["detail"] == (
+        "the host 'bücher.example' is not ASCII: write its IDNA (punycode) form, "
+        "https://xn--bcher-kva.example/hook"
+    )
+    empty = await api.client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://example.com/", "event_types": []},
+        headers=api.headers(),
+    )
+    assert "length >= 1" in empty.json()["detail"]
 
     ok = await api.client.post(
         "/v1/webhook-endpoints",
@@ -341,6 +388,17 @@ async def test_endpoint_input_is_checked_and_changes_nothing_when_bad(api: Api, 
         headers=api.headers(),
     )
     assert bad_patch.status_code == 422 and bad_patch.json()["field"] == "url"
+    for body, field in (
+        ({"url": "https://bücher.example/hook"}, "url"),
+        ({"event_types": []}, "event_types"),
+        ({"event_types": ["points.*", "*"]}, "event_types[1]"),
+    ):
+        refused = await api.client.patch(
+            f"/v1/webhook-endpoints/{endpoint_id}", json=body, headers=api.headers()
+        )
+        assert refused.status_code == 422 and refused.json()["field"] == field, (body, refused.text)
+    unchanged = (await api.client.get(f"/v1/webhook-endpoints/{endpoint_id}", headers=api.headers())).json()
+    assert unchanged["url"] == "https://hooks.example.com/encore" and unchanged["event_types"] == ["points.*"]
     for path in (f"/v1/webhook-endpoints/{endpoint_id}/deliveries/999/retry",):
         assert (await api.client.post(path, headers=api.headers())).status_code == 404
     bad_cursor = await api.client.get(

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from service.ledger.domain import (
     Draw,
+    ExpiryChange,
     Lot,
     LotState,
     NotEnoughPoints,
     debt_settlement,
     expiring,
+    lapsed,
     lot_dates,
     maturing,
     plan_reversal,
@@ -308,3 +310,87 @@ def test_plan_reversal_forgives_expired_points_before_taking_other_points() -> N
     plan = plan_reversal([own, other], order, 100, forgivable=50)
     assert plan.draws == (Draw(own.id, 20, "available"), Draw(other.id, 30, "available"))
     assert (plan.forgiven, plan.debt) == (50, 0)
+
+
+# --- changing the programme's expiry period ----------------------------------------------------------
+
+_periods = st.none() | st.integers(min_value=1, max_value=800)
+
+
+@settings(max_examples=300)
+@given(lots=lot_lists(), before=_periods, after=_periods, at=st.integers(min_value=0, max_value=60))
+def test_an_expiry_change_never_takes_points_at_once_and_moves_dates_one_way(
+    lots: list[Lot], before: int | None, after: int | None, at: int
+) -> None:
+    change = ExpiryChange(before, after, day(at))
+    for lot in lots:
+        if not change.applies_to(lot):
+            # Spent, swept or lapsed (past its date, not swept yet) lots, or no change at all: untouched.
+            assert change.kind is None or lot.remaining == 0 or lapsed(lot, day(at))
+            continue
+        new = change.new_expiry(lot)
+        assert new is None or new > day(at)  # nobody loses points at once
+        if after is None:
+            assert new is None  # switched off: no held point expires
+        elif change.shorter:
+            # Never later than it was; sooner only down to the new period after the change, and never
+            # sooner than the new period after the points became available (as a new lot would).
+            assert new is not None
+            assert lot.expires_at is None or new <= lot.expires_at
+            assert new == lot.expires_at or new >= day(at) + timedelta(days=after)
+            assert new == lot.expires_at or new == max(lot.available_at, day(at)) + timedelta(days=after)
+        else:
+            assert before is not None and after > before  # lengthened: every date moves by the difference
+            assert new == (
+                None if lot.expires_at is None else lot.expires_at + timedelta(days=after - before)
+            )
+
+
+@given(before=_periods, after=_periods)
+def test_expiry_change_kinds(before: int | None, after: int | None) -> None:
+    change = ExpiryChange(before, after, T0)
+    expected = (
+        None
+        if before == after
+        else "switched_off"
+        if after is None
+        else "switched_on"
+        if before is None
+        else "shortened"
+        if after < before
+        else "lengthened"
+    )
+    assert change.kind == expected
+    assert change.rule() and change.headline()
+    if change.kind is None:
+        assert not any(change.applies_to(lot) for lot in _lots([("available", 5, 5, 0, 0, None, None)]))
+
+
+def test_switching_expiry_on_gives_held_points_a_full_period_from_the_switch() -> None:
+    switch = day(100)
+    available = Lot(UUID(int=1), 90, 90, "available", day(0), None, day(0))
+    pending = Lot(UUID(int=2), 20, 20, "pending", day(110), None, day(96))
+    spent = Lot(UUID(int=3), 10, 0, "available", day(0), None, day(0))
+    change = ExpiryChange(None, 30, switch)
+    assert change.kind == "switched_on"
+    assert change.new_expiry(available) == day(130)  # not day 30: that would take them at once
+    assert change.new_expiry(pending) == day(140)  # 30 days after they become available, like a new lot
+    assert not change.applies_to(spent)
+    assert "Points now expire 30 days after they become available" in change.rule()
+
+
+def test_shortening_keeps_an_earlier_date_and_lengthening_moves_every_date() -> None:
+    at = day(100)
+    old = Lot(UUID(int=1), 90, 90, "available", day(0), day(365), day(0))
+    new = Lot(UUID(int=2), 20, 20, "available", day(100), day(465), day(100))
+    lapsed_lot = Lot(UUID(int=3), 5, 5, "available", day(0), day(99), day(0))
+    shorter = ExpiryChange(365, 300, at)
+    assert shorter.kind == "shortened"
+    assert shorter.new_expiry(old) == day(365)  # sooner than 300 days after the change: stays
+    assert shorter.new_expiry(new) == day(400)
+    longer = ExpiryChange(365, 400, at)
+    assert longer.new_expiry(old) == day(400) and longer.new_expiry(new) == day(500)
+    off = ExpiryChange(365, None, at)
+    assert off.new_expiry(old) is None
+    for change in (shorter, longer, off):
+        assert not change.applies_to(lapsed_lot)  # past its date: expired, even if not swept yet

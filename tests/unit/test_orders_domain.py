@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -23,6 +24,7 @@ from service.orders.domain import (
     fully_refunded,
     plan_amount_refund,
     plan_line_refund,
+    refund_summary,
 )
 from service.rules.conditions import Facts, LineFacts, compile_conditions
 from service.rules.domain import Effect, Limits, Rule, Subject, describe_rate, evaluate
@@ -523,3 +525,34 @@ def test_refund_examples() -> None:
     with pytest.raises(InvalidInput) as info:
         plan_amount_refund(priced.lines, 8946, 495, "EUR")
     assert info.value.field == "amount"
+
+
+@settings(max_examples=200, deadline=None)
+@given(order=orders(), data=st.data())
+def test_a_refund_summary_names_its_money_once_and_the_shipping_part(
+    order: tuple[list[LineInput], int, int, str, Decimal | None], data: st.DataObject
+) -> None:
+    lines, discount, shipping, currency, rate = order
+    tracker = RefundTracker(price(lines, discount, shipping, currency, rate), shipping)
+    assume(tracker.money_left > 0)
+    amount = data.draw(st.integers(min_value=1, max_value=tracker.money_left), label="amount")
+    plan = plan_amount_refund(tracker.lines, amount, tracker.shipping_left, currency)
+    summary = refund_summary(plan, currency, by_lines=False)
+    money = format_money(plan.amount, currency)
+    assert summary.startswith(money) and summary.count(money) == 1  # was "(EUR 10.00, EUR 10.00)"
+    assert ("shipping" in summary) == (plan.shipping_amount > 0)
+    requested = data.draw(line_refund_requests(tracker), label="lines")
+    by_lines = plan_line_refund(tracker.lines, requested, currency)
+    assert refund_summary(by_lines, currency, by_lines=True).endswith(format_money(by_lines.amount, currency))
+
+
+def test_refund_summary_examples() -> None:
+    line = PricedLine("MUG", 2, 2500, 5000, 0, 5000, 50)
+    amount = plan_amount_refund([line], 1000, 495, "EUR")
+    assert refund_summary(amount, "EUR", by_lines=False) == "EUR 10.00"
+    everything = plan_amount_refund([line], 5495, 495, "EUR")
+    assert refund_summary(everything, "EUR", by_lines=False) == "EUR 54.95, of which EUR 4.95 shipping"
+    shipping_only = plan_amount_refund([replace(line, refunded_amount=5000)], 495, 495, "EUR")
+    assert refund_summary(shipping_only, "EUR", by_lines=False) == "EUR 4.95 of shipping"
+    units = plan_line_refund([line], [("MUG", 1)], "EUR")
+    assert refund_summary(units, "EUR", by_lines=True) == "1 × MUG, EUR 25.00"

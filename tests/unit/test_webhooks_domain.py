@@ -7,9 +7,10 @@ import itertools
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -423,3 +424,46 @@ def test_new_secret_format() -> None:
         assert secret.startswith("whsec_")
         assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
         Webhook(secret)
+
+
+# --- hosts must be ASCII (IDNA) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "suggestion"),
+    [
+        ("https://bücher.example/hook", "https://xn--bcher-kva.example/hook"),
+        ("https://BÜCHER.example:8443/h?q=1#f", "https://xn--bcher-kva.example:8443/h?q=1#f"),
+        ("https://straße.de/", "https://xn--strae-oqa.de/"),  # IDNA 2008, as the HTTP client encodes it
+        ("https://shop.例え.jp/hook", "https://shop.xn--r8jz45g.jp/hook"),
+    ],
+)
+def test_a_non_ascii_host_is_refused_with_its_idna_form(url: str, suggestion: str) -> None:
+    problem = url_problem(url, allow_local_http=False)
+    assert problem is not None and problem.endswith(f"write its IDNA (punycode) form, {suggestion}")
+    assert url_problem(suggestion, allow_local_http=False) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127。0。0。1/hook",  # full stops that spell a loopback address
+        "https://１０.0.0.1/hook",  # full-width digits
+        "https://☃.net/",  # not a valid internationalised name
+        "http://bücher.example/",  # its IDNA form would still need https
+    ],
+)
+def test_any_non_ascii_host_is_refused(url: str) -> None:
+    problem = url_problem(url, allow_local_http=True)
+    assert problem is not None and "is not ASCII" in problem
+
+
+@given(st.text(min_size=1, max_size=20).filter(lambda text: not text.isascii()))
+def test_no_host_with_a_non_ascii_character_is_accepted(label: str) -> None:
+    url = f"https://{label}.example/hook"
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        host = "ø"  # not even a URL: refused all the same
+    assume(not host.isascii())  # the label may have put its non-ASCII part in the path or fragment
+    assert url_problem(url, allow_local_http=True) is not None

@@ -1,0 +1,33 @@
+"""The one runner of raw-SQL migrations (no ID: Piccolo takes only modules with one as migrations).
+
+A migration module sets ID, VERSION, DESCRIPTION and `forwards = sql_migration(ID, DESCRIPTION,
+FORWARDS, BACKWARDS)`; Piccolo puts this folder on sys.path, so it is imported by its own name."""
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
+
+def sql_migration(
+    migration_id: str, description: str, forwards: Sequence[str], backwards: Sequence[str]
+) -> Callable[[], Awaitable[MigrationManager]]:
+    async def make() -> MigrationManager:
+        manager = MigrationManager(migration_id=migration_id, app_name="encore", description=description)
+
+        async def run() -> None:
+            from service.piccolo_conf import DB
+
+            for statement in forwards:
+                await DB.run_ddl(statement)
+
+        async def run_backwards() -> None:
+            from service.piccolo_conf import DB
+
+            for statement in backwards:
+                await DB.run_ddl(statement)
+
+        manager.add_raw(run)
+        manager.add_raw_backwards(run_backwards)
+        return manager
+
+    return make
