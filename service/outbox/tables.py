@@ -15,6 +15,8 @@ class OutboxEvent(Table, tablename="outbox"):
     topic = Varchar(length=64)
     payload = JSONB()
     created_at = Timestamptz(default=TimestamptzNow())
+    # The event's time, the order consumers take events in. Not a due date: an event is available from
+    # its commit, whatever time it carries (a sweep run at a simulated `--now` stamps that time).
     available_at = Timestamptz(default=TimestamptzNow())
     attempts = Integer(default=0)
     claimed_by = Varchar(length=128, null=True, default=None)

@@ -52,12 +52,15 @@ def _enroll(entries: str, now: str) -> str:
 
 
 # An event's customer, its order (the order's own event, or a shop event's `order` property), keyed by
-# the order (an order enters a journey once) or else by the event.
+# the order (an order enters a journey once) or else by the event. $1 is now. The steps count from the
+# event's time, or from now when the event is stamped later (a sweep run with `--now` in the future):
+# what an event starts is due from when it is seen, never held back to a simulated date.
 _EVENT_ENTRIES = """
     SELECT m.program_id, m.journey_id, c.id AS customer_id,
            CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order') ELSE 'event:' || m.id END
                AS trigger_key,
-           jsonb_build_object('event', m.payload, 'order_id', o.id) AS context, m.created_at AS anchor_at, m.definition
+           jsonb_build_object('event', m.payload, 'order_id', o.id) AS context,
+           least(m.created_at, $1::timestamptz) AS anchor_at, m.definition
     FROM matches m
     JOIN customer c ON c.program_id = m.program_id AND c.external_id = m.payload ->> 'customer'
     LEFT JOIN customer_event ev ON m.topic = 'event.recorded' AND ev.id = (m.payload ->> 'event_id')::uuid
@@ -204,7 +207,9 @@ _FOLLOWING_ENTRIES = """
 
 
 async def advance(now: datetime) -> AdvanceReport:
-    """Due steps, in chunks: each becomes a queued message or an exit; the enrollment moves on."""
+    """Due steps, in chunks: each becomes a queued message or an exit; the enrollment moves on. Until
+    nothing is due: a run late by days (or at a `--now` days ahead) takes every step due by now, not one
+    step per run. It ends: each pass moves enrollments on, and chained journeys cannot loop."""
     report = AdvanceReport()
     while True:
         async with db.transaction() as conn:
@@ -230,7 +235,7 @@ async def advance(now: datetime) -> AdvanceReport:
             )
             if rows:
                 await _advance_chunk(conn, [dict(r) for r in rows], now, report)
-        if len(rows) < CHUNK:
+        if not rows:
             return report
 
 

@@ -75,11 +75,12 @@ async def backlog(conn: db.Connection, now: datetime, program_id: UUID | None = 
     pending, dead and paused, and the age of the oldest waiting event and delivery."""
     row = await conn.fetchrow(
         """
-        SELECT o.undispatched, extract(epoch FROM $1 - o.oldest) AS outbox_lag_seconds,
+        -- An event stamped ahead of `now` (a sweep run with `--now` in the future) is waiting, not late.
+        SELECT o.undispatched, greatest(extract(epoch FROM $1 - o.oldest), 0) AS outbox_lag_seconds,
                d.due AS deliveries_due, extract(epoch FROM $1 - d.oldest) AS delivery_lag_seconds,
                d.pending AS deliveries_pending, d.dead AS deliveries_dead, d.paused AS deliveries_paused
         FROM (SELECT count(*) AS undispatched, min(available_at) AS oldest FROM outbox
-              WHERE delivered_at IS NULL AND available_at <= $1 AND ($2::uuid IS NULL OR program_id = $2)) o,
+              WHERE delivered_at IS NULL AND ($2::uuid IS NULL OR program_id = $2)) o,
              (SELECT count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= $1) AS due,
                      min(next_attempt_at) FILTER (WHERE status = 'pending' AND next_attempt_at <= $1) AS oldest,
                      count(*) FILTER (WHERE status = 'pending') AS pending,

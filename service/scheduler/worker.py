@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -66,111 +67,251 @@ def new_worker_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Done:
+    """What one run did: the rows it handled (recorded in `job_run`, counted in metrics) and a line
+    saying so for a person (`encore jobs run`)."""
+
+    rows: int
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     name: str
     interval_seconds: float
-    run: Callable[[], Awaitable[int]]  # returns the rows it handled
+    run: Callable[[], Awaitable[Done]]
+    about: str = ""  # what the job does (`encore jobs list`)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A recorded run: what the job did, or why it failed (then `done` is None)."""
+
+    done: Done | None
+    error: str | None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _sweep_summary(verb: str, result: ledger_jobs.SweepResult) -> str:
+    return f"{verb} {result.lots} lots, {result.points} points, in {result.chunks} chunks"
+
+
+def tiers_summary(result: tier_jobs.ReevaluationResult) -> str:
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(result.counts.items())) or "no change"
+    return f"looked at {result.customers} customers whose tier could change: {counts}"
 
 
 class Worker:
-    def __init__(self, settings: Settings, clock: Clock | None = None, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        worker_id: str | None = None,
+        record_clock: Clock | None = None,
+    ) -> None:
+        """`clock` is the jobs' time; `record_clock` (by default the same) times the `job_run` rows: a run
+        at a simulated time (`encore jobs run --now`) is recorded when it really ran."""
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.record_clock = record_clock or self.clock
         self.worker_id = worker_id or new_worker_id()
         self.deliverer = webhook_jobs.Deliverer(settings, self.clock, self.worker_id)
         self.sender = message_jobs.Sender(settings, self.worker_id)
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
     def jobs(self) -> list[Job]:
         s = self.settings
         clock = self.clock
 
-        async def dispatch() -> int:
-            return await webhook_jobs.dispatch(clock.now(), budget_seconds=s.worker_run_budget_seconds)
+        async def dispatch() -> Done:
+            events = await webhook_jobs.dispatch(clock.now(), budget_seconds=s.worker_run_budget_seconds)
+            return Done(events, f"handed {_plural(events, 'event')} to the endpoints subscribed to them")
 
-        async def mature() -> int:
-            return (await ledger_jobs.mature(clock.now())).lots
+        async def deliver() -> Done:
+            attempts = await self.deliverer.run()
+            return Done(attempts, f"made {_plural(attempts, 'delivery attempt')}")
 
-        async def expire() -> int:
-            return (await ledger_jobs.expire(clock.now())).lots
+        async def mature() -> Done:
+            result = await ledger_jobs.mature(clock.now())
+            return Done(result.lots, _sweep_summary("matured", result))
 
-        async def expiry_notices() -> int:
-            return (await ledger_jobs.expiry_notices(clock.now())).lots
+        async def expire() -> Done:
+            result = await ledger_jobs.expire(clock.now())
+            return Done(result.lots, _sweep_summary("expired", result))
 
-        async def reevaluate_tiers() -> int:
-            return (await tier_jobs.reevaluate(clock.now())).changed
+        async def expiry_notices() -> Done:
+            result = await ledger_jobs.expiry_notices(clock.now())
+            return Done(result.lots, _sweep_summary("expiry notices for", result))
 
-        async def send_messages() -> int:
-            return (await self.sender.run(clock.now())).rows
+        async def reevaluate_tiers() -> Done:
+            result = await tier_jobs.reevaluate(clock.now())
+            return Done(result.changed, tiers_summary(result))
 
-        async def journeys() -> int:
+        async def send_messages() -> Done:
+            r = await self.sender.run(clock.now())
+            where = f" (as .eml files under {s.data_dir / 'mail'})" if r.sent and not s.smtp_url else ""
+            return Done(
+                r.rows,
+                f"{_plural(r.claimed, 'message')} due: {r.sent} sent{where}, {r.deferred} deferred, "
+                f"{r.suppressed} suppressed, {r.failed} failed, {r.retrying} to retry",
+            )
+
+        async def journeys() -> Done:
             # Events enter customers first, so a step due at once (a thank-you) goes in the same run.
             entered = await outreach_jobs.enter_from_events(clock.now())
-            return entered + (await outreach_jobs.advance(clock.now())).rows
+            r = await outreach_jobs.advance(clock.now())
+            reward = f", {r.rewarded_points} points rewarded" if r.rewarded_points else ""
+            return Done(
+                entered + r.rows,
+                f"{_plural(entered, 'customer')} entered journeys; {_plural(r.queued, 'message')} queued, "
+                f"{r.exited} exited, {r.completed} completed{reward}",
+            )
 
-        async def outreach() -> int:
-            return await outreach_jobs.enter_scheduled(clock.now())
+        async def outreach() -> Done:
+            entered = await outreach_jobs.enter_scheduled(clock.now())
+            return Done(entered, f"{_plural(entered, 'customer')} entered scheduled journeys")
 
-        async def housekeeping() -> int:
+        async def housekeeping() -> Done:
             now = clock.now()
-            return (
-                await idempotency.forget_older_than(now - timedelta(days=s.idempotency_retention_days))
-                + await webhook_jobs.prune(now - timedelta(days=s.outbox_retention_days))
-                + await runs.prune(now - timedelta(hours=s.job_run_retention_hours))
+            keys = await idempotency.forget_older_than(now - timedelta(days=s.idempotency_retention_days))
+            events = await webhook_jobs.prune(now - timedelta(days=s.outbox_retention_days))
+            job_runs = await runs.prune(now - timedelta(hours=s.job_run_retention_hours))
+            return Done(
+                keys + events + job_runs,
+                f"forgot {_plural(keys, 'idempotency key')}, {_plural(events, 'dispatched event')} "
+                f"and {_plural(job_runs, 'job run')}",
             )
 
         return [
-            Job("outbox.dispatch", s.dispatch_interval_seconds, dispatch),
-            Job("webhooks.deliver", s.deliver_interval_seconds, self.deliverer.run),
-            Job("ledger.mature", s.mature_interval_seconds, mature),
-            Job("ledger.expire", s.expire_interval_seconds, expire),
-            Job("ledger.expiry_notices", s.expiry_notice_interval_seconds, expiry_notices),
-            Job("tiers.reevaluate", s.tier_reevaluation_interval_seconds, reevaluate_tiers),
-            Job("journeys.advance", s.journeys_interval_seconds, journeys),
-            Job("outreach.scheduled", s.outreach_interval_seconds, outreach),
-            Job("messages.send", s.message_send_interval_seconds, send_messages),
-            Job("housekeeping", s.housekeeping_interval_seconds, housekeeping),
-            Job("metrics", 15.0, self.refresh_gauges),
+            Job(
+                "outbox.dispatch",
+                s.dispatch_interval_seconds,
+                dispatch,
+                "hand new outbox events to the webhook endpoints subscribed to them (a delivery each)",
+            ),
+            Job(
+                "webhooks.deliver",
+                s.deliver_interval_seconds,
+                deliver,
+                "send the webhook deliveries that are due, signed; failures are retried with backoff",
+            ),
+            Job(
+                "ledger.mature",
+                s.mature_interval_seconds,
+                mature,
+                "make pending points available once their return window has passed",
+            ),
+            Job(
+                "ledger.expire",
+                s.expire_interval_seconds,
+                expire,
+                "expire the points of lots past their date",
+            ),
+            Job(
+                "ledger.expiry_notices",
+                s.expiry_notice_interval_seconds,
+                expiry_notices,
+                "write points.expiring_soon events 30 and 7 days before points expire (once each)",
+            ),
+            Job(
+                "tiers.reevaluate",
+                s.tier_reevaluation_interval_seconds,
+                reevaluate_tiers,
+                "re-evaluate tiers: upgrades, downgrade warnings, downgrades",
+            ),
+            Job(
+                "journeys.advance",
+                s.journeys_interval_seconds,
+                journeys,
+                "enter customers into journeys from new events, then queue the messages of due steps",
+            ),
+            Job(
+                "outreach.scheduled",
+                s.outreach_interval_seconds,
+                outreach,
+                "enter customers into scheduled journeys: inactivity, birthdays, anniversaries, reorders",
+            ),
+            Job(
+                "messages.send",
+                s.message_send_interval_seconds,
+                send_messages,
+                "send the messages that are due (SMTP, or .eml files under the data dir), guardrails first",
+            ),
+            Job(
+                "housekeeping",
+                s.housekeeping_interval_seconds,
+                housekeeping,
+                "forget what is past retention: idempotency keys, dispatched events, job runs",
+            ),
+            Job(
+                "metrics",
+                15.0,
+                self.refresh_gauges,
+                "refresh the Prometheus gauges: outbox and delivery backlog",
+            ),
         ]
 
-    async def run_job(self, job: Job) -> None:
-        """One recorded run. A failing run is logged and recorded; the schedule goes on."""
+    async def run_job(self, job: Job) -> Recorded | None:
+        """One recorded run. A failing run is logged and recorded; the schedule goes on. None: not run
+        (the worker is stopping)."""
         if self._stopping:  # started by the scheduler just as the worker was told to stop
-            return
+            return None
         task = asyncio.current_task()
         assert task is not None
-        self._running.add(task)  # type: ignore[arg-type]
+        self._running.add(task)
         started = time.perf_counter()
-        rows: int | None = None
+        done: Done | None = None
         error: str | None = None
         try:
-            run_id = await runs.started(job.name, self.worker_id, self.clock.now())
+            run_id = await runs.started(job.name, self.worker_id, self.record_clock.now())
             try:
-                rows = await job.run()
+                done = await job.run()
             except Exception as exc:  # a job's failure must not stop the worker
                 error = f"{type(exc).__name__}: {exc}"[:2000]
                 log.exception("job_failed", job=job.name)
-            await runs.finished(run_id, self.clock.now(), rows, error)
+            await runs.finished(run_id, self.record_clock.now(), done.rows if done else None, error)
         except Exception:
             error = error or "could not record the run"
             log.exception("job_run_not_recorded", job=job.name)
         finally:
-            self._running.discard(task)  # type: ignore[arg-type]
+            self._running.discard(task)
             JOB_RUNS.labels(job.name, "error" if error else "ok").inc()
             JOB_SECONDS.labels(job.name).observe(time.perf_counter() - started)
-            if rows:
-                JOB_ROWS.labels(job.name).inc(rows)
-                log.info("job_run", job=job.name, rows=rows, seconds=round(time.perf_counter() - started, 3))
+            if done and done.rows:
+                JOB_ROWS.labels(job.name).inc(done.rows)
+                log.info(
+                    "job_run", job=job.name, rows=done.rows, seconds=round(time.perf_counter() - started, 3)
+                )
+        return Recorded(None if error else done, error)
 
-    async def refresh_gauges(self) -> int:
+    async def run_once(self, name: str) -> Recorded:
+        """One recorded run of the job called `name`, with what `serve` opens around it (`encore jobs run`)."""
+        job = {job.name: job for job in self.jobs()}[name]
+        async with self.deliverer:
+            try:
+                recorded = await self.run_job(job)
+            finally:
+                await self.sender.close()
+        assert recorded is not None  # run_once never stops the worker
+        return recorded
+
+    async def refresh_gauges(self) -> Done:
         async with db.connection() as conn:
             backlog = await runs.backlog(conn, self.clock.now())
         OUTBOX_LAG.set(backlog["outbox_lag_seconds"])
         DELIVERY_LAG.set(backlog["delivery_lag_seconds"])
         DELIVERIES_PENDING.set(backlog["deliveries_pending"])
         DELIVERIES_DEAD.set(backlog["deliveries_dead"])
-        return 0
+        return Done(
+            0,
+            f"{_plural(backlog['undispatched'], 'event')} not yet dispatched, "
+            f"{backlog['deliveries_due']} deliveries due, {backlog['deliveries_pending']} pending, "
+            f"{backlog['deliveries_dead']} dead",
+        )
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run the jobs until `stop` is set, then let the running ones finish (claims are recorded)."""

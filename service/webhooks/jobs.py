@@ -1,7 +1,7 @@
 """The worker's webhook sweeps: fan outbox events out to endpoints, then deliver them, signed.
 
 Two stages, because each endpoint needs its own retry state:
-- dispatch: one transaction claims due outbox rows (`FOR UPDATE SKIP LOCKED`), inserts one delivery
+- dispatch: one transaction claims undispatched outbox rows (`FOR UPDATE SKIP LOCKED`), inserts one delivery
   per subscribed endpoint (unique per event and endpoint) and marks the rows dispatched. No network
   in it, so no lease is needed: a killed worker's transaction simply rolls back.
 - deliver: a short transaction claims due deliveries with a lease (claimed_by, claimed_until, and
@@ -52,10 +52,12 @@ USER_AGENT = "Encore-Webhooks/0.1 (+https://www.standardwebhooks.com)"
 RESPONSE_EXCERPT_BYTES = 512  # what we keep of a failed answer; a huge answer is never read in full
 SUCCESS_BODY_BYTES = 64 * 1024  # read a small success body to the end, so the connection is reused
 
+# Every committed event is due, whatever time it carries: a sweep run at a simulated time (`--now`)
+# stamps its events with that time, and they must not wait for the real date.
 _DISPATCH = """
     WITH claimed AS (
         SELECT id, program_id, topic FROM outbox
-        WHERE delivered_at IS NULL AND available_at <= $1
+        WHERE delivered_at IS NULL
         ORDER BY available_at, id LIMIT $2
         FOR UPDATE SKIP LOCKED
     ), fanned AS (
@@ -63,8 +65,8 @@ _DISPATCH = """
                                       window_started_at, created_at)
         SELECT c.program_id, e.id, c.id, c.topic, $1, $1, $1
         FROM claimed c JOIN webhook_endpoint e ON e.program_id = c.program_id AND e.enabled
-        -- No event types: every event; `group.*` matches the group's topics.
-        WHERE cardinality(e.event_types) = 0 OR EXISTS (
+        -- `*`: every event; `group.*` matches the group's topics.
+        WHERE '*' = ANY(e.event_types) OR EXISTS (
             SELECT 1 FROM unnest(e.event_types) p
             WHERE p = c.topic OR (right(p, 2) = '.*' AND starts_with(c.topic, left(p, -1))))
         ON CONFLICT (event_id, endpoint_id) DO NOTHING
@@ -77,7 +79,7 @@ _DISPATCH = """
 
 
 async def dispatch(now: datetime, chunk_size: int = 1000, budget_seconds: float = 10.0) -> int:
-    """Fan due outbox events out to subscribed, enabled endpoints; returns the events handled."""
+    """Fan outbox events out to subscribed, enabled endpoints; returns the events handled."""
     handled = 0
     stop_at = time.monotonic() + budget_seconds
     while True:

@@ -7,23 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
+
+import asyncpg
 
 from service.app import openapi_document
 from tests.conftest import Api, fetch
+from tests.support.cli import encore
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def encore(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENCORE_DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_committed_openapi_matches_the_app() -> None:
@@ -77,3 +70,73 @@ async def test_tiers_reevaluate_command(api: Api, database_url: str) -> None:
     assert again.returncode == 0 and "no change" in again.stdout
     bad = encore(database_url, "tiers", "reevaluate", "--program", "not-a-uuid")
     assert bad.returncode != 0 and "--program" in bad.stderr
+
+
+async def _fresh_database(database_url: str, setup: str | None = None) -> str:
+    """An empty database next to the test one (the caller drops it); `setup` runs in it first."""
+    name = f"encore_cli_{uuid4().hex[:10]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    if setup:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(setup)
+        finally:
+            await conn.close()
+    return url
+
+
+async def _drop(database_url: str, url: str) -> None:
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def test_migrate_says_in_one_line_what_it_did(database_url: str) -> None:
+    url = await _fresh_database(database_url)
+    try:
+        first = encore(url, "migrate")
+        assert first.returncode == 0, first.stderr
+        count = len(list((ROOT / "migrations").glob("encore_*.py")))
+        assert first.stdout.startswith(f"applied {count} of {count} migrations: 2026-11-22T23:17:39")
+        again = encore(url, "ledger", "verify")
+        assert again.returncode == 0, again.stderr
+        assert f"database schema up to date ({count} migrations)" in again.stderr
+        for chatter in (first.stdout + first.stderr, again.stdout + again.stderr):
+            assert "already complete" not in chatter and "not yet run" not in chatter  # Piccolo's own prints
+    finally:
+        await _drop(database_url, url)
+
+
+async def test_a_failing_migration_still_shows_piccolos_message(database_url: str) -> None:
+    url = await _fresh_database(database_url, "CREATE TABLE program (id int)")  # in the first one's way
+    try:
+        failed = encore(url, "migrate")
+        assert failed.returncode != 0
+        assert "Running" in failed.stderr and 'relation "program" already exists' in failed.stderr
+    finally:
+        await _drop(database_url, url)
+
+
+def test_the_embedded_database_starts_without_a_runtime_dir_warning(tmp_path: Path) -> None:
+    """Without a login session (no XDG_RUNTIME_DIR) platformdirs warned on every call, as pgserver was
+    imported; the command now brings its own runtime directory."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "ENCORE_DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "ledger", "verify"],
+        cwd=ROOT,
+        env={**env, "ENCORE_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ledger consistent" in result.stdout
+    assert "RuntimeDirWarning" not in result.stderr and "XDG_RUNTIME_DIR" not in result.stderr
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o700
