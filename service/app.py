@@ -22,11 +22,13 @@ from service.core.logging import configure_logging, request_logging
 from service.core.openapi import finish as finish_openapi
 from service.core.strict_input import check_request
 from service.customers.controller import CustomerController
+from service.ledger import service as ledger
 from service.ledger.controller import LedgerController
 from service.messaging.controller import MessagingController, UnsubscribeController
 from service.orders.controller import OrderController
 from service.outreach.controller import JourneyController
 from service.programs.controller import ApiKeyController, ProgramController
+from service.programs.service import RescheduleExpiry
 from service.rules.controller import EventController, RuleController
 from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
@@ -78,6 +80,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     def provide_settings() -> Settings:
         return settings
 
+    def provide_reschedule_expiry() -> RescheduleExpiry:
+        # The ledger owns the lots and depends on programs: a program's change is handed its use case.
+        return ledger.reschedule_expiry
+
     app = Litestar(
         route_handlers=[
             healthz,
@@ -101,6 +107,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
+            "reschedule_expiry": Provide(provide_reschedule_expiry, sync_to_thread=False),
         },
         middleware=[request_logging, prometheus.middleware, auth],
         exception_handlers=EXCEPTION_HANDLERS,

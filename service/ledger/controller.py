@@ -39,7 +39,7 @@ class LedgerController(Controller):
         now = clock.now()
 
         async def operation(conn: db.Connection) -> AdjustmentOut:
-            program = await programs.load(conn, program_id)
+            program = await programs.load(conn, program_id, crediting=True)
             customer = customers.ledger_customer(await customers.get(conn, program_id, external_id))
             actor = data.actor or f"api key {request.user.key_id}"
             return await service.manual_adjustment(conn, program, customer, data, actor, now)

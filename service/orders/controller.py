@@ -4,6 +4,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from service.core import db, idempotency
@@ -35,7 +36,7 @@ class OrderController(Controller):
         evaluations: list[rules_domain.Evaluation] = []
 
         async def operation(conn: db.Connection) -> OrderCreated:
-            program = await programs.load(conn, program_id)
+            program = await programs.load(conn, program_id, crediting=True)
             created, evaluation = await service.create_order(conn, program, data, now)
             evaluations.append(evaluation)
             return created
@@ -76,6 +77,11 @@ class OrderController(Controller):
         status_code=201,
         summary="Refund lines or an amount; reverses exactly the points the refunded part earned",
         opt=problems(409),
+        responses={
+            200: ResponseSpec(
+                RefundOut, description="The same refund again: the first one", generate_examples=False
+            )
+        },
         description="Idempotent by the refund's `external_id`: the same body again answers 200 with the first refund.",
     )
     async def refund_order(

@@ -5,12 +5,11 @@ from uuid import UUID
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, SkipValidation
 
 from service.core import db
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
-from service.ledger import service as ledger
 from service.programs import service
 from service.programs.schemas import (
     EXPIRY_RULE,
@@ -22,6 +21,7 @@ from service.programs.schemas import (
     ProgramPatch,
     ProgramUpdated,
 )
+from service.programs.service import RescheduleExpiry
 
 
 class ProgramController(Controller):
@@ -44,15 +44,15 @@ class ProgramController(Controller):
         request: Request[Principal, Any, Any],
         data: JSONBody[ProgramPatch],
         clock: NamedDependency[Clock],
+        reschedule_expiry: NamedDependency[SkipValidation[RescheduleExpiry]],
     ) -> ProgramUpdated:
         async with db.transaction() as conn:
-            # The ledger owns the lots and depends on programs: it is handed in, not imported there.
             return await service.update(
                 conn,
                 request.user.program_id,
                 data,
                 clock.now(),
-                reschedule_expiry=ledger.reschedule_expiry,
+                reschedule_expiry=reschedule_expiry,
                 actor=f"api key {request.user.key_id}",
             )
 

@@ -39,6 +39,27 @@ async def insert_program(
     return _program(row)
 
 
+# Transaction-scoped advisory locks on a program's crediting settings (two-key form: this namespace, a
+# 32-bit digest of the program id; two programs sharing a digest only wait for each other now and then).
+# Shared by the transactions that credit points, exclusive for a change of the settings: in memory,
+# no row is locked or written, so concurrent orders do not contend.
+_SETTINGS_LOCKS = 0x45_4E_43_53  # "ENCS"
+
+
+def _settings_key(program_id: UUID) -> int:
+    return int.from_bytes(program_id.bytes[:4], "big", signed=True)
+
+
+async def share_settings(conn: Connection, program_id: UUID) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, $2)", _SETTINGS_LOCKS, _settings_key(program_id)
+    )
+
+
+async def own_settings(conn: Connection, program_id: UUID) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _SETTINGS_LOCKS, _settings_key(program_id))
+
+
 async def get_program(conn: Connection, program_id: UUID, *, lock: bool = False) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         f"SELECT {PROGRAM_FIELDS} FROM program WHERE id = $1 {'FOR UPDATE' if lock else ''}", program_id

@@ -114,7 +114,12 @@ async def create_program(
     return _out(row), plaintext
 
 
-async def load(conn: Connection, program_id: UUID) -> Program:
+async def load(conn: Connection, program_id: UUID, *, crediting: bool = False) -> Program:
+    """The program's settings. `crediting`: the transaction credits points by them (an order, an event, an
+    adjustment), so a change of the expiry period waits for it, and it for the change: no lot is credited
+    by the old period after the change has given the held lots their new dates."""
+    if crediting:
+        await repository.share_settings(conn, program_id)
     row = await repository.get_program(conn, program_id)
     if row is None:
         raise NotFound("program not found")
@@ -154,6 +159,7 @@ async def update(
 ) -> ProgramUpdated:
     """Change the settings; a new expiry period also applies to the points customers hold (the answer's
     `expiry_change`), in this transaction."""
+    await repository.own_settings(conn, program_id)  # orders in flight finish first (see load)
     row = await repository.get_program(conn, program_id, lock=True)
     if row is None:
         raise NotFound("program not found")

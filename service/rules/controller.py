@@ -151,7 +151,8 @@ class EventController(Controller):
         evaluations: list[domain.Evaluation] = []
 
         async def operation(conn: db.Connection) -> EventOut:
-            out, evaluation = await events.record(conn, await programs.load(conn, program_id), data, now)
+            program = await programs.load(conn, program_id, crediting=True)
+            out, evaluation = await events.record(conn, program, data, now)
             evaluations.append(evaluation)
             return out
 

@@ -3,16 +3,21 @@ programme's expiry period (PATCH /v1/program) gives the points customers hold ne
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import asyncpg
+import httpx
 
 from service.core import db
 from service.core.clock import FrozenClock
 from service.customers import service as customers
 from service.ledger import domain, jobs
 from service.ledger import service as ledger
-from tests.conftest import START, Api, fetch, in_app, iso, verify_ledger
+from tests.conftest import START, Api, fetch, in_app, iso, order_body, verify_ledger
+from tests.support.server import encore_serve
 
 DAY = timedelta(days=1)
 
@@ -255,4 +260,36 @@ async def test_shortening_brings_dates_no_nearer_than_the_new_period_after_the_c
     assert (change["lots"], change["points"]) == (2, 140)
     assert change["earliest_expires_at"] == change["latest_expires_at"] == iso(at + 30 * DAY)
     assert in_app(api.client, jobs.expire, at + 30 * DAY - timedelta(microseconds=1)).lots == 0
+    verify_ledger(api.client)
+
+
+async def test_an_order_in_flight_when_expiry_is_switched_on_gets_the_new_date(
+    api: Api, database_url: str
+) -> None:
+    """Against a real `encore serve`: the order has read the settings and waits (here on a customer row
+    another transaction holds); the change waits for it, then gives its lot the new date too."""
+    await api.client.put("/v1/customers/race-1", json={"name": "Ada"}, headers=api.headers())
+    body = order_body("o-race", "race-1", placed_at=iso(datetime.now(UTC)))
+    with encore_serve(database_url) as base:
+        holder = await asyncpg.connect(database_url)
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                tx = holder.transaction()
+                await tx.start()
+                await holder.execute("SELECT 1 FROM customer WHERE external_id = 'race-1' FOR UPDATE")
+                order = asyncio.ensure_future(http.post("/v1/orders", json=body, headers=api.headers()))
+                await asyncio.sleep(0.5)  # the order has taken the settings as they were, and waits
+                change = asyncio.ensure_future(
+                    http.patch("/v1/program", json={"points_expire_after_days": 30}, headers=api.headers())
+                )
+                await asyncio.sleep(0.5)
+                assert not change.done(), "the change waits for the order in flight"
+                await tx.rollback()
+                placed, changed = await order, await change
+        finally:
+            await holder.close()
+    assert placed.status_code == 201 and changed.status_code == 200, (placed.text, changed.text)
+    assert changed.json()["expiry_change"]["lots"] == 1
+    lot = fetch(api.client, "SELECT available_at, expires_at FROM points_lot")[0]
+    assert lot["expires_at"] == lot["available_at"] + 30 * DAY
     verify_ledger(api.client)
