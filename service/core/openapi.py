@@ -20,7 +20,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
 from service.core.errors import PROBLEM_MEDIA_TYPE
-from service.core.strict_input import INT64_MAX, TIME_RANGE, takes_empty_body
+from service.core.strict_input import INT64_MAX, TIME_RANGE, body_is_optional
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -142,5 +142,5 @@ def finish(app: Litestar, document: dict[str, Any], public_paths: list[str]) -> 
                 responses[str(status)] = _problem_response(status)
             body = operation.get("requestBody")
             if body is not None and handler.parsed_data_field is not None:
-                body["required"] = not takes_empty_body(handler.parsed_data_field.annotation)
+                body["required"] = not body_is_optional(handler)
     return document

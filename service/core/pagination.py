@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 from service.core.errors import InvalidInput
+from service.core.strict_input import INT64_MAX
 
 
 def encode_cursor(last_id: int) -> str:
@@ -17,7 +18,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = raw.partition(":")
-        if kind != "id":
+        if kind != "id" or not value.isascii() or not value.isdigit() or not 1 <= int(value) <= INT64_MAX:
             raise ValueError(raw)
         return int(value)
     except (ValueError, UnicodeDecodeError) as exc:

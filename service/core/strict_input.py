@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 from litestar import Request
 from litestar.handlers import HTTPRouteHandler
 
+from service.core.auth import PUBLIC_PATHS
 from service.core.errors import InvalidInput, MalformedBody, Problem, validation_problem
 
 MAX_DEPTH = 32
@@ -77,8 +79,10 @@ def _decimal_problem(value: Decimal) -> str | None:
 
 
 def _struct_items(value: msgspec.Struct) -> Iterator[tuple[str, Any]]:
-    for info in msgspec.structs.fields(value):
-        yield info.encode_name, getattr(value, info.name)
+    # The class attributes, not msgspec.structs.fields(): that resolves the type hints at every call.
+    cls = type(value)
+    for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True):
+        yield encoded, getattr(value, name)
 
 
 def check_tree(value: Any, path: Path = ()) -> list[Path]:
@@ -179,9 +183,27 @@ def _key_text(token: bytes) -> str:
     return key if isinstance(key, str) else "?"
 
 
+_OPTIONAL_BODY = "encore_optional_body"
+
+
+def optional_body() -> dict[str, bool]:
+    """`opt=optional_body()` on a route whose body only tunes an action (`rotate-secret`): no body means
+    the defaults. Elsewhere an empty body is a 400: a PUT with none must not reset a whole document."""
+    return {_OPTIONAL_BODY: True}
+
+
+def body_is_optional(handler: HTTPRouteHandler) -> bool:
+    data = handler.parsed_data_field
+    if not handler.opt.get(_OPTIONAL_BODY):
+        return False
+    if data is None or not takes_empty_body(data.annotation):
+        raise TypeError(f"{handler} takes optional_body() but its body has fields without defaults")
+    return True
+
+
 @functools.cache
 def takes_empty_body(annotation: Any) -> bool:
-    """An empty body stands for `{}` when every field has a default (`rotate-secret` with no options)."""
+    """`{}` is a valid body: every field has a default."""
     try:
         msgspec.json.decode(b"{}", type=annotation, strict=True)
     except msgspec.ValidationError:
@@ -205,17 +227,17 @@ def _name_dict_key(raw: bytes, annotation: Any, field: str) -> str:
     head, _, tail = field.partition("[...]")
     try:
         loose = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
-        return field  # the entry is too deep to find: the dict it is in is named
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return head or field  # the entry cannot be found (bad JSON further on): the dict it is in is named
     at = _parse_field(head) if head else ()
     node: Any = loose
     try:
         for part in at:
             node = node[part]
     except (KeyError, IndexError, TypeError):
-        return field
+        return head or field
     if not isinstance(node, dict):
-        return field
+        return head or field
     for key, item in node.items():
         trial = _replace_at(loose, at, {key: item})
         try:
@@ -223,7 +245,7 @@ def _name_dict_key(raw: bytes, annotation: Any, field: str) -> str:
         except (msgspec.ValidationError, RecursionError):
             named = f"{head}.{key}" if head else key
             return f"{named}{tail}"
-    return field
+    return head or field
 
 
 def _replace_at(value: Any, path: Path, new: Any) -> Any:
@@ -275,36 +297,53 @@ def decode_body(raw: bytes, annotation: Any) -> Any:
     return value
 
 
-# Query parameters each handler declares (by alias), worked out once per handler.
-_QUERY_NAMES: dict[int, frozenset[str]] = {}
+_QUERY_NAMES = "encore_query_names"
+_PUBLIC = re.compile("|".join(PUBLIC_PATHS))
 
 
 def _query_names(handler: HTTPRouteHandler, path_params: dict[str, Any]) -> frozenset[str]:
-    names = _QUERY_NAMES.get(id(handler))
+    """The query parameters the handler declares (by alias), worked out once and kept on the handler."""
+    names: frozenset[str] | None = handler.opt.get(_QUERY_NAMES)
     if names is None:
         model = handler.create_kwargs_model(path_parameters=dict.fromkeys(path_params))  # type: ignore[arg-type]
-        names = frozenset(p.field_alias for p in model.expected_query_params)
-        _QUERY_NAMES[id(handler)] = names
+        names = handler.opt[_QUERY_NAMES] = frozenset(p.field_alias for p in model.expected_query_params)
     return names
 
 
+def _not_utf8(escaped: str) -> bool:
+    try:
+        unquote_to_bytes(escaped.replace("+", " ")).decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _check_text(where: str, value: str, escaped: bytes) -> None:
+    """A path or query value: no NUL; invalid UTF-8 (which the ASGI server turned into U+FFFD) refused."""
+    if "\x00" in value:
+        raise InvalidInput("must not contain NUL (\\u0000) characters", field=where)
+    if "\ufffd" in value and _not_utf8(escaped.decode("latin-1")):
+        raise InvalidInput("is not valid UTF-8 once its %-escapes are decoded", field=where)
+
+
 def _check_params(request: Request[Any, Any, Any]) -> None:
-    path_params: dict[str, Any] = request.scope.get("path_params") or {}
+    scope = request.scope
+    path_params: dict[str, Any] = scope.get("path_params") or {}
     for name, value in path_params.items():
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidInput("must not contain NUL (\\u0000) characters", field=f"path:{name}")
+        if isinstance(value, str):
+            _check_text(f"path:{name}", value, scope.get("raw_path") or b"")
     query = request.query_params
     if not query:
         return
-    known = _query_names(request.route_handler, path_params)
+    # Pages outside the API (unsubscribe links, probes) get what mail relays and tools append (utm_*).
+    known = None if _PUBLIC.match(request.url.path) else _query_names(request.route_handler, path_params)
     for name, value in query.multi_items():
-        if name not in known:
+        if known is not None and name not in known:
             takes = ", ".join(sorted(known)) or "none"
             raise InvalidInput(
                 f"unknown query parameter (this operation takes: {takes})", field=f"query:{name}"
             )
-        if "\x00" in value:
-            raise InvalidInput("must not contain NUL (\\u0000) characters", field=f"query:{name}")
+        _check_text(f"query:{name}", name + value, scope.get("query_string") or b"")
 
 
 async def check_request(request: Request[Any, Any, Any]) -> None:
@@ -316,7 +355,7 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     state = request._connection_state
     raw = await request.body()
     if not raw.strip():
-        if not takes_empty_body(data_field.annotation):
+        if not body_is_optional(request.route_handler):
             raise MalformedBody("this request needs a JSON body")
         # Litestar takes an empty body for no data at all; the defaults are meant.
         raw = state.body = request._body = b"{}"

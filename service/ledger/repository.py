@@ -67,6 +67,14 @@ def balance_select(customer_id: str, now: str) -> str:
     """
 
 
+def order_pending_until_select(order_id: str) -> str:
+    """A query of when an order's points still pending become available (null: none pending)."""
+    return f"""
+        SELECT max(l.available_at) FROM points_lot l
+        WHERE l.order_id = {order_id} AND l.state = 'pending' AND l.remaining > 0
+    """
+
+
 async def get_balance(conn: Connection, customer_id: UUID, now: datetime) -> Balance | None:
     row = await conn.fetchrow(balance_select("$1", "$2"), customer_id, now)
     return None if row is None else Balance(**dict(row))

@@ -433,6 +433,11 @@ def points_select(customer_id: str, now: str) -> str:
     return repository.balance_select(customer_id, now)
 
 
+def order_pending_until_select(order_id: str) -> str:
+    """A query (for another feature's SELECT list) of when the order's pending points become available."""
+    return repository.order_pending_until_select(order_id)
+
+
 async def balance(conn: Connection, customer_id: UUID, now: datetime) -> repository.Balance:
     """The customer's points at `now`: lots past their expiry date no longer count, swept or not."""
     found = await repository.get_balance(conn, customer_id, now)

@@ -12,6 +12,7 @@ from service.core.auth import Principal, requires
 from service.core.clock import Clock
 from service.core.fields import RowId
 from service.core.openapi import problems
+from service.core.strict_input import optional_body
 from service.messaging import service
 from service.messaging.delivery import read_unsubscribe_token
 from service.messaging.schemas import (
@@ -144,6 +145,7 @@ class MessagingController(Controller):
         guards=[requires("read")],
         status_code=200,
         summary="Render a saved template for a real or a sample customer (writes nothing)",
+        opt=optional_body(),
     )
     async def preview_template(
         self,

@@ -61,7 +61,7 @@ def read_unsubscribe_token(key: bytes, token: str) -> Unsubscribe:
         return Unsubscribe(int(message_id), UUID(hex=customer_hex), scope)  # type: ignore[arg-type]
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(
-            "this unsubscribe link is not valid (altered or cut short)", field="token"
+            "this unsubscribe link is not valid (altered or cut short)", field="path:token"
         ) from exc
 
 

@@ -132,10 +132,9 @@ async def orders(conn: Connection, order_ids: list[UUID]) -> dict[UUID, dict[str
         return {}
     # points_available_at: when the order's points still pending become available (null: none pending).
     rows = await conn.fetch(
-        """
+        f"""
         SELECT o.id, o.external_id, o.currency, o.total_amount, o.placed_at, o.points_earned,
-               (SELECT max(l.available_at) FROM points_lot l
-                WHERE l.order_id = o.id AND l.state = 'pending' AND l.remaining > 0) AS points_available_at
+               ({ledger.order_pending_until_select("o.id")}) AS points_available_at
         FROM orders o WHERE o.id = ANY($1::uuid[])
         """,
         order_ids,

@@ -41,7 +41,6 @@ from service.rules.conditions import Facts, LineFacts
 from service.tiers import service as tiers
 
 NO_ATTRIBUTES: dict[str, Any] = {}  # shared by the replayed orders that have none; never written to
-# An order placed further ahead than this is refused (clock skew between the shop and us is allowed).
 
 
 def _order_out(order: dict[str, Any], lines: list[dict[str, Any]]) -> OrderOut:

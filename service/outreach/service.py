@@ -177,7 +177,7 @@ async def delete(conn: Connection, program_id: UUID, key: str, now: datetime) ->
         key,
     )
     if followers:
-        raise Conflict(f"journey {followers[0]['key']!r} follows {key!r}: change it first", field="key")
+        raise Conflict(f"journey {followers[0]['key']!r} follows {key!r}: change it first", field="path:key")
     await conn.execute(
         "UPDATE journey SET deleted_at = $2, enabled = false, updated_at = $2 WHERE id = $1", row["id"], now
     )

@@ -28,8 +28,12 @@ async def readyz() -> Response[dict[str, str]]:
     return Response({"status": "ready"}, status_code=200)
 
 
+# Litestar adds the charset to a text media type itself.
 @get(
-    "/metrics", tags=["system"], summary="Prometheus metrics of this process", media_type=CONTENT_TYPE_LATEST
+    "/metrics",
+    tags=["system"],
+    summary="Prometheus metrics of this process",
+    media_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""),
 )
 async def metrics() -> bytes:
     return generate_latest(REGISTRY)

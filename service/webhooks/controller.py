@@ -14,6 +14,7 @@ from service.core.clock import Clock
 from service.core.fields import RowId
 from service.core.idempotency import IdempotencyKeyHeader
 from service.core.openapi import problems
+from service.core.strict_input import optional_body
 from service.settings import Settings
 from service.webhooks import service
 from service.webhooks.schemas import (
@@ -114,6 +115,7 @@ class WebhookEndpointController(Controller):
         "/{endpoint_id:str}/rotate-secret",
         status_code=200,
         summary="New signing secret (shown once); the old one also signs during the overlap",
+        opt=optional_body(),
     )
     async def rotate_secret(
         self,

@@ -173,6 +173,29 @@ async def test_an_empty_body_stands_for_the_defaults_where_every_field_has_one(a
     assert rotated.status_code == 200, rotated.text
     problem = await _refused(api, "POST", "/v1/rules", 400, None, content=b"")
     assert problem["detail"] == "this request needs a JSON body"
+    # A whole-document PUT without a body would reset it: refused, the settings as they were.
+    await _refused(api, "PUT", "/v1/messaging/settings", 400, None, content=b"")
+    await _refused(api, "PUT", "/v1/customers/c-1", 400, None, content=b"")
+
+
+async def test_a_cursor_naming_an_id_beyond_64_bits_is_not_one_this_api_gave_out(api: Api) -> None:
+    cursor = "aWQ6OTk5OTk5OTk5OTk5OTk5OTk5OTk"  # id:99999999999999999999
+    await api.client.put("/v1/customers/c-1", json={"name": "Ada"}, headers=api.headers())
+    for url in ("/v1/messages", "/v1/customers/c-1/ledger", "/v1/customers/c-1/tier-history"):
+        await _refused(api, "GET", f"{url}?cursor={cursor}", 422, "query:cursor")
+
+
+async def test_invalid_utf8_in_a_path_or_query_is_a_422_naming_it(api: Api) -> None:
+    await _refused(api, "PUT", "/v1/customers/%FF", 422, "path:external_id", json={"name": "Ada"})
+    await _refused(api, "GET", "/v1/messages?customer=%FF", 422, "query:customer")
+    ok = await api.client.put("/v1/customers/%EF%BF%BD", json={"name": "Ada"}, headers=api.headers())
+    assert ok.status_code == 200  # U+FFFD itself, sent as valid UTF-8, is text like any other
+
+
+async def test_pages_outside_the_api_take_the_query_parameters_tools_append(api: Api) -> None:
+    assert (await api.client.get("/healthz?probe=1")).status_code == 200
+    page = await api.client.get("/v1/unsubscribe/not-a-token?utm_source=newsletter")
+    assert page.json()["field"] == "path:token"  # the token is what is wrong, not the tracking parameter
 
 
 async def test_options_needs_the_key_and_is_no_server_error(api: Api) -> None:

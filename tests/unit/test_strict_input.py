@@ -168,6 +168,13 @@ def test_bodies_that_are_not_json_are_malformed() -> None:
             decode_body(raw, Any)
 
 
+def test_a_bad_dict_entry_before_invalid_utf8_is_still_a_4xx() -> None:
+    # The entry's key is looked for by decoding the body loosely, which the bad bytes stop: the dict is named.
+    with pytest.raises(Problem) as refused:
+        decode_body(b'{"rates": {"EUR": "x"}, "multiplier": "\xff1"}', Rates)
+    assert refused.value.status == 422 and refused.value.field == "rates"
+
+
 def test_invalid_utf8_names_the_string_it_is_in() -> None:
     for raw, field in (
         (b'{"rates": {"EUR": "1\xff"}}', "rates.EUR"),
