@@ -2,12 +2,14 @@
 
 Litestar converts bodies in msgspec's lax mode (it would take "9000" for 9000) and hands PostgreSQL
 whatever a client sent. This hook, run before each handler:
-- refuses unknown query parameters, and NUL characters in path and query values;
-- decodes the JSON body strictly against the handler's `data` type (once: the handler gets this very
+- refuses unknown query parameters (on the API; pages outside it take what tools append), and NUL
+  characters and invalid UTF-8 in path and query values;
+- refuses a `\u0000` anywhere in the raw body (msgspec would even read a time ending in one), then
+  decodes the body strictly against the handler's `data` type (once: the handler gets this very
   value, Litestar does not decode again), refusing invalid UTF-8 and nesting deeper than MAX_DEPTH;
-- walks the decoded value and refuses what PostgreSQL or Python's datetime would fail on later: NUL in
-  any string or key, integers beyond 64 bits, decimals that are not finite or absurdly long, times
-  outside [TIME_MIN, TIME_MAX), and decimals written as JSON floats (money-like values are integers or
+- walks the decoded value and refuses what PostgreSQL or Python's datetime would fail on later:
+  integers beyond 64 bits, decimals that are not finite or absurdly long, times outside
+  [TIME_MIN, TIME_MAX), and decimals written as JSON floats (money-like values are integers or
   decimal strings: 1.1 as a float is not 1.1).
 Each refusal is a problem naming the field: `lines[0].sku`, `query:cursor`, `path:external_id`.
 """
