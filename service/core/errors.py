@@ -130,7 +130,7 @@ def _json_path(path: str) -> str:
 def validation_problem(message: str, default_field: str | None = None) -> dict[str, Any]:
     """Turn a msgspec validation message into a problem naming the field (a JSON path like `lines[0].sku`)."""
     if "malformed" in message.lower():
-        return problem_body(400, "malformed-json", "The body is not valid JSON", message)
+        return problem_body(MalformedBody.status, MalformedBody.slug, MalformedBody.title, message)
     match = _AT_PATH.search(message)
     path = _json_path(match.group("path")) if match else ""
     detail = _in_words(_AT_PATH.sub("", message).strip())

@@ -150,13 +150,6 @@ async def orders(conn: Connection, order_ids: list[UUID]) -> dict[UUID, dict[str
     return found
 
 
-async def program_facts(conn: Connection, program_id: UUID) -> dict[str, Any]:
-    """What a sample preview shows of the program itself (its name, return window, time zone)."""
-    row = await conn.fetchrow("SELECT name, pending_days, timezone FROM program WHERE id = $1", program_id)
-    assert row is not None, "the caller's program exists"
-    return dict(row)
-
-
 async def tier_definitions(
     conn: Connection, program_ids: list[UUID]
 ) -> dict[UUID, dict[str, dict[str, Any]]]:

@@ -40,6 +40,7 @@ from service.messaging.schemas import (
 )
 from service.messaging.variables import customer_vars, message_vars
 from service.outbox.service import Event, emit
+from service.programs import service as programs
 
 # --- settings ---
 
@@ -298,18 +299,18 @@ async def _preview(
     program's own name and dates that follow from the clock, as the message would go out now."""
     notes: list[str] = []
     settings = await get_settings(conn, program_id)
-    program = await repository.program_facts(conn, program_id)
-    program_vars = {"name": program["name"], "url": settings.shop_url}
+    program = await programs.get(conn, program_id)
+    program_vars = {"name": program.name, "url": settings.shop_url}
     format_locale = locale
     message = MESSAGE_TYPES[message_type]
     if data.customer is None:
-        zone = _zone(None, program["timezone"])
+        zone = _zone(None, program.timezone)
         variables = rendering.sample_variables(
             message_type,
             data.count,
             now=now.astimezone(zone),
             program=program_vars,
-            pending_days=program["pending_days"],
+            pending_days=program.pending_days,
         )
         who = "sample"
     else:
@@ -324,7 +325,7 @@ async def _preview(
             )
         zone = _zone(facts["timezone"], facts["program_timezone"])
         sample = rendering.sample_variables(
-            message_type, data.count, now=now.astimezone(zone), pending_days=program["pending_days"]
+            message_type, data.count, now=now.astimezone(zone), pending_days=program.pending_days
         )
         own = message_vars(message_type, {}, facts, None, {}, settings, zone, now)
         if "order" in message.variables and own.get("order") is None:
@@ -533,19 +534,19 @@ def _order_shown(row: dict[str, Any]) -> UUID | None:
 
 async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> BatchFacts:
     """Everything a batch's messages need, in one query per kind of fact."""
-    programs = list({r["program_id"] for r in rows})
+    program_ids = list({r["program_id"] for r in rows})
     customer_ids = list({r["customer_id"] for r in rows})
     order_ids = list({order_id for r in rows if (order_id := _order_shown(r)) is not None})
-    settings = await repository.settings_of(conn, programs)
+    settings = await repository.settings_of(conn, program_ids)
     longest_cap = max((s.marketing_cap_days for s in settings.values()), default=7)
     needs_tiers = any(r["message_type"].startswith("tier_") for r in rows)
     return BatchFacts(
         settings=settings,
         recipients=await repository.recipients(conn, customer_ids, now),
         orders=await repository.orders(conn, order_ids),
-        tiers=await repository.tier_definitions(conn, programs) if needs_tiers else {},
+        tiers=await repository.tier_definitions(conn, program_ids) if needs_tiers else {},
         recent=await repository.recent_marketing(conn, customer_ids, now - timedelta(days=longest_cap)),
-        overrides=await repository.overrides(conn, programs),
+        overrides=await repository.overrides(conn, program_ids),
     )
 
 
