@@ -50,24 +50,33 @@ def server_url() -> str:
     return db.start_embedded(ROOT / ".data" / "test")
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """A brand-new database for this run, so nothing depends on leftovers of earlier runs."""
-    name = f"encore_test_{uuid.uuid4().hex[:12]}"
+async def create_database(server_url: str, prefix: str) -> str:
+    """A new, empty database on `server_url`'s server; its URL (drop it with drop_database)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_database(server_url, name)
+    return _with_database(server_url, name)
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A brand-new database for this run, so nothing depends on leftovers of earlier runs."""
+    url = await create_database(server_url, "encore_test")
     db.configure(url)
     await db.migrate()
     yield url
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(server_url, url)
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-from uuid import uuid4
 
 import asyncpg
 
 from service.app import openapi_document
-from tests.conftest import Api, fetch
+from tests.conftest import Api, create_database, drop_database, fetch
 from tests.support.cli import encore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,34 +70,8 @@ async def test_tiers_reevaluate_command(api: Api, database_url: str) -> None:
     assert bad.returncode != 0 and "--program" in bad.stderr
 
 
-async def _fresh_database(database_url: str, setup: str | None = None) -> str:
-    """An empty database next to the test one (the caller drops it); `setup` runs in it first."""
-    name = f"encore_cli_{uuid4().hex[:10]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    if setup:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(setup)
-        finally:
-            await conn.close()
-    return url
-
-
-async def _drop(database_url: str, url: str) -> None:
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def test_migrate_says_in_one_line_what_it_did(database_url: str) -> None:
-    url = await _fresh_database(database_url)
+    url = await create_database(database_url, "encore_cli")
     try:
         first = encore(url, "migrate")
         assert first.returncode == 0, first.stderr
@@ -111,17 +83,22 @@ async def test_migrate_says_in_one_line_what_it_did(database_url: str) -> None:
         for chatter in (first.stdout + first.stderr, again.stdout + again.stderr):
             assert "already complete" not in chatter and "not yet run" not in chatter  # Piccolo's own prints
     finally:
-        await _drop(database_url, url)
+        await drop_database(database_url, url)
 
 
 async def test_a_failing_migration_still_shows_piccolos_message(database_url: str) -> None:
-    url = await _fresh_database(database_url, "CREATE TABLE program (id int)")  # in the first one's way
+    url = await create_database(database_url, "encore_cli")
     try:
+        blocker = await asyncpg.connect(url)
+        try:
+            await blocker.execute("CREATE TABLE program (id int)")  # in the first migration's way
+        finally:
+            await blocker.close()
         failed = encore(url, "migrate")
         assert failed.returncode != 0
         assert "Running" in failed.stderr and 'relation "program" already exists' in failed.stderr
     finally:
-        await _drop(database_url, url)
+        await drop_database(database_url, url)
 
 
 def test_the_embedded_database_starts_without_a_runtime_dir_warning(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,8 +12,6 @@ import pytest
 
 from tests.conftest import Api, fetch, order_body, verify_ledger
 from tests.support.server import encore_serve
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
