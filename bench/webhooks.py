@@ -55,14 +55,17 @@ SELECT (SELECT count(*) FROM webhook_delivery WHERE status = 'succeeded') AS suc
 async def _one(server_url: str, workers: int, events: int, limit_seconds: float) -> dict[str, Any]:
     # bench.run imports this module; its database, CLI and CPU helpers are taken when called, not at import.
     from bench import run as harness
+    from service.core.secrets import SecretBox, new_key
     from service.webhooks.domain import new_secret
 
     name = f"encore_webhooks_{secrets.token_hex(4)}_{workers}"
     await harness.create_database(server_url, name)
     url = harness.with_database(server_url, name)
+    key = new_key()  # the endpoint's secret is stored sealed, as the API stores it; the workers open it
     env = {
         **os.environ,
         "ENCORE_DATABASE_URL": url,
+        "ENCORE_ENCRYPTION_KEYS": key,
         "ENCORE_LOG_LEVEL": "WARNING",
         "ENCORE_WEBHOOKS_ALLOW_LOCAL_HTTP": "1",
         "ENCORE_DISPATCH_INTERVAL_SECONDS": "0.2",
@@ -89,7 +92,8 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
         )["program_id"]
         conn = await asyncpg.connect(url)
         try:
-            await conn.execute(_ENDPOINT, program_id, f"http://127.0.0.1:{port}/hook", new_secret())
+            sealed = SecretBox((key,)).seal(new_secret())
+            await conn.execute(_ENDPOINT, program_id, f"http://127.0.0.1:{port}/hook", sealed)
             await conn.execute("DELETE FROM outbox")  # the program's own event: only the bench's count
             postmaster = await harness.postmaster_pid(url)
             for _ in range(workers):

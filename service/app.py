@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
@@ -18,8 +19,11 @@ from service.core import db
 from service.core.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from service.core.clock import Clock, SystemClock
 from service.core.errors import EXCEPTION_HANDLERS
+from service.core.http_headers import security_headers
+from service.core.limits import RequestLimits
 from service.core.logging import configure_logging, request_logging
 from service.core.openapi import finish as finish_openapi
+from service.core.secrets import SecretBox
 from service.core.strict_input import check_request
 from service.customers.controller import CustomerController
 from service.ledger import service as ledger
@@ -53,7 +57,12 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    rate_limit_clock: Callable[[], int] | None = None,
+) -> Litestar:
+    """`rate_limit_clock`: nanoseconds for the rate limits (monotonic time; tests step their own)."""
     settings = settings or Settings.from_env()
     clock = clock or SystemClock()
     configure_logging(settings.log_format, settings.log_level)
@@ -70,7 +79,31 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             if opened:
                 await db.close_pool()
 
+    boxes: list[SecretBox] = []
+
+    @asynccontextmanager
+    async def secret_box(_: Litestar) -> AsyncIterator[None]:
+        # At start-up, not at the first request: a bad ENCORE_ENCRYPTION_KEYS stops the API at once. (Not
+        # in create_app: the OpenAPI document is made without keys.)
+        boxes[:] = [settings.secret_box()]
+        yield
+
+    @asynccontextmanager
+    async def responsive(_: Litestar) -> AsyncIterator[None]:
+        # Renders (template checks, previews) run in threads beside the event loop; a 1 ms switch interval
+        # (Python's default: 5 ms) hands the loop the interpreter soon enough to answer in milliseconds
+        # while they work. It costs nothing when the loop is alone.
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(0.001)
+        try:
+            yield
+        finally:
+            sys.setswitchinterval(before)
+
     prometheus = PrometheusConfig(app_name="encore", group_path=True, exclude=["/metrics"])
+    # Before authentication: a huge header is refused before it is hashed, a throttled key before a lookup.
+    limits = RequestLimits(settings, rate_limit_clock) if rate_limit_clock else RequestLimits(settings)
+    docs = openapi_config()
     # OPTIONS too: Litestar answers it with the route's guards, which need the key's scope.
     auth = DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS, exclude_http_methods=[])
 
@@ -79,6 +112,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     def provide_settings() -> Settings:
         return settings
+
+    def provide_secret_box() -> SecretBox:
+        return boxes[0]
 
     def provide_reschedule_expiry() -> RescheduleExpiry:
         # The ledger owns the lots and depends on programs: a program's change is handed its use case.
@@ -107,13 +143,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
+            "secret_box": Provide(provide_secret_box, sync_to_thread=False),
             "reschedule_expiry": Provide(provide_reschedule_expiry, sync_to_thread=False),
         },
-        middleware=[request_logging, prometheus.middleware, auth],
+        middleware=[request_logging, prometheus.middleware, limits.middleware, auth],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=check_request,
-        lifespan=[database],
-        openapi_config=openapi_config(),
+        before_send=[security_headers(docs)],
+        lifespan=[secret_box, database, responsive],
+        openapi_config=docs,
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
         debug=False,

@@ -1,5 +1,5 @@
 """`encore run | serve | worker | migrate | programs create | jobs list|run | ledger mature|expire|notices|verify |
-tiers reevaluate | webhooks listen | openapi`."""
+tiers reevaluate | webhooks listen | secrets new-key|rotate | openapi`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import structlog
@@ -22,6 +22,9 @@ import structlog
 from service.core import db
 from service.core.logging import configure_logging
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.core.secrets import SecretBox
 
 T = TypeVar("T")
 log = structlog.get_logger("encore.cli")
@@ -31,8 +34,29 @@ def _database_url(settings: Settings) -> str:
     return settings.database_url or db.start_embedded(settings.data_dir)
 
 
-async def _migrate() -> None:
-    log.info(await db.migrate())
+def _secret_box(settings: Settings) -> SecretBox:
+    """The settings' box; a bad ENCORE_ENCRYPTION_KEYS is a one-line error, not a traceback."""
+    from service.core.secrets import EncryptionKeyError
+
+    try:
+        return settings.secret_box()
+    except EncryptionKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _migrated(settings: Settings) -> str:
+    """Apply the migrations, then seal the secrets stored in plain text before secrets were sealed (none
+    is left behind); say in one line what was done. The keys are checked before anything is written."""
+    from service.webhooks.service import seal_plaintext_secrets
+
+    box = _secret_box(settings)
+    done = await db.migrate()
+    sealed = await seal_plaintext_secrets(box)
+    return done + (f"; encrypted {sealed} secrets stored in plain text" if sealed else "")
+
+
+async def _migrate(settings: Settings) -> None:
+    log.info(await _migrated(settings))
 
 
 def _run_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
@@ -41,7 +65,7 @@ def _run_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bo
 
     async def main() -> T:
         if migrate:
-            await _migrate()
+            await _migrate(settings)
         await db.open_pool(1, 4)
         try:
             return await work()
@@ -113,7 +137,7 @@ def _run_job(name: str, at: datetime | None) -> str:
     from service.scheduler.worker import Worker, new_worker_id
 
     settings = Settings.from_env()
-    # The worker id says this run came from the CLI, and at which time, in GET /v1/system/jobs.
+    # The worker id says this run came from the CLI, and at which time, in `encore jobs runs`.
     worker_id = f"encore jobs run{f' --now {at:%Y-%m-%dT%H:%M:%SZ}' if at else ''} ({new_worker_id()})"[:128]
     worker = Worker(settings, FrozenClock(at) if at else None, worker_id, record_clock=SystemClock())
     if name not in {job.name for job in worker.jobs()}:
@@ -133,10 +157,10 @@ def main() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Apply the Piccolo migrations."""
+    """Apply the Piccolo migrations, then encrypt any secret still stored in plain text."""
     settings = Settings.from_env()
     db.configure(_database_url(settings))
-    click.echo(asyncio.run(db.migrate()))
+    click.echo(asyncio.run(_migrated(settings)))
 
 
 async def _create_demo_program() -> tuple[Any, str] | None:
@@ -187,6 +211,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     import uvicorn
 
     from service.app import create_app
+    from service.core.limits import server_options
 
     url = _database_url(settings)
     settings = settings.with_database(url)
@@ -195,7 +220,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     db.configure(url)
 
     async def prepare() -> tuple[Any, str] | None:
-        await _migrate()
+        await _migrate(settings)
         if not demo:
             return None
         await db.open_pool(1, 2)
@@ -210,7 +235,10 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     worker = _start_worker(url, host, port) if demo else None
     click.echo(f"Encore API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+        # The head of a request is bounded where it is parsed (httptools alone reads any size).
+        options = server_options(settings)
+        app = create_app(settings)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **options)
     finally:
         if worker is not None:
             _stop_worker(worker)
@@ -241,8 +269,10 @@ def worker(no_migrate: bool) -> None:
     settings = Settings.from_env()
     url = _database_url(settings)
     db.configure(url)
-    if not no_migrate:
-        asyncio.run(_migrate())
+    if no_migrate:
+        _secret_box(settings)  # checked as _migrate checks it: a bad key stops the worker here
+    else:
+        asyncio.run(_migrate(settings))
     click.echo("Encore worker started (Ctrl-C stops it after the running deliveries finish)")
     import uvloop
 
@@ -299,6 +329,32 @@ def _every(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g} {unit}"
     return f"{seconds:g} s"
+
+
+@jobs.command("runs")
+@click.option(
+    "--recent", type=click.IntRange(0, 100), default=3, show_default=True, help="runs shown per job"
+)
+def jobs_runs(recent: int) -> None:
+    """The worker's runs for every program (operators only): per job the last success, the last error,
+    runs and rows in the last hour, and the recent runs with their worker."""
+    from service.scheduler import runs
+
+    async def summary() -> list[dict[str, Any]]:
+        async with db.connection() as conn:
+            return await runs.summary(conn, datetime.now(UTC), recent)
+
+    for job in _run_db(Settings.from_env(), summary):
+        last = f"{job['last_success_at']:%Y-%m-%d %H:%M:%S}" if job["last_success_at"] else "never"
+        click.echo(
+            f"{job['job']:<22} last success {last}; last hour {job['runs_last_hour']} runs, "
+            f"{job['rows_last_hour']} rows"
+        )
+        if job["last_error"]:
+            click.echo(f"  last error at {job['last_error_at']:%Y-%m-%d %H:%M:%S}: {job['last_error']}")
+        for run in db.json_value(job["runs"]):
+            error = f" error: {run['error']}" if run["error"] else ""
+            click.echo(f"  {run['started_at'][:19]} {run['worker']} rows={run['rows']}{error}")
 
 
 @jobs.command("run")
@@ -411,6 +467,53 @@ def webhooks_listen(port: int, host: str, secret: str | None) -> None:
     from service.webhooks.listen import listen
 
     listen(host, port, verifier, click.echo)
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """Secrets kept encrypted in the database (webhook signing secrets): keys and their rotation."""
+
+
+@secrets_group.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new encryption key for ENCORE_ENCRYPTION_KEYS (the first key there encrypts)."""
+    from service.core.secrets import new_key
+
+    click.echo(new_key())
+
+
+@secrets_group.command("rotate")
+@click.option(
+    "--batch", default=200, show_default=True, type=click.IntRange(1, 10_000), help="rows a transaction"
+)
+def secrets_rotate(batch: int) -> None:
+    """Re-encrypt every encrypted secret under the first key of ENCORE_ENCRYPTION_KEYS, in batches of row-
+    locked transactions: safe while the API and the worker run (restart them with the new key first),
+    and idempotent. Exits 1, naming each, when a value opens with none of the keys."""
+    from service.core import idempotency, secrets
+    from service.webhooks import repository as webhooks
+
+    settings = Settings.from_env()
+    box = _secret_box(settings)
+    # Every store of encrypted values (the Stripe keys will be one more).
+    stores = [webhooks.SEALED_SECRETS, idempotency.SEALED_RESPONSES]
+
+    async def work() -> list[secrets.Resealed]:
+        return [await secrets.reseal(store, box.rotate, batch=batch) for store in stores]
+
+    results = _run_db(settings, work)
+    rotated = sum(r.changed for r in results)
+    values = sum(r.values for r in results)
+    each = ", ".join(f"{r.store}s: {r.changed} of {r.values}" for r in results)
+    click.echo(f"rotated {rotated} of {values} encrypted values to the first key ({each})")
+    failures = [failure for r in results for failure in r.failures]
+    if failures:
+        for failure in failures:
+            click.echo(f"- {failure}", err=True)
+        raise click.ClickException(
+            f"{len(failures)} values could not be decrypted and were left as they are; an endpoint's secret "
+            "is replaced by rotating it (POST /v1/webhook-endpoints/{id}/rotate-secret, overlap_seconds 0)"
+        )
 
 
 @main.command()

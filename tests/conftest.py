@@ -3,7 +3,9 @@ one), migrated with the real migrations, emptied between tests; the app under a 
 
 from __future__ import annotations
 
+import base64
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -21,15 +23,42 @@ from service.app import create_app
 from service.core import db
 from service.core.clock import FrozenClock
 from service.settings import Settings
+from tests.support.logscan import leaks_in
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
+# One encryption key for the tests' app and every `encore` process they start (these inherit the
+# environment), whatever ENCORE_DATA_DIR each is given; a development key would differ between them.
+ENCRYPTION_KEY = base64.urlsafe_b64encode(b"encore tests: secrets at rest 32").decode()
+os.environ["ENCORE_ENCRYPTION_KEYS"] = ENCRYPTION_KEY
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TABLES = (
     "points_allocation, points_entry, points_lot, customer_balance, refund, order_line, orders, customer, tier, "
     "tier_change, message, journey_enrollment, journey, message_template_version, message_template, suppression, "
     "messaging_settings, rule_usage, customer_event, rule_version, rule, idempotency_key, webhook_delivery, webhook_endpoint, job_run, outbox, api_key, program"
 )
+
+
+# Every log line of the run, this process's and its `encore` subprocesses' (they inherit the variable),
+# is appended here and scanned when the run ends: a full e-mail address, a secret or a token fails it.
+LOG_FILE = Path(tempfile.gettempdir()) / f"encore-test-log-{os.getpid()}.log"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    LOG_FILE.unlink(missing_ok=True)
+    os.environ["ENCORE_LOG_FILE"] = str(LOG_FILE)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    lines, found = leaks_in(LOG_FILE)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"log scan: {lines} lines of this run's logs, {len(found)} leaks")
+        for what, line in found[:20]:
+            reporter.write_line(f"  {what}: {line[:300]}")
+    if found:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    LOG_FILE.unlink(missing_ok=True)
 
 
 def iso(moment: datetime) -> str:
@@ -97,6 +126,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         db_pool_max=60,
         webhooks_allow_local_http=True,
         webhook_timeout_seconds=2.0,
+        encryption_keys=(ENCRYPTION_KEY,),
     )
     return replace(base, **overrides)
 

@@ -20,6 +20,7 @@ from litestar.params import HeaderParameter
 from service.core import db
 from service.core.db import Connection
 from service.core.errors import IdempotencyMismatch, InvalidInput
+from service.core.secrets import PREFIX, Row, SealedStore, SecretBox
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -62,7 +63,7 @@ def check_key(key: str | None) -> str | None:
 
 async def _claim(
     conn: Connection, program_id: UUID, key: str, request_hash: str, now: datetime
-) -> tuple[int, bytes] | None:
+) -> tuple[int, str] | None:
     inserted = await conn.fetchval(
         """
         INSERT INTO idempotency_key (program_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
@@ -86,7 +87,7 @@ async def _claim(
             "this Idempotency-Key was used for a different request; use a new key for a new request",
             field="header:Idempotency-Key",
         )
-    return row["status_code"], row["response_body"].encode()
+    return row["status_code"], row["response_body"]
 
 
 async def run(
@@ -97,14 +98,19 @@ async def run(
     now: datetime,
     status_code: int,
     operation: Callable[[Connection], Awaitable[Any]],
+    sealed_with: SecretBox | None = None,
 ) -> Response[bytes]:
-    """Run `operation` in one transaction, once per key; answer with its JSON (stored for replays)."""
+    """Run `operation` in one transaction, once per key; answer with its JSON (stored for replays, sealed
+    with `sealed_with` when the answer holds a secret)."""
     async with db.transaction() as conn:
         if key is not None:
             stored = await _claim(conn, program_id, key, request_hash, now)
             if stored is not None:
+                replay = stored[1]
+                if sealed_with is not None and sealed_with.is_sealed(replay):  # (not: stored before sealing)
+                    replay = sealed_with.open(replay)
                 return Response(
-                    stored[1],
+                    replay.encode(),
                     status_code=stored[0],
                     media_type="application/json",
                     headers={REPLAY_HEADER: "true"},
@@ -116,7 +122,7 @@ async def run(
                 program_id,
                 key,
                 status_code,
-                body.decode(),
+                body.decode() if sealed_with is None else sealed_with.seal(body.decode()),
             )
     return Response(body, status_code=status_code, media_type="application/json")
 
@@ -130,6 +136,7 @@ async def respond(
     now: datetime,
     operation: Callable[[Connection], Awaitable[Any]],
     status_code: int = 201,
+    sealed_with: SecretBox | None = None,
 ) -> Response[bytes]:
     """`run` for an HTTP request: the fingerprint is its method, path and decoded body."""
     return await run(
@@ -139,6 +146,7 @@ async def respond(
         now=now,
         status_code=status_code,
         operation=operation,
+        sealed_with=sealed_with,
     )
 
 
@@ -152,3 +160,39 @@ async def forget_older_than(cutoff: datetime) -> int:
         """,
         cutoff,
     )
+
+
+# Answers that held a webhook signing secret were stored in plain text before secrets were sealed.
+_PLAINTEXT_SECRET = '%"secret":"whsec\\_%'
+
+
+async def _lock_sealed(conn: Connection, after: int | None, limit: int, plaintext_only: bool) -> list[Row]:
+    """Stored answers that are sealed (or, `plaintext_only`, that hold a secret not sealed yet), by id."""
+    rows = await conn.fetch(
+        """
+        SELECT id, response_body FROM idempotency_key
+        WHERE ($1::bigint IS NULL OR id > $1)
+          AND CASE WHEN $3 THEN NOT starts_with(response_body, $4) AND response_body LIKE $5
+                   ELSE starts_with(response_body, $4) END
+        ORDER BY id LIMIT $2
+        FOR UPDATE
+        """,
+        after,
+        limit,
+        plaintext_only,
+        PREFIX,
+        _PLAINTEXT_SECRET,
+    )
+    return [(r["id"], (r["response_body"],)) for r in rows]
+
+
+async def _write_sealed(conn: Connection, rows: list[Row]) -> None:
+    await conn.execute(
+        "UPDATE idempotency_key k SET response_body = r.body FROM unnest($1::bigint[], $2::text[]) AS r(id, body)"
+        " WHERE k.id = r.id",
+        [key for key, _ in rows],
+        [values[0] for _, values in rows],
+    )
+
+
+SEALED_RESPONSES = SealedStore("stored idempotent answer", ("response_body",), _lock_sealed, _write_sealed)

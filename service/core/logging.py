@@ -1,14 +1,75 @@
-"""Structured logs: key=value on a terminal, JSON lines when ENCORE_LOG_FORMAT=json."""
+"""Structured logs: key=value on a terminal, JSON lines when ENCORE_LOG_FORMAT=json; also appended to
+ENCORE_LOG_FILE when set. No line carries a full e-mail address, a secret or a token: `redact` runs on
+every value of every line, whoever logs it."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import time
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+# A local part that starts with the address's first character: `b…@example.com` (the domain stays: it
+# says which provider bounced without saying who).
+_EMAIL = re.compile(r"([\w%+!#$&'*=?^`{|}~-])[\w.%+!#$&'*=?^`{|}~-]*?(@|%40)([\w-]+(?:\.[\w-]+)+)")
+# Secrets by their prefix (webhook signing secrets, API keys, Stripe keys and signing secrets): the
+# prefix stays, so a line still says which kind of secret was there.
+_SECRET = re.compile(r"\b(whsec_|enc_|sk_live_|sk_test_|rk_live_|rk_test_)[A-Za-z0-9+/=_-]+")
+# Paths whose last segment is a bearer token of its own (a working unsubscribe link, later survey links).
+_TOKEN_PATH = re.compile(r"(/v1/(?:unsubscribe|answer)/)[^/?#\s]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s,;]+")
+
+
+def redact(text: str) -> str:
+    """`text` without full e-mail addresses, secrets or tokens."""
+    if "@" in text or "%40" in text:
+        text = _EMAIL.sub(r"\1…\2\3", text)
+    if "_" in text:
+        text = _SECRET.sub(r"\1…", text)
+    if "/v1/" in text:
+        text = _TOKEN_PATH.sub(r"\1…", text)
+    if "earer" in text:
+        text = _BEARER.sub(r"\1…", text)
+    return text
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return redact(str(value))  # exceptions, UUIDs, paths: as the renderer would print them
+
+
+def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    return {key: _redacted(value) for key, value in event.items()}
+
+
+class _Tee:
+    """stderr and the log file, line by line (appends of whole lines: several processes can share it)."""
+
+    def __init__(self, first: TextIO, path: str) -> None:
+        self.first = first
+        self.second = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the process
+
+    def write(self, text: str) -> int:
+        self.first.write(text)
+        return self.second.write(text)
+
+    def flush(self) -> None:
+        self.first.flush()
+        self.second.flush()
 
 
 def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
@@ -23,15 +84,28 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), 20)
         ),
         # stderr: stdout belongs to commands' own output (e.g. `--json`).
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_log_file()),
         cache_logger_on_first_use=True,
     )
+
+
+_LOG_FILES: dict[str, _Tee] = {}
+
+
+def _log_file() -> TextIO:
+    path = os.environ.get("ENCORE_LOG_FILE")
+    if not path:
+        return sys.stderr
+    if path not in _LOG_FILES:
+        _LOG_FILES[path] = _Tee(sys.stderr, path)
+    return cast(TextIO, _LOG_FILES[path])  # what a print logger needs of a file: write and flush
 
 
 def request_logging(app: ASGIApp) -> ASGIApp:

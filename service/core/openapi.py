@@ -4,8 +4,10 @@ the problem+json schema; defaults as JSON values; integers as integers.
 Litestar documents what a handler returns and a generic 400 of its own shape. The statuses that come
 from the request pipeline are the same for every operation of a kind, so they are derived here from the
 handler (a key needed: 401; a scope guard: 403; a body: 400, 413; path parameters: 404; an
-Idempotency-Key: 409; any parameter or body: 422). What a use case adds (a 404 for a customer named in
-the body, a 409 for a duplicate) the route declares with `opt=problems(...)`.
+Idempotency-Key: 409; any parameter or body: 422; headers over the size limit: 431; a rate limit,
+outside /healthz, /readyz and /metrics: 429 with Retry-After and the RateLimit headers). What a use
+case adds (a 404 for a customer named in the body, a 409 for a duplicate) the route declares with
+`opt=problems(...)`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
 from service.core.errors import PROBLEM_MEDIA_TYPE
+from service.core.limits import EXEMPT_PATTERNS
 from service.core.strict_input import INT64_MAX, TIME_RANGE, body_is_optional
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -48,6 +51,15 @@ PROBLEM_DESCRIPTIONS = {
     409: "In conflict with the current state, or an Idempotency-Key reused for another request",
     413: "The body is larger than the limit",
     422: "A field, parameter or header is not valid, or an unknown query parameter was sent (`field` names it)",
+    429: "Too many requests with this key (or from this address, without a key): wait `Retry-After` seconds",
+    431: "The request's headers are larger than the limit (in all, or one of them: `field` names it)",
+}
+_RATE_HEADERS = {
+    "Retry-After": "Seconds until a request is allowed again",
+    "RateLimit-Limit": "Requests allowed a minute",
+    "RateLimit-Remaining": "Requests allowed now",
+    "RateLimit-Reset": "Seconds until the whole limit is available again",
+    "RateLimit-Policy": "The limit and its window in seconds: `120;w=60`",
 }
 _OPT_KEY = "problems"
 
@@ -63,7 +75,7 @@ def problems(*statuses: int) -> dict[str, Any]:
 def _statuses(
     handler: HTTPRouteHandler, method: str, has_path_params: bool, public: bool, headers: Iterable[str]
 ) -> set[int]:
-    statuses: set[int] = {422, *handler.opt.get(_OPT_KEY, ())}
+    statuses: set[int] = {422, 431, *handler.opt.get(_OPT_KEY, ())}
     if not public:
         statuses.add(401)
     if handler.resolve_guards():
@@ -79,10 +91,20 @@ def _statuses(
 
 
 def _problem_response(status: int) -> dict[str, Any]:
-    return {
+    response: dict[str, Any] = {
         "description": PROBLEM_DESCRIPTIONS[status],
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
+    if status == 429:
+        response["headers"] = {
+            name: {
+                "description": text,
+                "required": True,
+                "schema": {"type": "integer" if name != "RateLimit-Policy" else "string"},
+            }
+            for name, text in _RATE_HEADERS.items()
+        }
+    return response
 
 
 def _json_value(value: Any) -> Any:
@@ -121,6 +143,7 @@ def finish(app: Litestar, document: dict[str, Any], public_paths: list[str]) -> 
     document = _tidy(document)
     document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     public = [re.compile(p) for p in public_paths]
+    unlimited = [re.compile(p) for p in EXEMPT_PATTERNS]
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -136,6 +159,8 @@ def finish(app: Litestar, document: dict[str, Any], public_paths: list[str]) -> 
             if is_public:
                 operation["security"] = []  # the document's default is the bearer key
             statuses = _statuses(handler, method, bool(route.path_parameters), is_public, headers)
+            if not any(p.match(route.path_format) for p in unlimited):
+                statuses.add(429)
             responses = operation.setdefault("responses", {})
             responses.pop("400", None)  # Litestar's own validation shape, which this API never sends
             for status in sorted(statuses):

@@ -142,7 +142,7 @@ class MessagingController(Controller):
 
     @post(
         "/templates/{template_id:str}/preview",
-        guards=[requires("read")],
+        guards=[requires("admin")],
         status_code=200,
         summary="Render a saved template for a real or a sample customer (writes nothing)",
         opt=optional_body(),
@@ -159,7 +159,7 @@ class MessagingController(Controller):
 
     @post(
         "/templates/preview",
-        guards=[requires("read")],
+        guards=[requires("admin")],
         status_code=200,
         summary="Render a draft, the program's current template or the default (writes nothing)",
         opt=problems(404),

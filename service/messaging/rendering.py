@@ -4,14 +4,18 @@ A template is three parts (subject, text, html body); the layout of the locale (
 footer with the unsubscribe link) is rendered around them. Defaults ship in `defaults/<locale>.toml`;
 programs override a type per locale. `check` is the save-time gate: syntax, unknown variables and sample
 renders over numbers that reach every plural category of the locale, each error with its part and line.
+Programs' templates run in `bounds.BoundedSandbox`, every render under `bounds.render_budget()`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,10 +27,11 @@ from babel import Locale
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from service.core.money import exponent
+from service.messaging import bounds
+from service.messaging.bounds import RenderLimit
 from service.messaging.catalogue import MESSAGE_TYPES, sample_context, sample_customer
 from service.messaging.variables import latvian_vocative
 
@@ -41,11 +46,12 @@ MAX_PART_CHARS = {"subject": 1_000, "text": 50_000, "html": 100_000}
 class TemplateProblem(Exception):
     """A template that cannot be used: which part, which line, what is wrong."""
 
-    def __init__(self, part: str, line: int | None, error: str) -> None:
+    def __init__(self, part: str, line: int | None, error: str, limit: str | None = None) -> None:
         super().__init__(f"{part}{f' line {line}' if line else ''}: {error}")
         self.part = part
         self.line = line
         self.error = error
+        self.limit = limit  # the render limit it went over (bounds.RenderLimit.limit), if that was it
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,7 @@ def _nl2br(value: str) -> Markup:
 
 
 def _environment(*, html: bool, sandboxed: bool) -> Environment:
-    env = (SandboxedEnvironment if sandboxed else Environment)(
+    env = (bounds.BoundedSandbox if sandboxed else Environment)(
         autoescape=html,
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -91,8 +97,18 @@ class CompiledTemplate:
     # The three parts as one template (subject and text in autoescape-off blocks, parts separated by NUL,
     # which no stored value can hold): one render context per message instead of three.
     whole: Template | None = None
+    bounded: bool = True  # a program's template: rendered under a budget (our defaults are not)
 
     def render_parts(self, context: dict[str, Any]) -> tuple[str, str, str]:
+        if not self.bounded:
+            return self._render_parts(context)
+        with bounds.render_budget():
+            parts = self._render_parts(context)
+        if sum(map(len, parts)) > bounds.MAX_OUTPUT_CHARS:  # escaping can still grow what was written
+            raise RenderLimit("output", f"over the render limit: {bounds.LIMITS_IN_WORDS['output']}")
+        return parts
+
+    def _render_parts(self, context: dict[str, Any]) -> tuple[str, str, str]:
         if self.whole is not None:
             parts = self.whole.render(context).split(_PART_SEPARATOR)
             if len(parts) == 3:
@@ -116,6 +132,12 @@ def _line_of(error: BaseException) -> int | None:
     return line
 
 
+def _compiled(env: Environment, tree: nodes.Template) -> Template:
+    if isinstance(env, bounds.BoundedSandbox):
+        tree = bounds.add_checks(tree, env)
+    return env.from_string(tree)
+
+
 def compile_part(part: str, source: str, allowed: frozenset[str], *, trusted: bool = False) -> Template:
     if len(source) > MAX_PART_CHARS[part]:
         raise TemplateProblem(part, None, f"longer than {MAX_PART_CHARS[part]} characters")
@@ -129,7 +151,7 @@ def compile_part(part: str, source: str, allowed: frozenset[str], *, trusted: bo
         name = sorted(unknown)[0]
         line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == name), None)
         raise TemplateProblem(part, line, f"unknown variable '{name}'")
-    return env.from_string(tree)
+    return _compiled(env, tree)
 
 
 def compile_template(
@@ -141,13 +163,27 @@ def compile_template(
         f"{{% autoescape false %}}{sources['subject']}{{% endautoescape %}}{_PART_SEPARATOR}"
         f"{{% autoescape false %}}{sources['text']}{{% endautoescape %}}{_PART_SEPARATOR}{sources['html']}"
     )
+    env = _env("html", trusted=trusted)
     try:
-        whole: Template | None = _env("html", trusted=trusted).from_string(whole_source)
+        whole: Template | None = _compiled(env, env.parse(whole_source))
     except (
         TemplateSyntaxError
     ):  # parts that only compile alone (an autoescape block left open): render them so
         whole = None
-    return CompiledTemplate(**parts, whole=whole)
+    return CompiledTemplate(**parts, whole=whole, bounded=not trusted)
+
+
+# Renders of the API (save checks, previews) run here, never on the event loop; two threads, so that
+# many costly previews at once queue rather than starve the loop of the interpreter.
+_RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encore-render")
+R = TypeVar("R")
+
+
+async def off_loop(function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """`function(*args, **kwargs)` in a render thread."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _RENDER_THREADS, functools.partial(function, *args, **kwargs)
+    )
 
 
 # --- helpers the templates call --------------------------------------------------------------------
@@ -373,15 +409,20 @@ def check(
     message_type: str, locale: str, sources: Mapping[str, str], probes: Iterable[int] = PLURAL_PROBES
 ) -> CompiledTemplate:
     """Compile and sample-render a template as `save` would; raises TemplateProblem (part, line, error).
-    Each part is rendered on its own, strictly (every plural form the locale needs), to name it."""
+    Each part is rendered on its own, strictly (every plural form the locale needs), to name it; each
+    render under its own loop and output limits, all of them within one CPU limit."""
     template = compile_template(message_type, sources)
-    for count in probes:
-        context, _footer = _context(
-            message_type, locale, locale, sample_variables(message_type, count), strict=True
-        )
-        for part in PARTS:
-            try:
-                getattr(template, part).render(context)
-            except Exception as exc:  # any render failure is the template's fault, reported with its line
-                raise TemplateProblem(part, _line_of(exc), f"{type(exc).__name__}: {exc}") from None
+    with bounds.render_budget():
+        for count in probes:
+            context, _footer = _context(
+                message_type, locale, locale, sample_variables(message_type, count), strict=True
+            )
+            for part in PARTS:
+                try:
+                    with bounds.render_budget():
+                        getattr(template, part).render(context)
+                except RenderLimit as exc:
+                    raise TemplateProblem(part, _line_of(exc), exc.detail, limit=exc.limit) from None
+                except Exception as exc:  # any render failure is the template's fault, reported with its line
+                    raise TemplateProblem(part, _line_of(exc), f"{type(exc).__name__}: {exc}") from None
     return template

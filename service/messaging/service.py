@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from time import thread_time
 from typing import Any
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,6 +18,7 @@ from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.pagination import decode_cursor, encode_cursor
 from service.customers import service as customers
 from service.messaging import delivery, domain, rendering, repository
+from service.messaging.bounds import RenderLimit
 from service.messaging.catalogue import LOCALES, MESSAGE_TYPES
 from service.messaging.locales import bcp47, choose_locale
 from service.messaging.rendering import CompiledTemplate, TemplateProblem
@@ -41,6 +43,11 @@ from service.messaging.schemas import (
 from service.messaging.variables import customer_vars, message_vars
 from service.outbox.service import Event, emit
 from service.programs import service as programs
+
+# A program's templates get this much render CPU per batch (a message at most bounds.MAX_CPU_SECONDS);
+# its other messages wait a little, so one program's slow template cannot hold another's mail.
+PROGRAM_RENDER_SECONDS_PER_BATCH = 2.0
+RENDER_TIME_DEFERRAL = timedelta(minutes=1)
 
 # --- settings ---
 
@@ -104,17 +111,18 @@ def _template_out(row: dict[str, Any]) -> TemplateOut:
     )
 
 
-def _checked(message_type: str, locale: str, parts: TemplateParts) -> CompiledTemplate:
-    """Save-time gate: 422 naming the part and line of the first problem."""
+async def _checked(message_type: str, locale: str, parts: TemplateParts) -> CompiledTemplate:
+    """Save-time gate, off the event loop and within the render limits: 422 naming the part and line
+    of the first problem (and the limit, when it went over one)."""
+    sources = {"subject": parts.subject, "text": parts.text, "html": parts.html}
     try:
-        return rendering.check(
-            message_type, locale, {"subject": parts.subject, "text": parts.text, "html": parts.html}
-        )
+        return await rendering.off_loop(rendering.check, message_type, locale, sources)
     except TemplateProblem as problem:
         raise InvalidInput(
             f"the {problem.part} does not render{f' (line {problem.line})' if problem.line else ''}: {problem.error}",
             field=problem.part,
-            extra={"line": problem.line, "error": problem.error},
+            extra={"line": problem.line, "error": problem.error}
+            | ({"limit": problem.limit} if problem.limit else {}),
         ) from None
 
 
@@ -137,7 +145,7 @@ async def _template_row(
 async def create_template(
     conn: Connection, program_id: UUID, data: TemplateCreate, now: datetime
 ) -> TemplateOut:
-    _checked(data.message_type, data.locale, data)
+    await _checked(data.message_type, data.locale, data)
     row = {
         "id": uuid4(),
         "program_id": program_id,
@@ -179,7 +187,7 @@ async def update_template(
     conn: Connection, program_id: UUID, template_id: str, data: TemplateParts, now: datetime
 ) -> TemplateOut:
     row = await _template_row(conn, program_id, template_id, lock=True)
-    _checked(row["message_type"], row["locale"], data)
+    await _checked(row["message_type"], row["locale"], data)
     row.update(
         version=row["version"] + 1,
         subject=data.subject,
@@ -264,9 +272,8 @@ async def preview_saved(
     """A saved template for a real or a sample customer. Writes nothing."""
     row = await _template_row(conn, program_id, template_id)
     label = f"{row['id']} v{row['version']}"
-    return await _preview(
-        conn, program_id, row["message_type"], row["locale"], compiled_override(row), label, data, now
-    )
+    template = await rendering.off_loop(compiled_override, row)
+    return await _preview(conn, program_id, row["message_type"], row["locale"], template, label, data, now)
 
 
 async def preview_draft(
@@ -275,11 +282,12 @@ async def preview_draft(
     """A draft (checked as a save would be), else the program's current template or the default."""
     message_type, locale = data.message_type, data.locale
     if data.parts is not None:
-        template, label = _checked(message_type, locale, data.parts), "draft"
+        template, label = await _checked(message_type, locale, data.parts), "draft"
     else:
         saved = (await repository.overrides(conn, [program_id])).get((program_id, message_type, locale))
         if saved:
-            template, label = compiled_override(saved), f"{saved['id']} v{saved['version']}"
+            template = await rendering.off_loop(compiled_override, saved)
+            label = f"{saved['id']} v{saved['version']}"
         else:
             template, label = rendering.default_template(locale, message_type), f"default:{locale}"
     return await _preview(conn, program_id, message_type, locale, template, label, data, now)
@@ -338,13 +346,20 @@ async def _preview(
         }
         who = data.customer
     try:
-        out = rendering.render(
+        out = await rendering.off_loop(
+            rendering.render,
             template,
             message_type=message_type,
             template_locale=locale,
             format_locale=format_locale,
             variables=variables,
         )
+    except RenderLimit as exc:
+        raise InvalidInput(
+            f"the template does not render for this {'customer' if data.customer else 'sample'}: {exc.detail}",
+            field="customer" if data.customer is not None else "count",
+            extra={"limit": exc.limit},
+        ) from None
     except Exception as exc:  # a saved template met facts its checks did not foresee: say so, 422
         raise InvalidInput(
             f"the template does not render for this customer: {type(exc).__name__}: {exc}", field="customer"
@@ -557,7 +572,21 @@ def prepare(
     towards the caps of the messages after them."""
     prepared: list[Prepared] = []
     rails = {program_id: guardrails(settings) for program_id, settings in facts.settings.items()}
+    render_seconds: dict[UUID, float] = {}  # thread CPU each program's messages took in this batch
     for row in sorted(rows, key=lambda r: r["due_at"]):
+        if render_seconds.get(row["program_id"], 0.0) >= PROGRAM_RENDER_SECONDS_PER_BATCH:
+            prepared.append(
+                Prepared(
+                    row,
+                    {
+                        "id": row["id"],
+                        "status": "deferred",
+                        "reason": "the program's templates used their render time in this batch",
+                        "due_at": now + RENDER_TIME_DEFERRAL,
+                    },
+                )
+            )
+            continue
         customer = facts.recipients.get(row["customer_id"])
         if customer is None:
             prepared.append(
@@ -596,7 +625,11 @@ def prepare(
                 )
             )
             continue
+        started = thread_time()
         prepared.append(_render(row, customer, settings, facts, zone, now, key, public_url))
+        render_seconds[row["program_id"]] = (
+            render_seconds.get(row["program_id"], 0.0) + thread_time() - started
+        )
         if row["category"] == "marketing":
             recent.append(now)
     return prepared
@@ -651,12 +684,13 @@ def _render(
             variables=variables,
         )
     except Exception as exc:  # recorded on the message: one bad message never stops the batch
+        limit = isinstance(exc, RenderLimit)
         return Prepared(
             row,
             {
                 "id": row["id"],
                 "status": "failed",
-                "reason": "could not render",
+                "reason": f"could not render: {exc}" if limit else "could not render",
                 "last_error": f"{type(exc).__name__}: {exc}",
             },
         )

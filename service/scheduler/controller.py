@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import QueryParameter
 
 from service.core import db
 from service.core.auth import Principal, requires
 from service.core.clock import Clock
 from service.scheduler import runs
-from service.scheduler.schemas import Backlog, JobRunOut, JobsOut, JobSummary
+from service.scheduler.schemas import Backlog, JobsOut
 
 
 class SystemJobsController(Controller):
@@ -18,29 +17,10 @@ class SystemJobsController(Controller):
     tags = ["system"]
     guards = [requires("admin")]
 
-    @get("/", summary="The worker's jobs: last runs, errors, and how far behind delivery is")
-    async def jobs(
-        self,
-        request: Request[Principal, Any, Any],
-        clock: NamedDependency[Clock],
-        recent: Annotated[int, QueryParameter(ge=0, le=100, description="runs listed per job")] = 10,
-    ) -> JobsOut:
-        now = clock.now()
+    # Only this program's work: the worker's runs, errors and hosts serve every program, so they are
+    # the operators' (Prometheus metrics of the worker, `encore jobs runs`), not a program's to read.
+    @get("/", summary="How far behind this program's events and webhook deliveries are")
+    async def jobs(self, request: Request[Principal, Any, Any], clock: NamedDependency[Clock]) -> JobsOut:
         async with db.connection() as conn:
-            summaries = await runs.summary(conn, now, recent)
-            backlog = await runs.backlog(conn, now, request.user.program_id)
-        return JobsOut(
-            jobs=[
-                JobSummary(
-                    job=s["job"],
-                    runs_last_hour=s["runs_last_hour"],
-                    rows_last_hour=s["rows_last_hour"],
-                    last_success_at=s["last_success_at"],
-                    last_error=s["last_error"],
-                    last_error_at=s["last_error_at"],
-                    recent_runs=[JobRunOut(**run) for run in db.json_value(s["runs"])],
-                )
-                for s in summaries
-            ],
-            backlog=Backlog(**backlog),
-        )
+            backlog = await runs.backlog(conn, clock.now(), request.user.program_id)
+        return JobsOut(backlog=Backlog(**backlog))

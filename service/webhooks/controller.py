@@ -14,6 +14,7 @@ from service.core.clock import Clock
 from service.core.fields import RowId
 from service.core.idempotency import IdempotencyKeyHeader
 from service.core.openapi import problems
+from service.core.secrets import SecretBox
 from service.core.strict_input import optional_body
 from service.settings import Settings
 from service.webhooks import service
@@ -48,6 +49,7 @@ class WebhookEndpointController(Controller):
         data: JSONBody[EndpointCreate],
         clock: NamedDependency[Clock],
         settings: NamedDependency[Settings],
+        secret_box: NamedDependency[SecretBox],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[EndpointWithSecret]:
         program_id = request.user.program_id
@@ -55,11 +57,22 @@ class WebhookEndpointController(Controller):
 
         async def operation(conn: db.Connection) -> EndpointWithSecret:
             return await service.create(
-                conn, program_id, data, now, allow_local_http=settings.webhooks_allow_local_http
+                conn,
+                program_id,
+                data,
+                now,
+                allow_local_http=settings.webhooks_allow_local_http,
+                box=secret_box,
             )
 
         return await idempotency.respond(  # type: ignore[return-value]
-            request, program_id=program_id, key=idempotency_key, body=data, now=now, operation=operation
+            request,
+            program_id=program_id,
+            key=idempotency_key,
+            body=data,
+            now=now,
+            operation=operation,
+            sealed_with=secret_box,  # the answer holds the secret: kept for replays, sealed too
         )
 
     @get("/", summary="The program's webhook endpoints (never their secrets)")
@@ -123,6 +136,7 @@ class WebhookEndpointController(Controller):
         endpoint_id: FromPath[UUID],
         data: JSONBody[RotateSecret],
         clock: NamedDependency[Clock],
+        secret_box: NamedDependency[SecretBox],
     ) -> EndpointWithSecret:
         async with db.transaction() as conn:
             return await service.rotate_secret(
@@ -131,6 +145,7 @@ class WebhookEndpointController(Controller):
                 endpoint_id,
                 timedelta(seconds=data.overlap_seconds),
                 clock.now(),
+                box=secret_box,
             )
 
     @get("/{endpoint_id:str}/deliveries", summary="Deliveries to this endpoint, newest first")

@@ -14,6 +14,7 @@ Two stages, because each endpoint needs its own retry state:
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 import socket
 import time
@@ -25,13 +26,16 @@ from uuid import UUID
 
 import aiohttp
 import structlog
+from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import ResolveResult
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.resolver import ThreadedResolver
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Histogram
 
 from service.core import db
 from service.core.clock import Clock
+from service.core.secrets import CannotOpen, SecretBox
 from service.outbox.service import Event, emit
 from service.settings import Settings
 from service.webhooks import domain, repository
@@ -134,8 +138,9 @@ class Claimed:
     window_started_at: datetime
     lease: datetime
     url: str
-    keys: list[str]
+    keys: list[str]  # the signing secrets, decrypted
     body: str
+    unsigned: str | None = None  # why it can't be signed (a secret no key opens): failed without a request
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +156,16 @@ class Outcome:
         return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
 
 
+class RefusedAddress(OSError):
+    """A connection the worker will not make: its address is not public. strerror is the reason (aiohttp
+    shows only an OSError's strerror)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EACCES, reason)
+
+
 class PublicOnlyResolver(ThreadedResolver):
-    """Resolves names but refuses private addresses, at connect time (no DNS-rebinding window)."""
+    """Resolves names but drops private addresses, at connect time (no DNS-rebinding window)."""
 
     def __init__(self, allow_loopback: bool) -> None:
         super().__init__()
@@ -162,15 +175,50 @@ class PublicOnlyResolver(ThreadedResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         found = await super().resolve(host, port, family)
-        usable = [
-            r
-            for r in found
-            if domain.is_public_address(r["host"])
-            or (self.allow_loopback and r["host"] in domain.LOCAL_HOSTS)
-        ]
+        problems = [domain.connect_problem(r["host"], self.allow_loopback) for r in found]
+        usable = [r for r, problem in zip(found, problems, strict=True) if problem is None]
         if not usable:
-            raise OSError(f"{host} resolves only to private addresses; webhooks are not sent there")
+            refused = "; ".join(dict.fromkeys(p for p in problems if p is not None))
+            raise RefusedAddress(
+                f"refused: {host} resolves only to addresses webhooks are not sent to: {refused}"
+            )
         return usable
+
+
+class PublicOnlyConnector(aiohttp.TCPConnector):
+    """Connects only to public addresses (with allow_loopback, also 127.0.0.1 and ::1), however the
+    address was reached: a name (the resolver drops private results too), an IP literal (for which aiohttp
+    skips the resolver, e.g. one yarl made of `127。0。0。1`), DNS rebinding, anything. Each socket's address
+    is checked before it connects, so nothing, not a SYN nor a TLS hello, is sent anywhere else; the
+    connection's peer is checked again once it is made."""
+
+    def __init__(self, allow_loopback: bool, **options: Any) -> None:
+        self.allow_loopback = allow_loopback
+        super().__init__(
+            resolver=PublicOnlyResolver(allow_loopback), socket_factory=self._open_socket, **options
+        )
+
+    def _refusal(self, address: str, verb: str) -> RefusedAddress | None:
+        problem = domain.connect_problem(address, self.allow_loopback)
+        return None if problem is None else RefusedAddress(f"refused: the connection {verb} {problem}")
+
+    def _open_socket(self, addr_info: AddrInfoType) -> socket.socket:
+        family, kind, proto, _, address = addr_info
+        refused = self._refusal(str(address[0]), "would reach")
+        if refused is not None:
+            raise refused
+        return socket.socket(family, kind, proto)
+
+    async def _wrap_create_connection(
+        self, *args: Any, req: aiohttp.ClientRequest, **kwargs: Any
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        transport, protocol = await super()._wrap_create_connection(*args, req=req, **kwargs)
+        peer = transport.get_extra_info("peername")
+        refused = self._refusal(str(peer[0]) if peer else "an unknown peer", "reached")  # fails closed
+        if refused is not None:  # a socket made some other way: closed before the request is written
+            transport.abort()
+            raise aiohttp.ClientConnectorError(req.connection_key, refused)
+        return transport, protocol
 
 
 class Deliverer:
@@ -182,11 +230,13 @@ class Deliverer:
         self.worker_id = worker_id
         self.stopping = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._box: SecretBox | None = None
 
     async def __aenter__(self) -> Deliverer:
-        connector = aiohttp.TCPConnector(
+        self._box = self.settings.secret_box()  # here, not in __init__: `encore jobs list` makes one too
+        connector = PublicOnlyConnector(
+            self.settings.webhooks_allow_local_http,
             limit=self.settings.webhook_concurrency,
-            resolver=PublicOnlyResolver(self.settings.webhooks_allow_local_http),
             ttl_dns_cache=60,
         )
         self._session = aiohttp.ClientSession(
@@ -194,6 +244,7 @@ class Deliverer:
             timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds),
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
+            trust_env=False,  # no proxy from the environment: the connector must see the real peer
         )
         return self
 
@@ -256,22 +307,40 @@ class Deliverer:
         lease = now + timedelta(seconds=self.settings.worker_lease_seconds)
         async with db.transaction() as conn:
             rows = await conn.fetch(_CLAIM, now, limit, self.worker_id, busy, lease)
-        return [
-            Claimed(
-                id=r["id"],
-                event_id=r["event_id"],
-                endpoint_id=r["endpoint_id"],
-                attempts=r["attempts"],
-                window_started_at=r["window_started_at"],
-                lease=r["claimed_until"],
-                url=r["url"],
-                keys=domain.signing_secrets(
-                    r["secret"], r["previous_secret"], r["previous_secret_until"], now
-                ),
-                body=r["body"],
+        opened: dict[str, str | CannotOpen] = {}  # an endpoint's many deliveries: each secret opened once
+        claimed = []
+        for r in rows:
+            sealed = domain.signing_secrets(
+                r["secret"], r["previous_secret"], r["previous_secret_until"], now
             )
-            for r in rows
-        ]
+            keys = [self._open(secret, opened, r["endpoint_id"]) for secret in sealed]
+            problems = [key for key in keys if isinstance(key, CannotOpen)]
+            claimed.append(
+                Claimed(
+                    id=r["id"],
+                    event_id=r["event_id"],
+                    endpoint_id=r["endpoint_id"],
+                    attempts=r["attempts"],
+                    window_started_at=r["window_started_at"],
+                    lease=r["claimed_until"],
+                    url=r["url"],
+                    keys=[key for key in keys if isinstance(key, str)],
+                    body=r["body"],
+                    unsigned=f"the signing secret {problems[0]}" if problems else None,
+                )
+            )
+        return claimed
+
+    def _open(self, sealed: str, opened: dict[str, str | CannotOpen], endpoint_id: UUID) -> str | CannotOpen:
+        """A signing secret in plain text, or why it can't be had (logged once per claim, without it)."""
+        if sealed not in opened:
+            assert self._box is not None, "a Deliverer is used inside `async with`"
+            try:
+                opened[sealed] = self._box.open(sealed)
+            except CannotOpen as exc:
+                opened[sealed] = exc
+                log.warning("webhook_secret_unreadable", endpoint=str(endpoint_id), problem=str(exc))
+        return opened[sealed]
 
     async def _attempt(self, item: Claimed, gate: asyncio.Semaphore) -> Outcome:
         async with gate:
@@ -280,6 +349,8 @@ class Deliverer:
     async def _post(self, item: Claimed) -> Outcome:
         assert self._session is not None
         at = self.clock.now()
+        if item.unsigned is not None:
+            return Outcome(item, at, None, 0, item.unsigned)
         refused = domain.url_problem(item.url, self.settings.webhooks_allow_local_http)
         if refused is not None:
             return Outcome(item, at, None, 0, f"not sent: {refused}")
@@ -307,6 +378,13 @@ class Deliverer:
                     error = f"HTTP {status}" + (f": {text[:RESPONSE_EXCERPT_BYTES]}" if text else "")
         except TimeoutError:
             error = f"no answer within {self.settings.webhook_timeout_seconds:g} s"
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                error = str(exc.os_error.strerror)
+                # Endpoint and address only: the URL may carry a token.
+                log.warning("webhook_connection_refused", endpoint=str(item.endpoint_id), reason=error)
+            else:
+                error = f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT_BYTES]
         except (aiohttp.ClientError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT_BYTES]
         elapsed = time.perf_counter() - started

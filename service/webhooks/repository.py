@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from service.core.db import Connection
+from service.core.secrets import PREFIX, Row, SealedStore
 
 ENDPOINT_COLUMNS = """id, url, event_types, description, enabled, disabled_reason, secret, previous_secret,
     previous_secret_until, failing_since, last_success_at, last_failure_at, created_at, updated_at"""
@@ -164,3 +165,39 @@ async def insert_delivery(
     )
     assert row is not None
     return dict(row)
+
+
+async def lock_secrets(conn: Connection, after: UUID | None, limit: int, plaintext_only: bool) -> list[Row]:
+    """Endpoints' stored secrets in id order, locked (for `secrets.reseal`); `plaintext_only`: the
+    endpoints with a secret written before secrets were sealed."""
+    rows = await conn.fetch(
+        """
+        SELECT id, secret, previous_secret FROM webhook_endpoint
+        WHERE ($1::uuid IS NULL OR id > $1)
+          AND (NOT $3 OR NOT starts_with(secret, $4) OR NOT starts_with(previous_secret, $4))
+        ORDER BY id LIMIT $2
+        FOR UPDATE
+        """,
+        after,
+        limit,
+        plaintext_only,
+        PREFIX,
+    )
+    return [(r["id"], (r["secret"], r["previous_secret"])) for r in rows]
+
+
+async def write_secrets(conn: Connection, rows: list[Row]) -> None:
+    """The same secrets sealed anew: not a change of the endpoint (updated_at stays)."""
+    await conn.execute(
+        """
+        UPDATE webhook_endpoint e SET secret = r.secret, previous_secret = r.previous_secret
+        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(id, secret, previous_secret)
+        WHERE e.id = r.id
+        """,
+        [key for key, _ in rows],
+        [values[0] for _, values in rows],
+        [values[1] for _, values in rows],
+    )
+
+
+SEALED_SECRETS = SealedStore("webhook endpoint", ("secret", "previous_secret"), lock_secrets, write_secrets)

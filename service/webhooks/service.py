@@ -6,9 +6,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+from service.core import idempotency
 from service.core.db import Connection
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.pagination import decode_cursor, encode_cursor
+from service.core.secrets import SecretBox, reseal
 from service.outbox.service import Event, emit
 from service.outbox.topics import is_known
 from service.webhooks import domain, repository
@@ -40,9 +42,10 @@ def _out(row: dict[str, Any], now: datetime) -> EndpointOut:
     )
 
 
-def _with_secret(row: dict[str, Any], now: datetime) -> EndpointWithSecret:
+def _with_secret(row: dict[str, Any], now: datetime, secret: str) -> EndpointWithSecret:
+    """The endpoint with its new secret in plain text: the one answer that shows it (the row holds it sealed)."""
     out = _out(row, now)
-    return EndpointWithSecret(**{f: getattr(out, f) for f in out.__struct_fields__}, secret=row["secret"])
+    return EndpointWithSecret(**{f: getattr(out, f) for f in out.__struct_fields__}, secret=secret)
 
 
 def delivery_out(row: dict[str, Any]) -> DeliveryOut:
@@ -105,10 +108,17 @@ async def _load(
 
 
 async def create(
-    conn: Connection, program_id: UUID, data: EndpointCreate, now: datetime, *, allow_local_http: bool
+    conn: Connection,
+    program_id: UUID,
+    data: EndpointCreate,
+    now: datetime,
+    *,
+    allow_local_http: bool,
+    box: SecretBox,
 ) -> EndpointWithSecret:
     _check_url(data.url, allow_local_http)
     event_types = _check_event_types(data.event_types)
+    secret = domain.new_secret()
     row = await repository.insert_endpoint(
         conn,
         program_id,
@@ -117,11 +127,11 @@ async def create(
         event_types,
         data.description,
         data.enabled,
-        domain.new_secret(),
+        box.seal(secret),
         now,
     )
     await emit(conn, program_id, [Event("webhook_endpoint.created", _public(row))], now)
-    return _with_secret(row, now)
+    return _with_secret(row, now, secret)
 
 
 async def get(conn: Connection, program_id: UUID, endpoint_id: UUID, now: datetime) -> EndpointOut:
@@ -174,17 +184,25 @@ async def delete(conn: Connection, program_id: UUID, endpoint_id: UUID, now: dat
 
 
 async def rotate_secret(
-    conn: Connection, program_id: UUID, endpoint_id: UUID, overlap: timedelta, now: datetime
+    conn: Connection,
+    program_id: UUID,
+    endpoint_id: UUID,
+    overlap: timedelta,
+    now: datetime,
+    *,
+    box: SecretBox,
 ) -> EndpointWithSecret:
     """A new secret signs from now on; the old one also signs until `now + overlap`, so a shop can
     deploy the new secret without rejecting deliveries in between."""
     row = await _load(conn, program_id, endpoint_id, lock=True)
     overlap = min(overlap, domain.MAX_ROTATION_OVERLAP)
+    secret = domain.new_secret()
     row = await repository.update_endpoint(
         conn,
         endpoint_id,
         {
-            "secret": domain.new_secret(),
+            "secret": box.seal(secret),
+            # Moved as stored (sealed): the old secret need not be decrypted here.
             "previous_secret": row["secret"] if overlap > timedelta(0) else None,
             "previous_secret_until": now + overlap if overlap > timedelta(0) else None,
             "updated_at": now,
@@ -192,7 +210,7 @@ async def rotate_secret(
     )
     event = _public(row) | {"changed": ["secret"], "enabled": row["enabled"]}
     await emit(conn, program_id, [Event("webhook_endpoint.updated", event)], now)
-    return _with_secret(row, now)
+    return _with_secret(row, now, secret)
 
 
 async def deliveries(
@@ -231,3 +249,16 @@ async def send_test(conn: Connection, program_id: UUID, endpoint_id: UUID, now: 
     await emit(conn, program_id, [event], now, dispatched=True)
     row = await repository.insert_delivery(conn, program_id, endpoint_id, event.id, event.topic, now)
     return delivery_out(row)
+
+
+async def seal_plaintext_secrets(box: SecretBox) -> int:
+    """After the migrations (`encore migrate`, and every command that migrates first): seal the secrets
+    stored in plain text before secrets were sealed, and the stored answers of the creations that showed
+    them (kept for idempotent replays). Its own transactions, in batches; returns the values sealed."""
+    endpoints = await reseal(repository.SEALED_SECRETS, box.seal_plaintext, plaintext_only=True)
+    if not endpoints.changed:
+        # Such answers were written with a plaintext endpoint, so with none left there are none to look
+        # for (a scan of every stored answer at each start is not worth it).
+        return 0
+    answers = await reseal(idempotency.SEALED_RESPONSES, box.seal_plaintext, plaintext_only=True)
+    return endpoints.changed + answers.changed

@@ -26,7 +26,8 @@ class WebhookEndpoint(Table, tablename="webhook_endpoint"):
     event_types = Array(base_column=Text())  # empty: every event
     enabled = Boolean(default=True)
     disabled_reason = Text(null=True, default=None)
-    # Needed in plaintext to sign; shown to the shop once. During a rotation both sign.
+    # Encrypted (`fernet:…`, service.core.secrets): the worker decrypts them to sign; the shop sees a
+    # secret once, in the answer that made it. During a rotation both sign.
     secret = Text()
     previous_secret = Text(null=True, default=None)
     previous_secret_until = Timestamptz(null=True, default=None)

@@ -264,7 +264,7 @@ REQUESTS: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {
         {},
     ),
     ("DELETE", "/v1/suppressions/{email}"): (None, {}),
-    ("GET", "/v1/system/jobs"): (None, {"recent": "5"}),
+    ("GET", "/v1/system/jobs"): (None, {}),
     ("GET", "/v1/templates"): (None, {}),
     ("POST", "/v1/templates"): ({**TEMPLATE, "message_type": "win_back", "locale": "cy"}, {}),
     ("POST", "/v1/templates/preview"): (

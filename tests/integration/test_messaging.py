@@ -866,3 +866,104 @@ async def test_a_real_customers_thank_you_preview_shows_their_pending_points(api
     assert shown["notes"] == ["no order given: the sample order is shown"]
     assert shown["locale"] == "en-GB" and shown["subject"] == "Thank you for your order 1001, Zoë"
     assert "You have no points to spend yet, and 90 points are pending." in " ".join(shown["text"].split())
+
+
+# A loop the save check's sample customer (Ada) never enters; a real customer does.
+GUARDED_LOOP = (
+    "{% if customer.first_name == 'Mallory' %}{% for i in range(100000) %}{% for j in range(100000) %}"
+    "{% endfor %}{% endfor %}{% endif %}<p>{{ greeting }}</p>"
+)
+
+
+async def test_a_template_over_a_render_limit_fails_its_message_and_the_batch_goes_on(
+    api: Api, client: AsyncTestClient[Litestar], clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    other = make_program(client, "Other shop")
+    for program in (api, other):
+        await setup_program(program)
+        await enable(program, "post_purchase")
+    saved = await api.client.post(
+        "/v1/templates",
+        json={
+            "message_type": "order_thank_you",
+            "locale": "en",
+            "subject": "Thanks",
+            "text": "{{ greeting }}",
+            "html": GUARDED_LOOP,
+        },
+        headers=api.headers(),
+    )
+    assert saved.status_code == 201, saved.text  # the samples never reach the loop
+    mallory = {"external_id": "m", "email": "mallory@example.com", "name": "Mallory", "locale": "en"}
+    grace = {"external_id": "g", "email": "grace@example.com", "name": "Grace", "locale": "en"}
+    clock.advance(timedelta(minutes=1))  # orders placed after the journeys were turned on
+    assert (await order(api, "o-m", mallory, placed_at=iso(clock.now()))).status_code == 201
+    assert (await order(other, "o-g", grace, placed_at=iso(clock.now()))).status_code == 201
+    run_journeys(api, clock)
+    report = send(api, sender, clock)
+    assert (report.failed, report.sent) == (1, 1)
+    failed = (await messages(api, "m"))[0]
+    assert failed["status"] == "failed"
+    assert failed["reason"] == "could not render: over the render limit: more than 100,000 loop iterations"
+    assert [m["To"] for m in mailbox.take()] == ["Grace <grace@example.com>"]
+
+
+async def test_template_writes_and_previews_need_the_admin_scope(api: Api) -> None:
+    created = await api.client.post("/v1/templates", json=TEMPLATE_BODY, headers=api.headers())
+    assert created.status_code == 201, created.text
+    template_id = created.json()["id"]
+    reader = (
+        await api.client.post("/v1/api-keys", json={"name": "r", "scope": "read"}, headers=api.headers())
+    ).json()["api_key"]
+    for method, path, body in (
+        ("POST", "/v1/templates/preview", {"message_type": "win_back", "locale": "en"}),
+        ("POST", f"/v1/templates/{template_id}/preview", {"count": 3}),
+        ("POST", "/v1/templates", {**TEMPLATE_BODY, "locale": "de"}),
+        ("PUT", f"/v1/templates/{template_id}", {k: TEMPLATE_BODY[k] for k in ("subject", "text", "html")}),
+        ("DELETE", f"/v1/templates/{template_id}", None),
+    ):
+        answer = await api.client.request(method, path, json=body, headers=api.headers(reader))
+        assert answer.status_code == 403, (method, path, answer.text)
+    assert (await api.client.get("/v1/templates", headers=api.headers(reader))).status_code == 200
+
+
+TEMPLATE_BODY = {
+    "message_type": "win_back",
+    "locale": "en",
+    "subject": "We miss you",
+    "text": "{{ greeting }}",
+    "html": "<p>{{ greeting }}</p>",
+}
+
+
+@pytest.mark.parametrize(
+    ("html", "limit"),
+    [
+        ("{% for i in range(10000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", "loop_iterations"),
+        ("{{ ('x' * 10**8)|length }}", "value_size"),
+        (
+            "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+            "cpu_time",
+        ),
+    ],
+)
+async def test_a_hostile_draft_is_refused_naming_the_limit_and_nothing_is_saved(
+    api: Api, html: str, limit: str
+) -> None:
+    draft = {**TEMPLATE_BODY, "html": html}
+    preview = await api.client.post(
+        "/v1/templates/preview",
+        json={
+            "message_type": "win_back",
+            "locale": "en",
+            "parts": {k: draft[k] for k in ("subject", "text", "html")},
+        },
+        headers=api.headers(),
+    )
+    saved = await api.client.post("/v1/templates", json=draft, headers=api.headers())
+    for answer in (preview, saved):
+        assert answer.status_code == 422, answer.text
+        problem = answer.json()
+        assert problem["field"] == "html" and problem["limit"] == limit
+        assert "over the render limit" in problem["detail"]
+    assert (await api.client.get("/v1/templates", headers=api.headers())).json()["items"] == []

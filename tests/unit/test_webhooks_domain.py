@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import itertools
 import random
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
 import pytest
+import yarl
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -19,7 +22,9 @@ from service.webhooks.domain import (
     FIRST_RETRY,
     LONGEST_WAIT,
     RETRY_WINDOW,
+    connect_problem,
     health_after,
+    is_public_address,
     new_secret,
     next_attempt,
     signature_header,
@@ -322,10 +327,26 @@ _PRIVATE_NETWORKS: list[tuple[Literal[4, 6], str]] = [
     (4, "127.0.0.0/8"),
     (4, "169.254.0.0/16"),
     (4, "100.64.0.0/10"),
+    (4, "0.0.0.0/8"),
     (6, "fc00::/7"),
     (6, "fe80::/10"),
+    (6, "fec0::/10"),
+    (6, "64:ff9b:1::/48"),
+    (6, "2001::/32"),
 ]
 _private_networks = st.sampled_from(_PRIVATE_NETWORKS)
+
+
+def _ipv6_forms(ip: ipaddress.IPv4Address) -> list[ipaddress.IPv6Address]:
+    """The IPv6 addresses that lead to an IPv4 one: mapped, translated (RFC 2765), compatible, 6to4, NAT64."""
+    n = int(ip)
+    return [
+        ipaddress.IPv6Address((0xFFFF << 32) | n),
+        ipaddress.IPv6Address((0xFFFF << 48) | n),
+        ipaddress.IPv6Address(n),
+        ipaddress.IPv6Address((0x2002 << 112) | (n << 80)),
+        ipaddress.IPv6Address((0x64FF9B << 96) | n),
+    ]
 
 
 @given(st.data(), _private_networks, st.booleans())
@@ -333,14 +354,20 @@ def test_every_private_address_is_refused(
     data: st.DataObject, network: tuple[Literal[4, 6], str], allow_local_http: bool
 ) -> None:
     """Any address in a private, loopback or link-local range is refused over https (except the exact
-    loopback names local mode admits), also written as an IPv4-mapped IPv6 address."""
+    loopback names local mode admits), also written as any IPv6 address that leads to it; the worker
+    refuses to connect to each of them too."""
     version, cidr = network
     ip = data.draw(st.ip_addresses(v=version, network=cidr))
     host = f"[{ip}]" if version == 6 else str(ip)
     if not (allow_local_http and str(ip) in {"127.0.0.1", "::1"}):
         assert url_problem(f"https://{host}/hook", allow_local_http) is not None
-    if version == 4:
-        assert url_problem(f"https://[::ffff:{ip}]/hook", allow_local_http) is not None
+        assert connect_problem(str(ip), allow_local_http) is not None
+    if isinstance(ip, ipaddress.IPv4Address):
+        for form in _ipv6_forms(ip):
+            if allow_local_http and str(form) == "::1":  # 0.0.0.1 written as IPv4-compatible
+                continue
+            assert url_problem(f"https://[{form}]/hook", allow_local_http) is not None, form
+            assert connect_problem(str(form), allow_local_http) is not None, form
 
 
 @given(
@@ -355,6 +382,189 @@ def test_local_mode_only_adds_urls(scheme: str, host: str, port: str) -> None:
     url = f"{scheme}://{host}{port}/x"
     if url_problem(url, allow_local_http=False) is None:
         assert url_problem(url, allow_local_http=True) is None
+
+
+# --- SSRF: this machine and private networks, however the host is written ------------------------------
+
+# The attack pass's findings: yarl (aiohttp's URL library) reads these as IP literals, and aiohttp skips
+# the resolver for IP literals; the integration tests post them to the API too.
+FINDINGS = [
+    "https://127。0。0。1/",  # U+3002 ideographic full stop
+    "https://10．0．0．1/",  # U+FF0E full-width full stop
+    "https://169。254。169。254/latest/meta-data/",
+    "https://127｡0｡0｡1/",  # U+FF61 half-width ideographic full stop
+    "https://１２７.０.０.１/",  # full-width digits
+    "https://[::ffff:0:7f00:1]/",  # IPv4-translated (RFC 2765)
+]
+
+# (URL, what the refusal says): each one leads to this machine, a private network or nowhere public.
+SSRF_REFUSED = [
+    (
+        "https://127。0。0。1/",
+        "IDNA form '127.0.0.1' is refused too: webhook URLs may not point at this machine",
+    ),
+    (
+        "https://10．0．0．1/",
+        "IDNA form '10.0.0.1' is refused too: webhook URLs may not point at 10.0.0.1, a private address",
+    ),
+    ("https://169。254。169。254/latest/meta-data/", "169.254.169.254, a link-local address"),
+    ("https://127｡0｡0｡1/", "IDNA form '127.0.0.1' is refused too"),
+    ("https://１２７.０.０.１/", "IDNA form '127.0.0.1' is refused too"),
+    ("https://１０．０．０．１:8443/", "10.0.0.1, a private address"),
+    ("https://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/", "IDNA form 'localhost' is refused too"),
+    ("https://[::ffff:0:7f00:1]/", "an IPv6 form of 127.0.0.1, a loopback address (this machine)"),
+    ("https://[::ffff:0:127.0.0.1]/", "an IPv6 form of 127.0.0.1, a loopback address"),
+    ("https://[::ffff:0:a9fe:a9fe]/", "an IPv6 form of 169.254.169.254, a link-local address"),
+    ("https://[::FFFF:7F00:1]/", "an IPv6 form of 127.0.0.1"),  # IPv4-mapped, upper case
+    ("https://[::ffff:10.0.0.1]/", "an IPv6 form of 10.0.0.1, a private address"),
+    ("https://[::127.0.0.1]/", "an IPv6 form of 127.0.0.1"),  # IPv4-compatible
+    ("https://[::a00:1]/", "an IPv6 form of 10.0.0.1"),
+    ("https://[2002:7f00:1::]/", "an IPv6 form of 127.0.0.1"),  # 6to4
+    ("https://[2002:a9fe:a9fe::1]/", "an IPv6 form of 169.254.169.254"),
+    ("https://[64:ff9b::7f00:1]/", "an IPv6 form of 127.0.0.1"),  # NAT64
+    ("https://[64:ff9b::a9fe:a9fe]/", "an IPv6 form of 169.254.169.254"),
+    ("https://[64:ff9b:1::a00:1]/", "a local-use NAT64 address"),
+    ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "a Teredo tunnel address"),
+    ("https://[fec0::1]/", "a site-local (private) address"),
+    ("https://[fc00::1]/", "a unique-local (private) address"),
+    ("https://[fd12:3456:789a::1]/", "a unique-local (private) address"),
+    ("https://[fe80::1]/", "fe80::1, a link-local address"),
+    ("https://[fe80::1%25eth0]/", "zone id"),
+    ("https://[::1%25lo]/", "zone id"),
+    ("https://[2606:4700::1111%25eth0]/", "zone id"),
+    ("https://0.0.0.0/", "0.0.0.0, an unspecified address (this machine)"),
+    ("https://0.1.2.3/", "an unspecified address (this machine)"),
+    ("https://[::]/", "::, an unspecified address (this machine)"),
+    ("https://[0:0:0:0:0:0:0:1]/", "::1, a loopback address (this machine)"),
+    ("https://127.0.0.2/", "127.0.0.2, a loopback address"),
+    ("https://100.64.0.1/", "a shared address (carrier-grade NAT)"),
+    ("https://224.0.0.1/", "a multicast address"),
+    ("https://[ff02::1]/", "a multicast address"),
+    ("https://240.0.0.1/", "a reserved address"),
+    ("https://255.255.255.255/", "a reserved address"),
+    ("https://192.0.2.1/", "a reserved address"),
+    ("https://[4000::1]/", "a reserved address"),
+    # IPv4 written in the other notations resolvers accept: decimal, octal, hex, short, mixed.
+    ("https://2130706433/", "four decimal numbers"),
+    ("https://017700000001/", "four decimal numbers"),
+    ("https://0177.0.0.1/", "four decimal numbers"),
+    ("https://0x7f000001/", "four decimal numbers"),
+    ("https://0x7f.0.0.1/", "four decimal numbers"),
+    ("https://127.0x0.0.1/", "four decimal numbers"),
+    ("https://127.1/", "four decimal numbers"),
+    ("https://10.1/", "four decimal numbers"),
+    ("https://0/", "four decimal numbers"),
+    ("https://1.2.3.4.5/", "four decimal numbers"),
+    ("https://hooks.example.123/", "four decimal numbers"),  # a numeric last label makes it an address
+    # Trailing dots, upper case, and names that mean this machine or a local network whatever DNS says.
+    ("https://127.0.0.1./", "may not point at this machine"),
+    ("https://10.0.0.1./", "10.0.0.1, a private address"),
+    ("https://localhost../", "may not point at this machine"),
+    ("HTTPS://LOCALHOST/", "may not point at this machine"),
+    ("https://localhost.localdomain/", "may not point at this machine"),
+    ("https://LocalHost.LocalDomain./", "may not point at this machine"),
+    ("https://ip6-localhost/", "may not point at this machine"),
+    ("https://ip6-loopback/", "may not point at this machine"),
+    ("https://app.localhost/", "may not point at this machine"),
+    ("https://router.localdomain/", "private network"),
+    ("https://nas.home.arpa/", "private network"),
+    ("https://metadata.google.internal/computeMetadata/v1/", "private network"),
+    ("https://metadata/computeMetadata/v1/", "a one-label name is looked up in the local network"),
+    # Hosts that read differently to different parsers, or that no resolver should be handed.
+    ("https://127%2E0%2E0%2E1/", "percent-encoding"),
+    ("https://127.0.0.1%00.example.com/", "percent-encoding"),
+    ("https://127.0.0.1\\@example.com/", "not a valid URL"),
+    ("https://example.com\\@127.0.0.1/", "not a valid URL"),
+    ("https://hooks example.com/", "letters, digits, hyphens and dots"),
+    ("https://[v1.x]/", "is not an IPv6 address"),
+    ("https://[127.0.0.1]/", "not a valid URL"),
+]
+
+
+# Local mode admits these: they are its plain loopback names.
+_LOOPBACK_NAMES = {"https://127.0.0.1./", "https://localhost../", "HTTPS://LOCALHOST/"}
+
+
+@pytest.mark.parametrize(("url", "says"), SSRF_REFUSED)
+def test_every_way_of_writing_a_private_host_is_refused(url: str, says: str) -> None:
+    """Each is refused in production with a message that says why, and in local mode too unless it is
+    one of the plain loopback names local mode admits."""
+    problem = url_problem(url, allow_local_http=False)
+    assert problem is not None and says in problem, problem
+    if url not in _LOOPBACK_NAMES:
+        assert url_problem(url, allow_local_http=True) is not None
+
+
+def test_the_findings_are_in_the_table() -> None:
+    assert set(FINDINGS) <= {url for url, _ in SSRF_REFUSED}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/hook",
+        "https://93.184.215.14/",
+        "https://[2606:4700::1111]/",
+        "https://HOOKS.Example.COM/hook",
+        "https://hooks.example.com./hook",  # a fully qualified name
+        "https://my_hooks.example.com/",
+        "https://[::ffff:93.184.215.14]/",  # IPv4-mapped, public
+        "https://[64:ff9b::93.184.215.14]/",  # NAT64 to a public address
+        "https://1.1.1.1:8443/hook",
+    ],
+)
+def test_public_hosts_are_accepted(url: str) -> None:
+    assert url_problem(url, allow_local_http=False) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "allow_loopback", "problem"),
+    [
+        ("127.0.0.1", False, "127.0.0.1, a loopback address (this machine)"),
+        ("127.0.0.1", True, None),
+        ("::1", True, None),
+        ("127.0.0.2", True, "127.0.0.2, a loopback address (this machine)"),
+        (
+            "::ffff:127.0.0.1",
+            True,
+            "::ffff:127.0.0.1, an IPv6 form of 127.0.0.1, a loopback address (this machine)",
+        ),
+        ("0.0.0.0", True, "0.0.0.0, an unspecified address (this machine)"),
+        ("10.0.0.1", True, "10.0.0.1, a private address"),
+        ("fe80::1%eth0", False, "fe80::1%eth0, a link-local address"),
+        ("169.254.169.254", False, "169.254.169.254, a link-local address"),
+        (
+            "hooks.example.com",
+            False,
+            "hooks.example.com, not an IP address",
+        ),  # only addresses are connected to
+        ("93.184.215.14", False, None),
+        ("2606:4700::1111", False, None),
+    ],
+)
+def test_connect_problem(address: str, allow_loopback: bool, problem: str | None) -> None:
+    """What the worker checks on every socket it opens (the address, as the connection will reach it)."""
+    assert connect_problem(address, allow_loopback) == problem
+
+
+_host_chars = st.sampled_from([*"0123456789abcdefx.:[]%-", "。", "．", "｡", "１", "０", "７", "ⓛ"])
+
+
+@given(st.text(_host_chars, min_size=1, max_size=24), st.booleans())
+def test_what_is_accepted_connects_only_to_public_addresses(host: str, allow_local_http: bool) -> None:
+    """Whatever host a URL has, once accepted, the host the HTTP client connects to (yarl's reading) is a
+    public address, or a name that no resolver reads as an IPv4 address in some other notation."""
+    url = f"https://{host}/hook"
+    if url_problem(url, allow_local_http) is not None:
+        return
+    target = (yarl.URL(url).raw_host or "").rstrip(".")
+    try:
+        ipaddress.ip_address(target)
+    except ValueError:
+        with pytest.raises(OSError):
+            socket.inet_aton(target)  # what getaddrinfo tries first: 127.1, 0x7f.1, 2130706433, …
+        return
+    assert is_public_address(target) or (allow_local_http and target in {"127.0.0.1", "::1"})
 
 
 # --- signing ------------------------------------------------------------------------------------------
