@@ -16,6 +16,8 @@
 9. messaging: the send sweep's select + render of BENCH_MESSAGES (100,000) due messages in six locales, and
    SMTP delivery of BENCH_SMTP_MESSAGES (5,000) to aiosmtpd in its own process (bench/messaging.py);
    BENCH_MESSAGES=0 skips it.
+10. previews: /healthz probed every 20 ms, idle and while ten hostile template previews (1 s of CPU each)
+   run at once on the API server, after the status phase (bench/previews.py); BENCH_PREVIEWS=0 skips it.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -80,7 +82,7 @@ import msgspec
 import uvloop
 from yarl import URL
 
-from bench import messaging, rules, sweeps, tiers, webhooks
+from bench import messaging, previews, rules, sweeps, tiers, webhooks
 from bench.load import PhaseResult, Request, run_phase
 
 T = TypeVar("T")
@@ -608,6 +610,7 @@ class Run:
     tiers_earn: dict[str, Any] | None = None  # bench.tiers: earn with tiers on vs off
     tiers_reevaluation: dict[str, Any] | None = None  # bench.tiers: re-evaluation of a million customers
     messaging: dict[str, Any] | None = None  # bench.messaging: render sweep and SMTP delivery
+    previews: dict[str, Any] | None = None  # bench.previews: /healthz while hostile previews run
 
     def http_phase(
         self,
@@ -671,6 +674,14 @@ class Run:
             out["tiers_on_per_off"] = self.tiers_earn["ratio"]
         if self.tiers_reevaluation is not None:
             out["tiers_daily_reevaluation_seconds"] = self.tiers_reevaluation["ratio"]
+        if self.previews is not None:
+            busy = self.previews["busy"]["max_ms"]
+            out["healthz_max_ms_during_hostile_previews"] = {
+                "value": busy,
+                "idle_max_ms": self.previews["idle"]["max_ms"],
+                "target": previews.TARGET_MAX_MS,
+                "met": self.previews["met"],
+            }
         return out
 
     def table(self) -> str:
@@ -755,6 +766,9 @@ class Run:
         if self.messaging is not None:
             lines.append("")
             lines.append(messaging.format_results(self.messaging))
+        if self.previews is not None:
+            lines.append("")
+            lines.append(previews.format_results(self.previews))
         if self.error:
             lines.append(f"RUN FAILED: {self.error}")
         return "\n".join(lines)
@@ -791,6 +805,7 @@ class Run:
             "rules": self.rules,
             "tiers": {"earn": self.tiers_earn, "reevaluation": self.tiers_reevaluation},
             "messaging": self.messaging,
+            "previews": self.previews,
             "error": self.error,
             "table": table,
         }
@@ -871,6 +886,10 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         else:
             print("status: no customer could be given an order; the phase is not measured")
             run.phases["status"] = None
+        # 10. /healthz while ten hostile previews run (BENCH_PREVIEWS=0 skips).
+        if _env_number("BENCH_PREVIEWS", 1):
+            print("previews: /healthz while ten hostile previews run ...", flush=True)
+            run.previews = run_async(lambda: previews.measure(api.base, api_key))
         # 7. Earning rules: on the same server and database, programs of their own (BENCH_RULES=0 skips).
         if _env_number("BENCH_RULES", 1):
             print("earning rules: 50 rules against the base rule, then a simulation ...", flush=True)

@@ -8,12 +8,15 @@ parser (`server_options`): uvicorn's httptools parser has no limit of its own an
 
 Rates: GCRA (the generic cell rate algorithm: a token bucket kept as one time per key). A limit of N a
 minute lets N requests through at once after a quiet minute, then one every 60/N seconds. Counted:
-- on routes that need an API key, per key, identified by a hash of the bearer token as sent, without a
-  lookup (an invalid key is limited too); a request without a bearer token counts per client address
-  against the same limit (it is answered 401 without a lookup);
+- on routes that need an API key, per key, identified by a hash of the bearer token as authentication
+  reads it (`auth.bearer_token`: the same function), without a lookup (an invalid key is limited too); a
+  request without a bearer token counts per client address against the same limit (it is answered 401
+  without a lookup);
 - on routes without a key (the unsubscribe pages, /schema), per client address, method and route, and
   per program where the path names one (`program_id`; an unsubscribe link names none);
 - /healthz, /readyz and /metrics are not limited.
+A request with more than one Authorization header is answered 400, on any path: authentication reads the
+first, so a second one could otherwise pick a count of its own.
 Refused requests do not count. The counters are in this process's memory: each API process counts on
 its own, so behind a balancer over N processes a client gets up to N times the limit. A shared store
 (Redis with a GCRA script) would replace `RateLimiter.hit`.
@@ -35,7 +38,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.core.auth import PUBLIC_PATHS
+from service.core.auth import PUBLIC_PATHS, bearer_token
 from service.core.errors import PROBLEM_MEDIA_TYPE, problem_body
 from service.settings import Settings
 
@@ -150,20 +153,25 @@ class RequestLimits:
             if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
-            total = largest = 0
-            largest_name = b""
-            authorization = b""
+            total = largest = authorizations = 0
+            largest_name = authorization = b""
             for name, value in scope["headers"]:
                 size = len(name) + len(value)
                 total += size
                 if size > largest:
                     largest, largest_name = size, name
-                if name == b"authorization":
-                    authorization = value
+                # In any case, as Litestar's headers read it (ASGI servers send names in lower case).
+                if len(name) == 13 and name.lower() == b"authorization":
+                    authorizations += 1
+                    if authorizations == 1:  # the one authentication reads
+                        authorization = value
             if (self.max_header_bytes and total > self.max_header_bytes) or (
                 self.max_header_field_bytes and largest > self.max_header_field_bytes
             ):
                 await self._too_large(scope, send, total, largest, largest_name)
+                return
+            if authorizations > 1:
+                await self._ambiguous(scope, send, authorizations)
                 return
             path: str = scope["path"]
             if path.startswith(EXEMPT_PATHS):
@@ -178,10 +186,11 @@ class RequestLimits:
                 key = (address, scope["method"], scope.get("path_template", path), program)
             else:
                 limiter, whose = self.per_key, "with this API key"
-                scheme, _, token = authorization.partition(b" ")
-                token = token.strip()
-                if scheme.lower() == b"bearer" and token:
-                    key = hashlib.sha256(token).digest()
+                # Decoded as Litestar decodes headers; any other reading would let some form of a valid
+                # key count apart from it (`bytes.strip` keeps the NBSP that `str.strip` drops).
+                token = bearer_token(authorization.decode("latin-1"))
+                if token is not None:
+                    key = hashlib.sha256(token.encode()).digest()
                 else:
                     key, whose = ("no key", address), "without an API key from this address"
             if limiter is None:
@@ -224,6 +233,17 @@ class RequestLimits:
             instance=scope["path"],
         )
         await _send_problem(send, body, [(b"retry-after", str(retry).encode()), *headers])
+
+    async def _ambiguous(self, scope: Scope, send: Send, count: int) -> None:
+        body = problem_body(
+            400,
+            "duplicate-header",
+            "A header is sent more than once",
+            f"send one Authorization header; this request has {count}",
+            "header:Authorization",
+            instance=scope["path"],
+        )
+        await _send_problem(send, body, [])
 
     async def _too_large(self, scope: Scope, send: Send, total: int, largest: int, name: bytes) -> None:
         if self.max_header_field_bytes and largest > self.max_header_field_bytes:

@@ -14,28 +14,39 @@ from typing import Any, TextIO, cast
 
 import structlog
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 # A local part that starts with the address's first character: `b…@example.com` (the domain stays: it
 # says which provider bounced without saying who).
 _EMAIL = re.compile(r"([\w%+!#$&'*=?^`{|}~-])[\w.%+!#$&'*=?^`{|}~-]*?(@|%40)([\w-]+(?:\.[\w-]+)+)")
 # Secrets by their prefix (webhook signing secrets, API keys, Stripe keys and signing secrets): the
-# prefix stays, so a line still says which kind of secret was there.
-_SECRET = re.compile(r"\b(whsec_|enc_|sk_live_|sk_test_|rk_live_|rk_test_)[A-Za-z0-9+/=_-]+")
-# Paths whose last segment is a bearer token of its own (a working unsubscribe link, later survey links).
-_TOKEN_PATH = re.compile(r"(/v1/(?:unsubscribe|answer)/)[^/?#\s]+")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s,;]+")
+# prefix stays, so a line still says which kind of secret was there. After anything (no `\b`: `key_whsec_…`,
+# `token%3Denc_…`, `Bearer%20enc_…`), and with base64's +, / and = percent-encoded too.
+_SECRET = re.compile(
+    r"(whsec_|enc_|sk_live_|sk_test_|rk_live_|rk_test_)(?:[A-Za-z0-9+/=_-]|%2[BbFf]|%3[Dd])+"
+)
+# Paths whose last segment is a bearer token of its own (a working unsubscribe link, later survey links),
+# in any case (a path a route refuses may still hold a working token) and with its slashes encoded.
+_TOKEN_PATH = re.compile(r"(?i)((?:/|%2F)v1(?:/|%2F)(?:unsubscribe|answer)(?:/|%2F))[^/?#&\s]+")
+_BEARER = re.compile(r"(?i)(bearer(?:\s|%20|\+)+)[^\s,;&]+")
 
 
 def redact(text: str) -> str:
-    """`text` without full e-mail addresses, secrets or tokens."""
+    """`text` without full e-mail addresses, secrets or tokens. A pattern runs only on a text that holds
+    what it needs (checked as substrings): this runs on every value and key of every line."""
+    if text.isalnum():  # most keys and many values: each pattern needs a character that is not
+        return text
     if "@" in text or "%40" in text:
         text = _EMAIL.sub(r"\1…\2\3", text)
-    if "_" in text:
+    if "c_" in text or "k_" in text:  # every secret prefix ends so ("whsec_", "enc_", "sk_live_", ...)
         text = _SECRET.sub(r"\1…", text)
-    if "/v1/" in text:
+    # The token path and the bearer scheme match in any case: checked on a lower-case copy (cheaper than
+    # checking each casing, and than running those patterns on every API path).
+    folded = text.lower()
+    if ("unsubscribe" in folded or "answer" in folded) and "v1" in folded:
         text = _TOKEN_PATH.sub(r"\1…", text)
-    if "earer" in text:
+    if "bearer" in folded:
         text = _BEARER.sub(r"\1…", text)
     return text
 
@@ -44,7 +55,7 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
+        return {_redacted_key(k): _redacted(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
     if isinstance(value, int | float | bool) or value is None:
@@ -52,8 +63,19 @@ def _redacted(value: Any) -> Any:
     return redact(str(value))  # exceptions, UUIDs, paths: as the renderer would print them
 
 
+def _redacted_key(key: Any) -> Any:
+    """A key is printed as a value is (`log.info(..., **headers)`, a dict of answers by address): redacted
+    the same way, and text unless it is a number (a tuple key would be a list, and unhashable). Two keys
+    that redact alike keep the later value: what is lost is what may not be logged."""
+    if isinstance(key, str):
+        return redact(key)
+    if isinstance(key, int | float | bool) or key is None:
+        return key
+    return redact(str(key))
+
+
 def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    return {key: _redacted(value) for key, value in event.items()}
+    return {_redacted_key(key): _redacted(value) for key, value in event.items()}
 
 
 class _Tee:
@@ -127,6 +149,9 @@ def request_logging(app: ASGIApp) -> ASGIApp:
 
         try:
             await app(scope, receive, capture)
+        except HTTPException as exc:  # raised by a middleware inside (authentication): answered outside
+            status = exc.status_code
+            raise
         finally:
             log.info(
                 "request",

@@ -32,9 +32,12 @@ from jinja2.visitor import NodeTransformer
 MAX_LOOP_ITERATIONS = 100_000
 MAX_OUTPUT_CHARS = 1_000_000
 MAX_CPU_SECONDS = 1.0
+_SLOW_LIMIT = 100_000  # for the few operations that are slow Python per character (wordwrap, pprint)
 MAX_INT_BITS = 100_000  # about 30,000 digits: more than any sum of money, less than a slow number
-_CPU_CHECK_EVERY = 16  # steps (iterations, calls) between looks at the clock (a look costs ~1 µs); no
-# single step can take long: what could is refused before it runs
+# Loop iterations between looks at the clock (a look costs about a microsecond; an empty iteration less).
+# Every call, filter and operator looks: they are where the work is. No single step can take long
+# (what could is refused before it runs); render processes (rendering.isolated) stop what still would.
+_CPU_CHECK_EVERY = 16
 
 
 class RenderLimit(Exception):
@@ -46,6 +49,9 @@ class RenderLimit(Exception):
         self.limit = limit
         self.detail = detail
 
+    def __reduce__(self) -> tuple[Any, ...]:  # it comes back from a render process
+        return (RenderLimit, (self.limit, self.detail))
+
 
 LIMITS_IN_WORDS = {
     "loop_iterations": f"more than {MAX_LOOP_ITERATIONS:,} loop iterations",
@@ -53,6 +59,7 @@ LIMITS_IN_WORDS = {
     "value_size": f"a value of more than {MAX_OUTPUT_CHARS:,} characters",
     "number_size": f"a number of more than {MAX_INT_BITS:,} bits",
     "cpu_time": f"more than {MAX_CPU_SECONDS:g} s of CPU time",
+    "memory": "more memory than a render may use",
 }
 
 
@@ -71,13 +78,13 @@ class _Budget:
         self.iterations -= 1
         if self.iterations < 0:
             raise _over("loop_iterations")
-        self.step()
-
-    def step(self) -> None:
         self.ticks += 1
         if self.ticks >= _CPU_CHECK_EVERY:
             self.ticks = 0
             self.clock()
+
+    def step(self) -> None:
+        self.clock()
 
     def clock(self) -> None:
         if time.thread_time() > self.deadline:
@@ -107,34 +114,44 @@ def render_budget(cpu_seconds: float = MAX_CPU_SECONDS) -> Iterator[None]:
     deadline = time.thread_time() + cpu_seconds
     if outer is not None:
         deadline = min(deadline, outer.deadline)
-    _state.budget = _Budget(MAX_LOOP_ITERATIONS, MAX_OUTPUT_CHARS, deadline)
+    budget = _Budget(MAX_LOOP_ITERATIONS, MAX_OUTPUT_CHARS, deadline)
+    _state.budget = budget
     try:
         yield
+        budget.clock()  # a render of few steps is timed too
     finally:
         _state.budget = outer
 
 
 def weight(value: Any, limit: int = MAX_OUTPUT_CHARS) -> int:
-    """Characters of the strings in `value` plus one per other item, through containers; counting stops
-    once past `limit` (a shared reference counts every time it is met: that is what printing it costs)."""
+    """About what printing `value` costs, in characters: every item counts one, a string its length more,
+    a number its digits; through containers (a shared reference counts every time it is met: that is
+    what printing it costs). Items are taken one at a time and counting stops once past `limit`, so
+    weighing never costs more than the limit, however large the value."""
+    if isinstance(value, str):
+        return 1 + len(value)
     total = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
+    pending: list[Iterator[Any]] = [iter((value,))]
+    while pending:
+        item = next(pending[-1], _DONE)
+        if item is _DONE:
+            pending.pop()
+            continue
+        total += 1
         if isinstance(item, str | bytes):
             total += len(item)
+        elif isinstance(item, int):
+            total += item.bit_length() // 3  # decimal digits, about
         elif isinstance(item, list | tuple | set | frozenset):
-            total += 1
-            stack.extend(item)
+            pending.append(iter(item))
         elif isinstance(item, dict):
-            total += 1
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        else:
-            total += 1
+            pending.append(iter(item.items()))
         if total > limit:
             return total
     return total
+
+
+_DONE = object()
 
 
 def _bounded(value: Any) -> Any:
@@ -169,8 +186,10 @@ def _require(condition: bool, limit: str = "value_size") -> None:
 # --- operators -----------------------------------------------------------------------------------
 
 _SEQUENCES = (str, bytes, list, tuple)
-_PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\*|\d{7,})|%[-#0 +]*\d*\.(\*|\d{7,})")
-_BRACE_WIDTH = re.compile(r"\{[^{}]*:[^{}]*(\{|\d{7,})")
+# The widths and precisions a format string asks for: `%(name)-08.3f`, `{0:>999}`, `{:{width}}`.
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?")
+_BRACE_SPEC = re.compile(r"\{[^{}]*:([^{}]*)(\{)?")
+_NUMBER = re.compile(r"\d+")
 
 
 def _int_bits(value: Any) -> int:
@@ -180,7 +199,8 @@ def _int_bits(value: Any) -> int:
 def _multiply(left: Any, right: Any) -> Any:
     for sequence, count in ((left, right), (right, left)):
         if isinstance(sequence, _SEQUENCES) and isinstance(count, int):
-            _require(count <= 0 or weight(sequence) * count <= MAX_OUTPUT_CHARS)
+            size = len(sequence) if isinstance(sequence, str | bytes) else weight(sequence)
+            _require(count <= 0 or size * count <= MAX_OUTPUT_CHARS)
     if isinstance(left, int) and isinstance(right, int):
         _require(_int_bits(left) + _int_bits(right) <= MAX_INT_BITS, "number_size")
     return left * right
@@ -192,14 +212,31 @@ def _power(base: Any, exponent: Any) -> Any:
     return base**exponent
 
 
-def _check_format_string(template: Any) -> None:
-    """Widths and precisions of a million or more, or taken from the arguments, could ask for any size."""
-    if isinstance(template, str):
-        _require(not (_PERCENT_WIDTH.search(template) or _BRACE_WIDTH.search(template)))
+def _check_format_string(template: Any, arguments: Any = ()) -> None:
+    """What a format string can make, before it runs: its own text, its widths and precisions, and for
+    each field all of the arguments at most. Over the limit, or with a width taken from the arguments
+    (`*`, a nested `{}`), it could ask for any size."""
+    if not isinstance(template, str):
+        return
+    asked, fields = len(template), 0
+    if "%" in template:
+        for match in _PERCENT_SPEC.finditer(template):
+            fields += 1
+            for number in match.groups():
+                _require(number != "*")
+                asked += int(number or 0)
+    if "{" in template:
+        fields += template.count("{")
+        for match in _BRACE_SPEC.finditer(template):
+            _require(match.group(2) is None)
+            asked += sum(int(n) for n in _NUMBER.findall(match.group(1)))
+    _require(asked <= MAX_OUTPUT_CHARS)
+    if fields:
+        _require(asked + fields * weight(arguments, MAX_OUTPUT_CHARS // fields) <= MAX_OUTPUT_CHARS)
 
 
 def _modulo(left: Any, right: Any) -> Any:
-    _check_format_string(left)
+    _check_format_string(left, right)
     return _bounded(left % right)
 
 
@@ -249,7 +286,7 @@ def _check_str_method(name: str, text: str, args: tuple[Any, ...], kwargs: dict[
     elif name == "join" and args:
         return (_check_join(text, args[0]), *args[1:])
     elif name in ("format", "format_map"):
-        _check_format_string(text)
+        _check_format_string(text, (args, kwargs))
     return args
 
 
@@ -267,21 +304,39 @@ def _check_filter(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
             width = len(width)
         lines = str(value).count("\n") + 1 if name == "indent" else 1
         _require(not isinstance(width, int) or len(str(value)) + lines * width <= MAX_OUTPUT_CHARS)
-    elif name == "replace" and len(params) >= 2:
-        _check_replace(str(value), str(params[0]), str(params[1]), param(2, "count", -1))
+    elif name == "replace":
+        _check_replace(str(value), str(param(0, "old", "")), str(param(1, "new", "")), param(2, "count", -1))
     elif name == "join":
         return (_check_join(param(0, "d", ""), value), *params)
-    elif name == "wordwrap":
+    elif name == "wordwrap":  # textwrap is quadratic on long words: a smaller limit
         wrap = param(2, "wrapstring", None) or "\n"
+        _require(len(str(value)) <= _SLOW_LIMIT)
         _require(len(str(value)) * (1 + len(str(wrap))) <= MAX_OUTPUT_CHARS)
     elif name == "format":
-        _check_format_string(value)
-    elif name == "slice":
-        slices = param(0, "slices", 1)
-        _require(not isinstance(slices, int) or slices <= MAX_OUTPUT_CHARS)
+        _check_format_string(value, (params, kwargs))
+    elif name == "pprint":  # pretty-printing is slow Python: a smaller limit
+        _require(weight(value, _SLOW_LIMIT) <= _SLOW_LIMIT)
+    elif name in ("slice", "batch"):  # as many lists (slice) or as long ones, padded (batch)
+        count = param(0, "slices" if name == "slice" else "linecount", 1)
+        _require(not isinstance(count, int) or count <= MAX_OUTPUT_CHARS)
+    elif name == "tojson":  # indents every line by this much
+        indent = param(0, "indent", None)
+        _require(not isinstance(indent, int) or indent <= 100)
+    elif name == "urlize":  # each link gets these attributes
+        extra = sum(len(str(param(i, k, "") or "")) for i, k in ((2, "rel"), (3, "target")))
+        _require((str(value).count(".") + 1) * extra <= MAX_OUTPUT_CHARS)
     elif name == "sum" and not isinstance(param(1, "start", 0), int | float):
         raise RenderLimit("operation", "sum() adds numbers only in templates")  # lists: quadratic
     return args
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """A call's arguments, iterators read (bounded); all of them together within the limit, so that
+    checking them never costs more than one value at the limit."""
+    bounded = tuple(_bounded(a) if isinstance(a, Iterator | int) else a for a in args)
+    if args or kwargs:
+        _require(weight((bounded, kwargs)) <= MAX_OUTPUT_CHARS)
+    return bounded
 
 
 def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -291,7 +346,7 @@ def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
     @functools.wraps(function)  # keeps those marks
     def run(*args: Any, **kwargs: Any) -> Any:
         _budget().step()
-        checked = _check_filter(name, tuple(_bounded(a) for a in args[skip:]), kwargs)
+        checked = _check_filter(name, _arguments(args[skip:], kwargs), kwargs)
         return _bounded(function(*args[:skip], *checked, **kwargs))
 
     return run
@@ -356,6 +411,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             args = _check_str_method(target.__name__, owner, args, kwargs)
         elif isinstance(__obj, LoopContext) and args:  # a recursive loop's next level
             args = (_BoundedLoop(args[0]), *args[1:])
+        args = _arguments(args, kwargs)
         return _bounded(super().call(__context, __obj, *args, **kwargs))
 
 
@@ -367,7 +423,7 @@ def _loop(_: Context, items: Iterable[Any]) -> _BoundedLoop:
 
 @pass_context
 def _written(_: Context, value: Any) -> Any:
-    _budget().write(len(value) if isinstance(value, str) else weight(value))
+    _budget().write(len(value) if isinstance(value, str) else weight(value))  # a number: its digits
     return value
 
 
@@ -391,6 +447,12 @@ class _AddChecks(NodeTransformer):
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
         node.iter = _check("__bounded_loop", node.iter)  # type: ignore[arg-type]  # an Expr in a For
+        return node
+
+    def visit_FilterBlock(self, node: nodes.FilterBlock) -> nodes.Node:
+        # Its output goes straight out, past the Output nodes: counted here.
+        self.generic_visit(node)
+        node.filter = nodes.Filter(node.filter, "__written", [], [], None, None, lineno=node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:

@@ -13,7 +13,7 @@ from service.core.clock import Clock
 from service.core.fields import RowId
 from service.core.openapi import problems
 from service.core.strict_input import optional_body
-from service.messaging import service
+from service.messaging import rendering, service
 from service.messaging.delivery import read_unsubscribe_token
 from service.messaging.schemas import (
     DraftPreviewIn,
@@ -95,7 +95,7 @@ class MessagingController(Controller):
         data: JSONBody[TemplateCreate],
         clock: NamedDependency[Clock],
     ) -> TemplateOut:
-        async with db.transaction() as conn:
+        async with rendering.render_slot(request.user.program_id), db.transaction() as conn:
             return await service.create_template(conn, request.user.program_id, data, clock.now())
 
     @get(
@@ -117,7 +117,7 @@ class MessagingController(Controller):
         data: JSONBody[TemplateParts],
         clock: NamedDependency[Clock],
     ) -> TemplateOut:
-        async with db.transaction() as conn:
+        async with rendering.render_slot(request.user.program_id), db.transaction() as conn:
             return await service.update_template(
                 conn, request.user.program_id, template_id, data, clock.now()
             )
@@ -154,7 +154,7 @@ class MessagingController(Controller):
         data: JSONBody[PreviewIn],
         clock: NamedDependency[Clock],
     ) -> PreviewOut:
-        async with db.connection() as conn:
+        async with rendering.render_slot(request.user.program_id), db.connection() as conn:
             return await service.preview_saved(conn, request.user.program_id, template_id, data, clock.now())
 
     @post(
@@ -170,7 +170,7 @@ class MessagingController(Controller):
         data: JSONBody[DraftPreviewIn],
         clock: NamedDependency[Clock],
     ) -> PreviewOut:
-        async with db.connection() as conn:
+        async with rendering.render_slot(request.user.program_id), db.connection() as conn:
             return await service.preview_draft(conn, request.user.program_id, data, clock.now())
 
     @get(

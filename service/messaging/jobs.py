@@ -81,7 +81,7 @@ class Sender:
                 if len(rows) == limit and time.monotonic() - started < budget_seconds:
                     pending = asyncio.create_task(self._claim(now, limit))
                 key, url = self.key, self.settings.public_url
-                yield await asyncio.to_thread(service.prepare, rows, facts, now, key, url)
+                yield await asyncio.to_thread(service.prepare_isolated, rows, facts, now, key, url)
         finally:
             if pending is not None:  # claimed ahead, never handed out: the consumer stopped early
                 leftover = await pending

@@ -10,11 +10,13 @@ Programs' templates run in `bounds.BoundedSandbox`, every render under `bounds.r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import tomllib
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -22,6 +24,7 @@ from decimal import Decimal
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 from babel import Locale
 from babel.dates import format_date
@@ -33,6 +36,7 @@ from service.core.money import exponent
 from service.messaging import bounds
 from service.messaging.bounds import RenderLimit
 from service.messaging.catalogue import MESSAGE_TYPES, sample_context, sample_customer
+from service.messaging.processes import RENDERERS
 from service.messaging.variables import latvian_vocative
 
 PARTS: tuple[str, ...] = ("subject", "text", "html")
@@ -52,6 +56,9 @@ class TemplateProblem(Exception):
         self.line = line
         self.error = error
         self.limit = limit  # the render limit it went over (bounds.RenderLimit.limit), if that was it
+
+    def __reduce__(self) -> tuple[Any, ...]:  # it comes back from a render process
+        return (TemplateProblem, (self.part, self.line, self.error, self.limit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,26 +139,42 @@ def _line_of(error: BaseException) -> int | None:
     return line
 
 
-def _compiled(env: Environment, tree: nodes.Template) -> Template:
+MAX_TEMPLATE_NODES = 20_000  # what a long, busy template has is a few thousand; compiling costs per node
+
+
+def _compiled(env: Environment, tree: nodes.Template, part: str = "html") -> Template:
     if isinstance(env, bounds.BoundedSandbox):
+        if sum(1 for _ in tree.find_all(nodes.Node)) > MAX_TEMPLATE_NODES:
+            raise TemplateProblem(part, None, f"more than {MAX_TEMPLATE_NODES:,} expressions and statements")
         tree = bounds.add_checks(tree, env)
-    return env.from_string(tree)
+    try:
+        return env.from_string(tree)
+    except TemplateSyntaxError:
+        raise
+    except Exception as exc:  # Python's own limits on what the template compiles to (nesting, digits)
+        raise TemplateProblem(part, None, f"cannot be compiled: {type(exc).__name__}: {exc}") from None
+
+
+def _parsed(env: Environment, part: str, source: str) -> nodes.Template:
+    try:
+        return env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(part, exc.lineno, exc.message or "syntax error") from None
+    except Exception as exc:  # nesting past Python's recursion limit, a number past its digit limit
+        raise TemplateProblem(part, None, f"cannot be read: {type(exc).__name__}: {exc}") from None
 
 
 def compile_part(part: str, source: str, allowed: frozenset[str], *, trusted: bool = False) -> Template:
     if len(source) > MAX_PART_CHARS[part]:
         raise TemplateProblem(part, None, f"longer than {MAX_PART_CHARS[part]} characters")
     env = _env(part, trusted=trusted)
-    try:
-        tree = env.parse(source)
-    except TemplateSyntaxError as exc:
-        raise TemplateProblem(part, exc.lineno, exc.message or "syntax error") from None
+    tree = _parsed(env, part, source)
     unknown = meta.find_undeclared_variables(tree) - allowed
     if unknown:
         name = sorted(unknown)[0]
         line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == name), None)
         raise TemplateProblem(part, line, f"unknown variable '{name}'")
-    return _compiled(env, tree)
+    return _compiled(env, tree, part)
 
 
 def compile_template(
@@ -166,23 +189,35 @@ def compile_template(
     env = _env("html", trusted=trusted)
     try:
         whole: Template | None = _compiled(env, env.parse(whole_source))
-    except (
-        TemplateSyntaxError
-    ):  # parts that only compile alone (an autoescape block left open): render them so
+    except (TemplateSyntaxError, TemplateProblem):  # parts that only compile alone: render them so
         whole = None
     return CompiledTemplate(**parts, whole=whole, bounded=not trusted)
 
 
-# Renders of the API (save checks, previews) run here, never on the event loop; two threads, so that
-# many costly previews at once queue rather than starve the loop of the interpreter.
-_RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encore-render")
+# The API's renders (save checks, previews) run in the render processes, never on the event loop: one
+# thread per process waits for each. A request that renders holds its program's render slot from before
+# it takes a database connection: one program's costly previews queue behind each other, holding
+# nothing, not in front of another program's.
+API_RENDER_SECONDS = 5.0  # the render's own CPU limit, plus reading and compiling a long source
+_RENDER_THREADS = ThreadPoolExecutor(max_workers=RENDERERS.size, thread_name_prefix="encore-render")
+_PROGRAM_RENDERS: weakref.WeakValueDictionary[UUID, asyncio.Semaphore] = weakref.WeakValueDictionary()
 R = TypeVar("R")
 
 
-async def off_loop(function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-    """`function(*args, **kwargs)` in a render thread."""
+@contextlib.asynccontextmanager
+async def render_slot(program_id: UUID) -> AsyncIterator[None]:
+    """The program's one render at a time (controllers take it around a request that renders)."""
+    slot = _PROGRAM_RENDERS.get(program_id)
+    if slot is None:
+        slot = _PROGRAM_RENDERS[program_id] = asyncio.Semaphore(1)
+    async with slot:
+        yield
+
+
+async def isolated(function: Callable[..., R], *args: Any) -> R:
+    """`function(*args)` in a render process."""
     return await asyncio.get_running_loop().run_in_executor(
-        _RENDER_THREADS, functools.partial(function, *args, **kwargs)
+        _RENDER_THREADS, functools.partial(RENDERERS.run, function, *args, timeout=API_RENDER_SECONDS)
     )
 
 
@@ -403,6 +438,11 @@ def sample_variables(
         "program": dict(program) if program else {"name": "Sample Shop", "url": "https://shop.example"},
         "unsubscribe_url": "https://encore.example/u/sample",
     }
+
+
+def check_only(message_type: str, locale: str, sources: Mapping[str, str]) -> None:
+    """`check` for a render process: the answer is whether, not the compiled template."""
+    check(message_type, locale, sources)
 
 
 def check(

@@ -21,6 +21,7 @@ from service.messaging import delivery, domain, rendering, repository
 from service.messaging.bounds import RenderLimit
 from service.messaging.catalogue import LOCALES, MESSAGE_TYPES
 from service.messaging.locales import bcp47, choose_locale
+from service.messaging.processes import RENDERERS
 from service.messaging.rendering import CompiledTemplate, TemplateProblem
 from service.messaging.schemas import (
     DraftPreviewIn,
@@ -111,19 +112,31 @@ def _template_out(row: dict[str, Any]) -> TemplateOut:
     )
 
 
-async def _checked(message_type: str, locale: str, parts: TemplateParts) -> CompiledTemplate:
-    """Save-time gate, off the event loop and within the render limits: 422 naming the part and line
-    of the first problem (and the limit, when it went over one)."""
-    sources = {"subject": parts.subject, "text": parts.text, "html": parts.html}
+def _sources(parts: TemplateParts) -> dict[str, str]:
+    return {"subject": parts.subject, "text": parts.text, "html": parts.html}
+
+
+def _refused(problem: TemplateProblem | RenderLimit, field: str | None = None) -> InvalidInput:
+    """A template that does not render: 422 naming the part and line of the first problem, and the
+    limit when it went over one (a render process stopped for it names no part)."""
+    if isinstance(problem, RenderLimit):
+        return InvalidInput(
+            f"the template does not render: {problem.detail}", field=field, extra={"limit": problem.limit}
+        )
+    return InvalidInput(
+        f"the {problem.part} does not render{f' (line {problem.line})' if problem.line else ''}: {problem.error}",
+        field=problem.part,
+        extra={"line": problem.line, "error": problem.error}
+        | ({"limit": problem.limit} if problem.limit else {}),
+    )
+
+
+async def _checked(program_id: UUID, message_type: str, locale: str, parts: TemplateParts) -> None:
+    """Save-time gate, in a render process and within the render limits."""
     try:
-        return await rendering.off_loop(rendering.check, message_type, locale, sources)
-    except TemplateProblem as problem:
-        raise InvalidInput(
-            f"the {problem.part} does not render{f' (line {problem.line})' if problem.line else ''}: {problem.error}",
-            field=problem.part,
-            extra={"line": problem.line, "error": problem.error}
-            | ({"limit": problem.limit} if problem.limit else {}),
-        ) from None
+        await rendering.isolated(rendering.check_only, message_type, locale, _sources(parts))
+    except (TemplateProblem, RenderLimit) as problem:
+        raise _refused(problem) from None
 
 
 def _parse_id(template_id: str) -> UUID:
@@ -145,7 +158,7 @@ async def _template_row(
 async def create_template(
     conn: Connection, program_id: UUID, data: TemplateCreate, now: datetime
 ) -> TemplateOut:
-    await _checked(data.message_type, data.locale, data)
+    await _checked(program_id, data.message_type, data.locale, data)
     row = {
         "id": uuid4(),
         "program_id": program_id,
@@ -187,7 +200,7 @@ async def update_template(
     conn: Connection, program_id: UUID, template_id: str, data: TemplateParts, now: datetime
 ) -> TemplateOut:
     row = await _template_row(conn, program_id, template_id, lock=True)
-    await _checked(row["message_type"], row["locale"], data)
+    await _checked(program_id, row["message_type"], row["locale"], data)
     row.update(
         version=row["version"] + 1,
         subject=data.subject,
@@ -272,8 +285,8 @@ async def preview_saved(
     """A saved template for a real or a sample customer. Writes nothing."""
     row = await _template_row(conn, program_id, template_id)
     label = f"{row['id']} v{row['version']}"
-    template = await rendering.off_loop(compiled_override, row)
-    return await _preview(conn, program_id, row["message_type"], row["locale"], template, label, data, now)
+    source = _Source(saved=row)
+    return await _preview(conn, program_id, row["message_type"], row["locale"], source, label, data, now)
 
 
 async def preview_draft(
@@ -282,15 +295,41 @@ async def preview_draft(
     """A draft (checked as a save would be), else the program's current template or the default."""
     message_type, locale = data.message_type, data.locale
     if data.parts is not None:
-        template, label = await _checked(message_type, locale, data.parts), "draft"
+        source, label = _Source(draft=_sources(data.parts)), "draft"
     else:
         saved = (await repository.overrides(conn, [program_id])).get((program_id, message_type, locale))
         if saved:
-            template = await rendering.off_loop(compiled_override, saved)
-            label = f"{saved['id']} v{saved['version']}"
+            source, label = _Source(saved=saved), f"{saved['id']} v{saved['version']}"
         else:
-            template, label = rendering.default_template(locale, message_type), f"default:{locale}"
-    return await _preview(conn, program_id, message_type, locale, template, label, data, now)
+            source, label = _Source(), f"default:{locale}"
+    return await _preview(conn, program_id, message_type, locale, source, label, data, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """What a preview renders: a draft (checked first, as a save would), a saved template, or the default."""
+
+    draft: dict[str, str] | None = None
+    saved: dict[str, Any] | None = None
+
+
+def _render_preview(
+    source: _Source, message_type: str, locale: str, format_locale: str, variables: dict[str, Any]
+) -> rendering.Rendered:
+    """In a render process: compile (or check) and render."""
+    if source.draft is not None:
+        template = rendering.check(message_type, locale, source.draft)
+    elif source.saved is not None:
+        template = compiled_override(source.saved)
+    else:
+        template = rendering.default_template(locale, message_type)
+    return rendering.render(
+        template,
+        message_type=message_type,
+        template_locale=locale,
+        format_locale=format_locale,
+        variables=variables,
+    )
 
 
 async def _preview(
@@ -298,7 +337,7 @@ async def _preview(
     program_id: UUID,
     message_type: str,
     locale: str,
-    template: CompiledTemplate,
+    source: _Source,
     label: str,
     data: PreviewIn | DraftPreviewIn,
     now: datetime,
@@ -346,15 +385,14 @@ async def _preview(
         }
         who = data.customer
     try:
-        out = await rendering.off_loop(
-            rendering.render,
-            template,
-            message_type=message_type,
-            template_locale=locale,
-            format_locale=format_locale,
-            variables=variables,
+        out = await rendering.isolated(
+            _render_preview, source, message_type, locale, format_locale, variables
         )
+    except TemplateProblem as problem:  # the draft's own check
+        raise _refused(problem) from None
     except RenderLimit as exc:
+        if source.draft is not None and data.customer is None:  # the draft's check, stopped
+            raise _refused(exc) from None
         raise InvalidInput(
             f"the template does not render for this {'customer' if data.customer else 'sample'}: {exc.detail}",
             field="customer" if data.customer is not None else "count",
@@ -575,17 +613,7 @@ def prepare(
     render_seconds: dict[UUID, float] = {}  # thread CPU each program's messages took in this batch
     for row in sorted(rows, key=lambda r: r["due_at"]):
         if render_seconds.get(row["program_id"], 0.0) >= PROGRAM_RENDER_SECONDS_PER_BATCH:
-            prepared.append(
-                Prepared(
-                    row,
-                    {
-                        "id": row["id"],
-                        "status": "deferred",
-                        "reason": "the program's templates used their render time in this batch",
-                        "due_at": now + RENDER_TIME_DEFERRAL,
-                    },
-                )
-            )
+            prepared.append(Prepared(row, _render_time_spent(row, now)))
             continue
         customer = facts.recipients.get(row["customer_id"])
         if customer is None:
@@ -633,6 +661,86 @@ def prepare(
         if row["category"] == "marketing":
             recent.append(now)
     return prepared
+
+
+# A batch with programs' own templates renders in a render process: each program's messages within its
+# render time (PROGRAM_RENDER_SECONDS_PER_BATCH) plus a margin; past that the process is stopped and
+# the messages go one at a time, so that what stopped it fails alone.
+BATCH_RENDER_MARGIN_SECONDS = 10.0
+MESSAGE_RENDER_SECONDS = 5.0
+
+
+def prepare_isolated(
+    rows: Sequence[dict[str, Any]], facts: BatchFacts, now: datetime, key: bytes, public_url: str
+) -> list[Prepared]:
+    """`prepare`, in a render process when a program's own template may be used (our defaults render
+    here). A message that stops its render process fails ("could not render: ..."); after one, the rest
+    of that program's messages in the batch wait a minute, as when its render time is spent."""
+    programs = {r["program_id"] for r in rows}
+    own = {program for program, _, _ in facts.overrides if program in programs}
+    if not own:
+        return prepare(rows, facts, now, key, public_url)
+    timeout = BATCH_RENDER_MARGIN_SECONDS + PROGRAM_RENDER_SECONDS_PER_BATCH * len(own)
+    try:
+        return RENDERERS.run(prepare, rows, facts, now, key, public_url, timeout=timeout)
+    except RenderLimit:
+        pass
+    prepared: list[Prepared] = []
+    stopped: set[UUID] = set()
+    for row in sorted(rows, key=lambda r: r["due_at"]):
+        if row["program_id"] in stopped:
+            prepared.append(Prepared(row, _render_time_spent(row, now)))
+            continue
+        try:
+            if row["program_id"] in own:
+                [one] = RENDERERS.run(
+                    prepare,
+                    [row],
+                    _facts_of(facts, row),
+                    now,
+                    key,
+                    public_url,
+                    timeout=MESSAGE_RENDER_SECONDS,
+                )
+            else:  # our defaults: here
+                [one] = prepare([row], _facts_of(facts, row), now, key, public_url)
+        except RenderLimit as exc:
+            stopped.add(row["program_id"])
+            one = Prepared(
+                row,
+                {
+                    "id": row["id"],
+                    "status": "failed",
+                    "reason": f"could not render: {exc}",
+                    "last_error": f"RenderLimit: {exc}",
+                },
+            )
+        prepared.append(one)
+        if one.envelope is not None and row["category"] == "marketing":  # counts towards the caps after it
+            facts.recent.setdefault(row["customer_id"], []).append(now)
+    return prepared
+
+
+def _facts_of(facts: BatchFacts, row: dict[str, Any]) -> BatchFacts:
+    """What one message needs of its batch's facts (a process is handed only that)."""
+    program, customer, order = row["program_id"], row["customer_id"], _order_shown(row)
+    return BatchFacts(
+        settings={program: facts.settings[program]},
+        recipients={customer: facts.recipients[customer]} if customer in facts.recipients else {},
+        orders={order: facts.orders[order]} if order in facts.orders else {},
+        tiers={program: facts.tiers[program]} if program in facts.tiers else {},
+        recent={customer: list(facts.recent.get(customer, []))},
+        overrides={k: v for k, v in facts.overrides.items() if k[0] == program},
+    )
+
+
+def _render_time_spent(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "status": "deferred",
+        "reason": "the program's templates used their render time in this batch",
+        "due_at": now + RENDER_TIME_DEFERRAL,
+    }
 
 
 def _render(

@@ -256,9 +256,8 @@ async def seal_plaintext_secrets(box: SecretBox) -> int:
     stored in plain text before secrets were sealed, and the stored answers of the creations that showed
     them (kept for idempotent replays). Its own transactions, in batches; returns the values sealed."""
     endpoints = await reseal(repository.SEALED_SECRETS, box.seal_plaintext, plaintext_only=True)
-    if not endpoints.changed:
-        # Such answers were written with a plaintext endpoint, so with none left there are none to look
-        # for (a scan of every stored answer at each start is not worth it).
-        return 0
+    # Always, not only after sealing some endpoints: a run that stopped between the two has sealed every
+    # endpoint and no answer, and no later run would look again. It reads every stored answer once (they
+    # are kept for the idempotency retention, 7 days): 0.15 s for 100,000 answers, 1.5 s for a million.
     answers = await reseal(idempotency.SEALED_RESPONSES, box.seal_plaintext, plaintext_only=True)
     return endpoints.changed + answers.changed

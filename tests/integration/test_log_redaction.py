@@ -69,7 +69,11 @@ def test_the_scan_finds_what_it_looks_for() -> None:
             "key=enc_abcdefghijkl",
             "path=/v1/unsubscribe/MTIzLmFiYy5tYXJrZXRpbmc.c2lnbmF0dXJl",
             "authorization=Bearer abcdefghijkl",
-            "fine: b…@example.com /v1/unsubscribe/… whsec_… enc_…",
+            "key_whsec_abcdefghijkl",
+            "path=/V1/UNSUBSCRIBE/MTIzLmFiYy5tYXJrZXRpbmc",
+            "next=%2Fv1%2Funsubscribe%2FMTIzLmFiYy5tYXJrZXRpbmc",
+            "header=authorization%3DBearer%20abcdefghijkl",
+            "fine: b…@example.com /v1/unsubscribe/… whsec_… enc_… %2Fv1%2Funsubscribe%2F… Bearer%20…",
         ]
     )
     assert [what for what, _ in leaks(planted)] == [
@@ -79,4 +83,29 @@ def test_the_scan_finds_what_it_looks_for() -> None:
         "API key",
         "unsubscribe token",
         "bearer token",
+        "webhook secret",
+        "unsubscribe token",
+        "unsubscribe token",
+        "bearer token",
     ]
+
+
+async def test_keys_are_redacted_too() -> None:
+    start = _offset()
+    secret = "whsec_" + "K" * 40
+    structlog.get_logger("encore.test").info(
+        "keyed", **{secret: 1}, answers={"jane.doe@example.org": {"/V1/UNSUBSCRIBE/" + "t" * 30: 2}}
+    )
+    logged = _logged_since(start)
+    assert "keyed" in logged and "whsec_…" in logged and "j…@example.org" in logged, logged
+    assert secret not in logged and "jane.doe" not in logged and "t" * 30 not in logged
+    assert leaks(logged) == []
+
+
+async def test_a_request_refused_by_authentication_is_logged_with_its_status(api: Api) -> None:
+    start = _offset()
+    assert (
+        await api.client.get("/v1/customers/c-1", headers=api.headers("enc_not-a-key"))
+    ).status_code == 401
+    logged = _logged_since(start)
+    assert "status=401" in logged and "path=/v1/customers/c-1" in logged, logged

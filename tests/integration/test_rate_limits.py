@@ -10,16 +10,18 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from litestar.types import Receive, Scope, Send
 
 from service.app import create_app
 from service.core.clock import FrozenClock
-from service.core.limits import MAX_KEYS, RateLimiter
+from service.core.limits import MAX_KEYS, RateLimiter, RequestLimits
 from service.settings import Settings
 from tests.conftest import Api, make_program, settings_for
 from tests.support.cli import encore
@@ -65,6 +67,27 @@ async def limited(
     settings = settings_for(database_url, rate_limit_per_key=3, rate_limit_per_address=2)
     async with serving(client, create_app(settings, clock=clock, rate_limit_clock=ticks)) as other:
         yield other
+
+
+class Raw:
+    """Requests to `limited` through httpx's own ASGI transport, which passes headers as sent (the test
+    client's re-encodes them as UTF-8 and joins repeated ones with a comma), on the app's event loop."""
+
+    def __init__(self, limited: AsyncTestClient[Litestar]) -> None:
+        self.limited = limited
+
+    def get(self, path: str, headers: Any) -> httpx.Response:
+        async def get() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.limited.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                return await http.get(path, headers=headers)
+
+        return self.limited.blocking_portal.call(get)
+
+
+@pytest.fixture
+def raw(limited: AsyncTestClient[Litestar]) -> Raw:
+    return Raw(limited)
 
 
 def assert_throttled(response: httpx.Response, retry_after: int, limit: int, reset: int) -> dict[str, Any]:
@@ -129,6 +152,92 @@ async def test_an_invalid_key_is_limited_too_and_no_key_counts_per_address(
     assert statuses == [401, 401, 401, 429]
     refused = await limited.get("/v1/program")
     assert "without an API key from this address" in refused.json()["detail"]
+
+
+def assert_two_authorizations_refused(response: httpx.Response) -> None:
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["type"] == "urn:encore:problem:duplicate-header" and problem["status"] == 400
+    assert problem["field"] == "header:Authorization" and problem["instance"] == "/v1/program"
+    assert "ratelimit-limit" not in response.headers  # refused before it is counted
+
+
+async def test_a_second_authorization_header_is_refused_not_a_way_around_the_limit(
+    raw: Raw, api: Api
+) -> None:
+    for _ in range(3):
+        assert raw.get("/v1/program", headers=api.headers()).status_code == 200
+    assert raw.get("/v1/program", headers=api.headers()).status_code == 429
+    # Authentication reads the first of them: a random second one must not open a count of its own.
+    real = api.headers()["Authorization"]
+    for second in ("Bearer enc_random-1", "Bearer enc_random-2", "", real):
+        twice = [("Authorization", real), ("Authorization", second)]
+        assert_two_authorizations_refused(raw.get("/v1/program", headers=twice))
+    # The other way round too, and on a key with requests to spare.
+    other = make_program(api.client, "Other shop")
+    swapped = [("Authorization", "Bearer enc_random-3"), ("Authorization", other.headers()["Authorization"])]
+    assert_two_authorizations_refused(raw.get("/v1/program", headers=swapped))
+    assert raw.get("/v1/program", headers=other.headers()).headers["ratelimit-remaining"] == "2"
+
+
+@pytest.mark.parametrize("trailing", [b"\xa0", b"\x85", b"\x1c\x1d\x1e\x1f", b" \xa0\t", b"\x0b\x0c"])
+async def test_the_key_counts_as_authentication_reads_it_whatever_whitespace_follows(
+    raw: Raw, api: Api, trailing: bytes
+) -> None:
+    """Authentication decodes the header as latin-1 and strips it as text (`str.strip`, which also strips
+    NBSP, NEL and the separators \\x1c-\\x1f): the limit must count those forms on the key's own count."""
+    plain = f"Bearer {api.key}".encode()
+    padded = {"Authorization": plain + trailing}
+    padded_twice = {"Authorization": b"Bearer  " + api.key.encode() + trailing + trailing}
+    first = raw.get("/v1/program", headers=padded)
+    assert first.status_code == 200, first.text  # authentication accepts it
+    assert raw.get("/v1/program", headers=padded_twice).status_code == 200
+    assert raw.get("/v1/program", headers={"Authorization": plain}).status_code == 200
+    assert_throttled(raw.get("/v1/program", headers=padded), 20, 3, 60)
+    assert_throttled(raw.get("/v1/program", headers=padded_twice), 20, 3, 60)
+
+
+async def test_a_hand_made_scope_is_read_as_authentication_reads_it() -> None:
+    """The middleware on its own, with headers as an ASGI server might pass them: a header name in any
+    case is the Authorization header (Litestar's headers are case-insensitive)."""
+    limits = RequestLimits(replace(Settings(), rate_limit_per_key=1), clock=Ticks())
+    served: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    limited = limits.middleware(app)
+
+    async def call(*headers: tuple[bytes, bytes]) -> tuple[int, dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/v1/program",
+            "headers": list(headers),
+            "client": ("203.0.113.9", 5000),
+        }
+        await limited(cast(Scope, scope), receive, send)
+        body = sent[1]["body"]
+        return sent[0]["status"], json.loads(body) if body else {}
+
+    key = b"Bearer enc_" + b"k" * 40
+    assert (await call((b"authorization", key)))[0] == 200
+    assert (await call((b"Authorization", key + b"\xa0")))[0] == 429
+    assert (await call((b"AUTHORIZATION", b"bearer " + key[7:] + b"\x85")))[0] == 429
+    status, problem = await call((b"authorization", key), (b"Authorization", b"Bearer enc_other"))
+    assert status == 400 and problem["field"] == "header:Authorization"
+    assert served == ["/v1/program"]
 
 
 async def test_pages_without_a_key_are_limited_per_address_and_route(

@@ -187,6 +187,40 @@ async def test_encore_migrate_encrypts_a_secret_stored_in_plain_text(
     assert receiver.received[0].verified_with == [legacy, previous]
 
 
+async def test_encore_migrate_seals_a_plaintext_answer_when_no_endpoint_is_left_to_seal(
+    api: Api, receiver: Receiver, database_url: str
+) -> None:
+    """A migrate that died after sealing the endpoints but before the stored answers: the next one still
+    seals the answers (they would otherwise keep a working secret in plain text until retention)."""
+    created = await api.client.post(
+        "/v1/webhook-endpoints", json={"url": receiver.url}, headers=api.headers()
+    )
+    assert created.status_code == 201, created.text
+    endpoint_id, secret = created.json()["id"], created.json()["secret"]
+    assert _stored(api, endpoint_id)["secret"].startswith("fernet:")  # nothing left to seal there
+    answer = f'{{"id":"{endpoint_id}","secret":"{secret}"}}'
+
+    async def write_plaintext_answer() -> None:
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO idempotency_key (program_id, key, request_hash, status_code, response_body,"
+                " created_at) VALUES ($1, 'left-behind', 'x', 201, $2, $3)",
+                UUID(api.program_id),
+                answer,
+                START,
+            )
+
+    in_app(api.client, write_plaintext_answer)
+    migrated = encore(database_url, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "encrypted 1 secrets stored in plain text" in migrated.stdout
+    [kept] = fetch(api.client, "SELECT response_body FROM idempotency_key WHERE key = 'left-behind'")
+    assert OLD_BOX.open(kept["response_body"]) == answer
+    assert secret not in _everything_stored(api) and "whsec_" not in _everything_stored(api)
+    again = encore(database_url, "migrate")
+    assert again.returncode == 0 and "encrypted" not in again.stdout, again.stderr
+
+
 async def test_a_secret_no_key_opens_fails_its_delivery_and_is_named_by_rotate(
     api: Api, receiver: Receiver, clock: FrozenClock, database_url: str
 ) -> None:

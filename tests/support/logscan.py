@@ -12,8 +12,9 @@ LEAKS = {
     "webhook secret": re.compile(r"whsec_[A-Za-z0-9+/=]{6}"),
     "API key": re.compile(r"enc_[A-Za-z0-9_-]{6}"),
     "Stripe key": re.compile(r"[sr]k_(?:live|test)_[A-Za-z0-9]{6}"),
-    "unsubscribe token": re.compile(r"/v1/unsubscribe/[A-Za-z0-9_-]{6}"),
-    "bearer token": re.compile(r"(?i)bearer\s+[A-Za-z0-9_-]{6}"),
+    # In any case, and with the slashes or the space percent-encoded (a URL inside a query string).
+    "unsubscribe token": re.compile(r"(?i)v1(?:/|%2F)unsubscribe(?:/|%2F)[A-Za-z0-9_-]{6}"),
+    "bearer token": re.compile(r"(?i)bearer(?:\s|%20|\+)+[A-Za-z0-9_-]{6}"),
 }
 
 

@@ -7,6 +7,7 @@ from uuid import uuid4
 
 from service.messaging.schemas import MessagingSettings
 from service.messaging.service import BatchFacts, Prepared, prepare
+from tests.support.messages import batch
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -101,45 +102,7 @@ def test_one_programs_slow_template_fails_its_message_and_defers_its_others_not_
 
     monkeypatch.setattr(messaging, "PROGRAM_RENDER_SECONDS_PER_BATCH", 0.5)
     slow, fine = uuid4(), uuid4()
-    recipients, rows = {}, []
-    for number, program_id in enumerate([slow, slow, slow, fine], start=1):
-        customer_id = uuid4()
-        recipients[customer_id] = {
-            "id": customer_id, "program_id": program_id, "external_id": f"c-{number}", "email": f"c{number}@example.com",
-            "name": "Ada", "locale": "en", "timezone": "UTC", "marketing_consent": True,
-            "transactional_consent": True, "tier_name": None, "points": 0, "pending_points": 0, "suppressed": None,
-            "orders_count": 1, "first_order_at": NOW, "last_order_at": NOW, "program_name": "Shop",
-            "program_timezone": "UTC",
-        }  # fmt: skip
-        rows.append(
-            {
-                "id": number,
-                "program_id": program_id,
-                "customer_id": customer_id,
-                "message_type": "win_back",
-                "category": "transactional",
-                "context": {},
-                "due_at": NOW + timedelta(seconds=number),
-                "attempts": 0,
-            }
-        )
-    exponential = "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}"
-    saved = {
-        "id": uuid4(),
-        "version": 1,
-        "message_type": "win_back",
-        "subject": "Hi",
-        "text_body": "Hi",
-        "html_body": exponential,
-    }
-    facts = BatchFacts(
-        settings={slow: MessagingSettings(quiet_hours=None), fine: MessagingSettings(quiet_hours=None)},
-        recipients=recipients,
-        orders={},
-        tiers={},
-        recent={},
-        overrides={(slow, "win_back", "en"): saved},
-    )
+    rows, facts = batch(NOW, [slow, slow, slow, fine], slow)
     outcomes = {
         p.row["id"]: p.outcome for p in prepare(rows, facts, NOW, b"k" * 32, "https://encore.example")
     }

@@ -56,6 +56,31 @@ HOSTILE = {
         "cpu_time",
     ),
     "literal output in a loop": ("{% for i in range(50000) %}" + "z" * 100 + "{% endfor %}", "output"),
+    # What a review found past the first version of the checks:
+    "empty strings weigh too": ("{% set e = [''] * 1000000 %}{% set f = e * 500 %}x", "value_size"),
+    "lists of huge lists": (
+        "{% set e = [''] * 999990 %}{% set f = [e] * 500000 %}{{ f|length }}",
+        "value_size",
+    ),
+    "repeated widths": ("{{ ('{0:999999}' * 1000).format(1) }}", "value_size"),
+    "repeated percent widths": ("{{ ('%999999s' * 1000) % ((1,) * 1000) }}", "value_size"),
+    "a keyed width": ("{{ '%(a)999999999s' % {'a': 1} }}", "value_size"),
+    "fields times arguments": ("{{ ('%(a)s' * 1000) % {'a': 'x' * 900000} }}", "value_size"),
+    "replace by keyword": ("{{ ('x' * 900000)|replace(old='x', new='y' * 3000) }}", "value_size"),
+    "tojson indent": ("{{ ([1] * 1000)|tojson(indent=999999) }}", "value_size"),
+    "batch padding": ("{{ [1]|batch(100000000, 1)|list }}", "value_size"),
+    "urlize target": ("{{ ('www.a.com ' * 300)|urlize(target='x' * 900000) }}", "value_size"),
+    "a long ~ chain": ("{% set s = 'x' * 900000 %}{{ " + " ~ ".join(["s"] * 100) + " }}", "value_size"),
+    "filter blocks": (
+        "{% for i in range(100000) %}{% filter center(999000) %}x{% endfilter %}{% endfor %}",
+        "output",
+    ),
+    "numbers print long": ("{{ [10**4000] * 200000 }}", "value_size"),
+    "wordwrap is slow": ("{{ ('x' * 499999)|wordwrap(1) }}", "value_size"),
+    "many big arguments": (
+        "{% set b = [0] * 499999 %}{{ b|format(" + ", ".join(["b"] * 60) + ") }}",
+        "value_size",
+    ),
 }
 
 
@@ -72,6 +97,21 @@ def test_a_hostile_template_is_refused_at_save_naming_the_limit_within_a_second(
     assert refused.value.limit == limit, refused.value
     assert refused.value.part == "html"
     assert time.monotonic() - started < bounds.MAX_CPU_SECONDS + 1.5
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 1" + "0" * 5000 + " }}",  # past Python's digit limit
+        "{{ " + "[" * 300 + "]" * 300 + " }}",  # past the recursion limit
+        "{% if 1 %}" * 150 + "{% endif %}" * 150,  # past Python's nesting limit
+        "{{ customer|e|e|e|e }}" * 4000,  # more expressions than a template may have
+    ],
+)
+def test_a_source_python_cannot_compile_is_a_template_problem(source: str) -> None:
+    with pytest.raises(rendering.TemplateProblem) as refused:
+        rendering.check("order_thank_you", "en", _sources(source))
+    assert refused.value.part == "html"
 
 
 def test_a_guarded_loop_passes_the_save_check_and_is_stopped_at_send() -> None:
