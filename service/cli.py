@@ -196,15 +196,16 @@ def _start_worker(url: str, host: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--no-migrate"], env=env)
 
 
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C reaches the whole process group, so the worker is usually stopping already."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM (unless it is stopping already: Ctrl-C reaches the whole process group), then SIGKILL
+    after 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
-        worker.wait(timeout=30)
+        process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+        process.kill()
+        process.wait()
 
 
 def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
@@ -241,7 +242,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **options)
     finally:
         if worker is not None:
-            _stop_worker(worker)
+            stop_process(worker)
 
 
 @main.command()

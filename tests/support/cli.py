@@ -4,7 +4,6 @@ line by line while they run."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -12,6 +11,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from service.cli import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 # `encore worker` for tests: quick rounds of the event-driven jobs, local http webhooks allowed.
@@ -83,10 +84,4 @@ def running(database_url: str, *args: str, **env: str) -> Iterator[Output]:
     try:
         yield Output(process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
