@@ -116,13 +116,11 @@ def _sources(parts: TemplateParts) -> dict[str, str]:
     return {"subject": parts.subject, "text": parts.text, "html": parts.html}
 
 
-def _refused(problem: TemplateProblem | RenderLimit, field: str | None = None) -> InvalidInput:
+def _refused(problem: TemplateProblem | RenderLimit) -> InvalidInput:
     """A template that does not render: 422 naming the part and line of the first problem, and the
     limit when it went over one (a render process stopped for it names no part)."""
     if isinstance(problem, RenderLimit):
-        return InvalidInput(
-            f"the template does not render: {problem.detail}", field=field, extra={"limit": problem.limit}
-        )
+        return InvalidInput(f"the template does not render: {problem.detail}", extra={"limit": problem.limit})
     return InvalidInput(
         f"the {problem.part} does not render{f' (line {problem.line})' if problem.line else ''}: {problem.error}",
         field=problem.part,
@@ -610,7 +608,9 @@ def prepare(
     towards the caps of the messages after them."""
     prepared: list[Prepared] = []
     rails = {program_id: guardrails(settings) for program_id, settings in facts.settings.items()}
-    render_seconds: dict[UUID, float] = {}  # thread CPU each program's messages took in this batch
+    # Thread CPU each program with templates of its own took in this batch.
+    timed = {program_id for program_id, _, _ in facts.overrides}
+    render_seconds: dict[UUID, float] = {}
     for row in sorted(rows, key=lambda r: r["due_at"]):
         if render_seconds.get(row["program_id"], 0.0) >= PROGRAM_RENDER_SECONDS_PER_BATCH:
             prepared.append(Prepared(row, _render_time_spent(row, now)))
@@ -653,11 +653,12 @@ def prepare(
                 )
             )
             continue
-        started = thread_time()
+        timing = row["program_id"] in timed  # our defaults alone need no watch
+        started = thread_time() if timing else 0.0
         prepared.append(_render(row, customer, settings, facts, zone, now, key, public_url))
-        render_seconds[row["program_id"]] = (
-            render_seconds.get(row["program_id"], 0.0) + thread_time() - started
-        )
+        if timing:
+            spent = render_seconds.get(row["program_id"], 0.0)
+            render_seconds[row["program_id"]] = spent + thread_time() - started
         if row["category"] == "marketing":
             recent.append(now)
     return prepared
