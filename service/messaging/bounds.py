@@ -83,9 +83,6 @@ class _Budget:
             self.ticks = 0
             self.clock()
 
-    def step(self) -> None:
-        self.clock()
-
     def clock(self) -> None:
         if time.thread_time() > self.deadline:
             raise _over("cpu_time")
@@ -345,7 +342,7 @@ def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
 
     @functools.wraps(function)  # keeps those marks
     def run(*args: Any, **kwargs: Any) -> Any:
-        _budget().step()
+        _budget().clock()
         checked = _check_filter(name, _arguments(args[skip:], kwargs), kwargs)
         return _bounded(function(*args[:skip], *checked, **kwargs))
 
@@ -400,11 +397,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters = filters
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        _budget().step()
+        _budget().clock()
         return _OPERATORS[operator](left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _budget().step()
+        _budget().clock()
         target = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
         owner = getattr(target, "__self__", None)
         if isinstance(owner, str):
