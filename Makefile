@@ -48,8 +48,8 @@ test: $(STAMP) ## install and run the whole test suite
 unit: $(STAMP) ## only the pure-logic tests
 	$(VENV)/bin/pytest tests/unit
 
-bench: $(STAMP) ## benchmarks (pgbench baseline, HTTP load, sweeps, webhooks, rules, tiers); results in bench/results/
-	$(VENV)/bin/python -m bench.run
+bench: $(STAMP) ## benchmarks (pgbench baseline, HTTP load, sweeps, webhooks, rules, tiers); ONLY=foundation,rules runs those groups alone; results in bench/results/
+	$(if $(ONLY),BENCH_ONLY=$(ONLY)) $(VENV)/bin/python -m bench.run
 
 openapi: $(STAMP) ## write the OpenAPI document (OPENAPI_OUT=path to write elsewhere)
 	$(VENV)/bin/encore openapi --out $(OPENAPI_OUT)

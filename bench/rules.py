@@ -23,6 +23,7 @@ import json
 import os
 import time
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,6 +160,8 @@ def _api(base: str, key: str, method: str, path: str, body: Any = None, timeout:
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
+    if method == "POST":  # creating POSTs require one; the others ignore it
+        request.add_header("Idempotency-Key", uuid.uuid4().hex)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"null")
 

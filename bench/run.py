@@ -28,6 +28,11 @@ Database server: ENCORE_BENCH_DATABASE_URL, else ENCORE_DATABASE_URL, else Postg
 encore_bench_<tag>, encore_pgbench_<tag>, encore_sweeps_<tag> and encore_tiers_<tag> there and drops
 them, failure or not.
 
+Groups: `make bench ONLY=foundation` (or BENCH_ONLY=...) runs one group of phases alone; several are
+comma-separated (`ONLY=foundation,rules`). foundation = pgbench, hello, orders, status (1-4); previews (10);
+rules (7); tiers (8); sweeps (5); messaging (9); webhooks (6). Unset: every group. A group's own skip
+variable (BENCH_RULES=0, ...) still skips it.
+
 Environment: BENCH_SECONDS (30), BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_WORKERS (uvicorn workers, 2),
 BENCH_CLIENT (raw | aiohttp), BENCH_ENFORCE=1 to exit 1 when a target is missed. Results:
 bench/results/foundation-<UTC time>.txt/.json and bench/results/latest.json; server logs in
@@ -103,6 +108,18 @@ TARGET_STATUS_PER_HELLO = 0.3
 BUSY_MACHINE_CORES = 0.25  # background load above this makes a run noisy
 
 
+GROUPS = ("foundation", "previews", "rules", "tiers", "sweeps", "messaging", "webhooks")
+
+
+def selected_groups(raw: str) -> frozenset[str]:
+    """The groups `ONLY` names (every group when empty); an unknown name is an error, not a silent no-op."""
+    names = {name.strip() for name in raw.split(",") if name.strip()}
+    unknown = sorted(names - set(GROUPS))
+    if unknown:
+        raise SystemExit(f"unknown bench group(s) {', '.join(unknown)}: choose from {', '.join(GROUPS)}")
+    return frozenset(names or GROUPS)
+
+
 def _env_number(name: str, default: float) -> float:
     raw = os.environ.get(name, "").strip()
     return float(default) if not raw else float(raw)
@@ -116,6 +133,11 @@ class Config:
     workers: int
     client: str
     enforce: bool
+    groups: frozenset[str]
+
+    def runs(self, group: str, skip_variable: str | None = None) -> bool:
+        """Whether `group` is selected and its own skip variable (e.g. BENCH_RULES=0) does not skip it."""
+        return group in self.groups and (skip_variable is None or bool(_env_number(skip_variable, 1)))
 
     @classmethod
     def from_env(cls) -> Config:
@@ -127,6 +149,7 @@ class Config:
             workers=int(_env_number("BENCH_WORKERS", 2)),
             client=os.environ.get("BENCH_CLIENT", "raw").strip() or "raw",
             enforce=os.environ.get("BENCH_ENFORCE", "") not in ("", "0"),
+            groups=selected_groups(os.environ.get("BENCH_ONLY", "")),
         )
 
 
@@ -835,24 +858,37 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
     cfg = run.cfg
     base_env = {k: v for k, v in os.environ.items() if k != "ENCORE_BENCH_DATABASE_URL"}
 
-    # 1. pgbench, on its own database, dropped as soon as it is measured.
-    pgbench_db = f"encore_pgbench_{tag}"
-    run_async(lambda: create_database(server_url, pgbench_db))
-    databases.append(pgbench_db)
-    run.phases["pgbench tps"] = measure_pgbench(
-        with_database(server_url, pgbench_db), cfg, run.cpu, run.postmaster
-    )
-    run_async(lambda: drop_database(server_url, pgbench_db))
-    databases.remove(pgbench_db)
+    if cfg.runs("foundation"):
+        # 1. pgbench, on its own database, dropped as soon as it is measured.
+        pgbench_db = f"encore_pgbench_{tag}"
+        run_async(lambda: create_database(server_url, pgbench_db))
+        databases.append(pgbench_db)
+        run.phases["pgbench tps"] = measure_pgbench(
+            with_database(server_url, pgbench_db), cfg, run.cpu, run.postmaster
+        )
+        run_async(lambda: drop_database(server_url, pgbench_db))
+        databases.remove(pgbench_db)
 
-    # 2. hello: the HTTP ceiling.
-    hello = start_uvicorn("hello", ["bench.hello_app:app"], base_env, cfg.workers)
-    servers.append(hello)
-    try:
-        run.http_phase("hello", hello_request(hello.base), hello)
-    finally:
-        stop_server(hello)
-        run.server_logs["hello"] = _log_info(hello)
+        # 2. hello: the HTTP ceiling.
+        hello = start_uvicorn("hello", ["bench.hello_app:app"], base_env, cfg.workers)
+        servers.append(hello)
+        try:
+            run.http_phase("hello", hello_request(hello.base), hello)
+        finally:
+            stop_server(hello)
+            run.server_logs["hello"] = _log_info(hello)
+
+    if not any(
+        cfg.runs(group, skip)
+        for group, skip in (
+            ("foundation", None),
+            ("previews", "BENCH_PREVIEWS"),
+            ("rules", "BENCH_RULES"),
+            ("tiers", "BENCH_TIERS"),
+        )
+    ):
+        execute_offline(run, server_url, tag, databases, base_env)
+        return
 
     # 3 and 4: the API on a fresh, migrated database with one program.
     api_db = f"encore_bench_{tag}"
@@ -870,32 +906,18 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
     api = start_uvicorn("api", ["--factory", "service.app:app_from_env"], api_env, cfg.workers)
     servers.append(api)
     try:
-        orders = Orders(api.base, api_key, tag)
-        customers_with_orders: set[str] = set()
-        run.http_phase("orders", orders, api, on_ok=customers_with_orders.add)
-        if not customers_with_orders:
-            print("status: no order succeeded; seeding 200 customers with one order each ...", flush=True)
-            seeded, problems = run_async(lambda: seed_customers(orders, 200))
-            customers_with_orders |= seeded
-            for problem in problems:
-                print(f"  seeding: {problem}")
-        if customers_with_orders:
-            statuses = Statuses(api.base, api_key, sorted(customers_with_orders), tag)
-            result = run.http_phase("status", statuses, api)
-            result.notes.append(f"{len(customers_with_orders)} customers with orders")
-        else:
-            print("status: no customer could be given an order; the phase is not measured")
-            run.phases["status"] = None
+        if cfg.runs("foundation"):
+            measure_orders_and_status(run, api, api_key, tag)
         # 10. /healthz while ten hostile previews run (BENCH_PREVIEWS=0 skips).
-        if _env_number("BENCH_PREVIEWS", 1):
+        if cfg.runs("previews", "BENCH_PREVIEWS"):
             print("previews: /healthz while ten hostile previews run ...", flush=True)
             run.previews = run_async(lambda: previews.measure(api.base, api_key))
         # 7. Earning rules: on the same server and database, programs of their own (BENCH_RULES=0 skips).
-        if _env_number("BENCH_RULES", 1):
+        if cfg.runs("rules", "BENCH_RULES"):
             print("earning rules: 50 rules against the base rule, then a simulation ...", flush=True)
             run.rules = rules.measure(run, api, api_env, api_url)
         # 8a. Tiers on against off, on the same server (BENCH_TIERS=0 skips both parts of 8).
-        if _env_number("BENCH_TIERS", 1):
+        if cfg.runs("tiers", "BENCH_TIERS"):
             print("tiers: orders with tiers on against off ...", flush=True)
             run.tiers_earn = tiers.measure_earn(run, api, api_env)
     finally:
@@ -914,9 +936,37 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
     }
     run_async(lambda: drop_database(server_url, api_db))
     databases.remove(api_db)
+    execute_offline(run, server_url, tag, databases, base_env)
 
+
+def measure_orders_and_status(run: Run, api: HttpServer, api_key: str, tag: str) -> None:
+    """3 and 4: orders, then the status of customers that got one."""
+    orders = Orders(api.base, api_key, tag)
+    customers_with_orders: set[str] = set()
+    run.http_phase("orders", orders, api, on_ok=customers_with_orders.add)
+    if not customers_with_orders:
+        print("status: no order succeeded; seeding 200 customers with one order each ...", flush=True)
+        seeded, problems = run_async(lambda: seed_customers(orders, 200))
+        customers_with_orders |= seeded
+        for problem in problems:
+            print(f"  seeding: {problem}")
+    if customers_with_orders:
+        statuses = Statuses(api.base, api_key, sorted(customers_with_orders), tag)
+        result = run.http_phase("status", statuses, api)
+        result.notes.append(f"{len(customers_with_orders)} customers with orders")
+    else:
+        print("status: no customer could be given an order; the phase is not measured")
+        run.phases["status"] = None
+
+
+def execute_offline(
+    run: Run, server_url: str, tag: str, databases: list[str], base_env: dict[str, str]
+) -> None:
+    """The phases on databases of their own, without the API server: sweeps, tier re-evaluation,
+    messaging, webhooks."""
+    cfg = run.cfg
     # 5. The set-based ledger sweeps over many lots generated in SQL (BENCH_SWEEP_LOTS=0 skips).
-    lots = int(_env_number("BENCH_SWEEP_LOTS", 1_000_000))
+    lots = int(_env_number("BENCH_SWEEP_LOTS", 1_000_000)) if cfg.runs("sweeps") else 0
     if lots > 0:
         sweep_db = f"encore_sweeps_{tag}"
         run_async(lambda: create_database(server_url, sweep_db))
@@ -929,7 +979,7 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         databases.remove(sweep_db)
 
     # 8b. The tier re-evaluation over many customers generated in SQL, on its own database.
-    customers = int(_env_number("BENCH_TIER_CUSTOMERS", 1_000_000)) if _env_number("BENCH_TIERS", 1) else 0
+    customers = int(_env_number("BENCH_TIER_CUSTOMERS", 1_000_000)) if cfg.runs("tiers", "BENCH_TIERS") else 0
     if customers > 0:
         tiers_db = f"encore_tiers_{tag}"
         run_async(lambda: create_database(server_url, tiers_db))
@@ -942,7 +992,7 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         databases.remove(tiers_db)
 
     # 9. Messaging: select + render of many due messages, SMTP delivery to aiosmtpd (BENCH_MESSAGES=0 skips).
-    messages = int(_env_number("BENCH_MESSAGES", 100_000))
+    messages = int(_env_number("BENCH_MESSAGES", 100_000)) if cfg.runs("messaging") else 0
     if messages > 0:
         messaging_db = f"encore_messaging_{tag}"
         run_async(lambda: create_database(server_url, messaging_db))
@@ -956,7 +1006,7 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         databases.remove(messaging_db)
 
     # 6. Webhook delivery: outbox events to a local receiver, one worker then two (BENCH_WEBHOOK_EVENTS=0 skips).
-    events = int(_env_number("BENCH_WEBHOOK_EVENTS", 100_000))
+    events = int(_env_number("BENCH_WEBHOOK_EVENTS", 100_000)) if cfg.runs("webhooks") else 0
     if events > 0:
         print(f"webhook delivery of {events:,} events, one worker then two ...", flush=True)
         run.webhooks = run_async(lambda: webhooks.measure(server_url, events))

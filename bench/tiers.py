@@ -159,8 +159,8 @@ async def measure_reevaluation(url: str, customers: int) -> dict[str, Any]:
             }
         async with db.connection() as conn:
             held = await conn.fetch(
-                "SELECT t.key, count(*) AS n FROM customer c JOIN tier t ON t.id = c.tier_id "
-                "WHERE c.program_id = $1 GROUP BY t.key ORDER BY t.key",
+                "SELECT t.key, count(*) AS n FROM customer_tier ct JOIN tier t ON t.id = ct.tier_id "
+                "WHERE ct.program_id = $1 GROUP BY t.key ORDER BY t.key",
                 program.id,
             )
     finally:

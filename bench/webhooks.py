@@ -29,27 +29,40 @@ TARGET_ONE_WORKER_PER_S = 500.0
 TARGET_TWO_PER_ONE = 1.6
 
 
-_EVENTS = """
-INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-SELECT id, $1, 'order.created',
-       jsonb_build_object('id', id, 'type', 'order.created', 'order', 'o-' || g, 'customer', 'c-' || (g % 5000),
-                          'total', jsonb_build_object('amount', 1000 + g % 9000, 'currency', 'EUR')),
-       now(), now(), 0
-FROM (SELECT gen_random_uuid() AS id, g FROM generate_series(1, $2) g) e
-"""
+def _events() -> str:
+    """The N events, written as the service writes a sweep's events (the outbox's one envelope)."""
+    from service.outbox.service import insert_events
+
+    return insert_events(
+        """
+        SELECT $1::uuid AS program_id, 'order.created' AS topic,
+               jsonb_build_object('order', 'o-' || g, 'customer', 'c-' || (g % 5000),
+                                  'total', jsonb_build_object('amount', 1000 + g % 9000, 'currency', 'EUR')) AS payload
+        FROM generate_series(1, $2) g
+        """,
+        at="now()",
+    )
+
 
 _ENDPOINT = """
 INSERT INTO webhook_endpoint (id, program_id, url, event_types, secret, created_at, updated_at)
 VALUES (gen_random_uuid(), $1, $2, '{order.created}', $3, now(), now())
 """
 
-_BACKLOG = """
-SELECT (SELECT count(*) FROM webhook_delivery WHERE status = 'succeeded') AS succeeded,
-       (SELECT count(*) FROM outbox WHERE delivered_at IS NULL) AS undispatched,
-       extract(epoch FROM now() - (SELECT min(created_at) FROM outbox WHERE delivered_at IS NULL)) AS outbox_lag,
-       extract(epoch FROM now() - (SELECT min(created_at) FROM webhook_delivery WHERE status = 'pending'))
-           AS delivery_lag
-"""
+
+def _backlog() -> str:
+    """Deliveries done, and the events the webhook dispatcher has not passed yet (its outbox position)."""
+    from service.outbox import consumers
+    from service.webhooks.jobs import CONSUMER
+
+    waiting = f"FROM outbox o WHERE {consumers.waiting(CONSUMER)}"
+    return f"""
+        SELECT (SELECT count(*) FROM webhook_delivery WHERE status = 'succeeded') AS succeeded,
+               (SELECT count(*) {waiting}) AS undispatched,
+               extract(epoch FROM now() - (SELECT min(o.created_at) {waiting})) AS outbox_lag,
+               extract(epoch FROM now() - (SELECT min(created_at) FROM webhook_delivery WHERE status = 'pending'))
+                   AS delivery_lag
+    """
 
 
 async def _one(server_url: str, workers: int, events: int, limit_seconds: float) -> dict[str, Any]:
@@ -114,15 +127,16 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
                 if time.monotonic() > deadline:
                     raise RuntimeError("the workers did not start")
                 await asyncio.sleep(0.1)
+            backlog, write = _backlog(), _events()
             meter = harness.CpuMeter(postmaster, server_pgrp=processes[0].pid)
             meter.start()
             written = time.perf_counter()
-            await conn.execute(_EVENTS, program_id, events)
+            await conn.execute(write, program_id, events)
             started = time.perf_counter()
             peak_outbox_lag = 0.0
             dispatched_after: float | None = None
             while True:
-                row = await conn.fetchrow(_BACKLOG)
+                row = await conn.fetchrow(backlog)
                 assert row is not None
                 peak_outbox_lag = max(peak_outbox_lag, float(row["outbox_lag"] or 0))
                 if dispatched_after is None and row["undispatched"] == 0:
@@ -135,7 +149,7 @@ async def _one(server_url: str, workers: int, events: int, limit_seconds: float)
                     )
                 await asyncio.sleep(0.25)
             elapsed = time.perf_counter() - started
-            end = await conn.fetchrow(_BACKLOG)
+            end = await conn.fetchrow(backlog)
             assert end is not None
             cores = meter.stop()
             attempts = await conn.fetchval("SELECT sum(attempts) FROM webhook_delivery")

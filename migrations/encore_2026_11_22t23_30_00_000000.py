@@ -4,7 +4,7 @@ The ledger's guarantees rest on these: unique constraints deduplicate retries, c
 or a lot from going negative even if application code were wrong.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from sql_migration import script, sql_migration
 
 ID = "2026-11-22T23:30:00:000000"
 VERSION = "1.38.0"
@@ -103,24 +103,4 @@ ALTER TABLE api_key DROP CONSTRAINT IF EXISTS api_key_scope;
 """
 
 
-async def _run_script(script: str) -> None:
-    from service.piccolo_conf import DB
-
-    # One statement at a time: Piccolo prepares each DDL string, and a prepared statement holds one command.
-    for statement in script.split(";"):
-        if statement.strip() and not all(line.strip().startswith("--") for line in statement.strip().splitlines()):
-            await DB.run_ddl(statement)
-
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
-
-    async def run() -> None:
-        await _run_script(FORWARDS)
-
-    async def run_backwards() -> None:
-        await _run_script(BACKWARDS)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, script(FORWARDS), script(BACKWARDS))

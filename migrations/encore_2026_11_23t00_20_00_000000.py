@@ -8,7 +8,7 @@ ForeignKey column to a plain UUID); this migration is where the constraint goes 
 `order_line_order_id` duplicated the leading column of the UNIQUE (order_id, sku) index.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from sql_migration import sql_migration
 
 ID = "2026-11-23T00:20:00:000000"
 VERSION = "1.38.0"
@@ -24,27 +24,17 @@ CHILD_TABLES = (
     "outbox",
 )
 
+FORWARDS = (
+    *(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_program_id_fkey" for table in CHILD_TABLES),
+    "DROP INDEX IF EXISTS order_line_order_id",
+)
+BACKWARDS = (
+    *(
+        f"ALTER TABLE {table} ADD CONSTRAINT {table}_program_id_fkey FOREIGN KEY (program_id) "
+        "REFERENCES program (id) ON UPDATE CASCADE ON DELETE RESTRICT"
+        for table in CHILD_TABLES
+    ),
+    "CREATE INDEX IF NOT EXISTS order_line_order_id ON order_line (order_id)",
+)
 
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
-
-    async def run() -> None:
-        from service.piccolo_conf import DB
-
-        for table in CHILD_TABLES:
-            await DB.run_ddl(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_program_id_fkey")
-        await DB.run_ddl("DROP INDEX IF EXISTS order_line_order_id")
-
-    async def run_backwards() -> None:
-        from service.piccolo_conf import DB
-
-        for table in CHILD_TABLES:
-            await DB.run_ddl(
-                f"ALTER TABLE {table} ADD CONSTRAINT {table}_program_id_fkey FOREIGN KEY (program_id) "
-                "REFERENCES program (id) ON UPDATE CASCADE ON DELETE RESTRICT"
-            )
-        await DB.run_ddl("CREATE INDEX IF NOT EXISTS order_line_order_id ON order_line (order_id)")
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, FORWARDS, BACKWARDS)

@@ -1,7 +1,7 @@
 """Sweep indexes keyed by (time, id): the sweeps walk them as a keyset, each chunk starting where the
 last one ended, instead of rescanning the dead index entries that earlier chunks left behind."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from sql_migration import sql_migration
 
 ID = "2026-11-23T00:30:00:000000"
 VERSION = "1.38.0"
@@ -20,22 +20,4 @@ BACKWARDS = (
     "CREATE INDEX points_lot_expiring ON points_lot (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL",
 )
 
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
-
-    async def run() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in FORWARDS:
-            await DB.run_ddl(statement)
-
-    async def run_backwards() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in BACKWARDS:
-            await DB.run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, FORWARDS, BACKWARDS)

@@ -4,7 +4,7 @@ Written as SQL (like the constraint migrations) so the partial indexes and the f
 cascades are exactly what the sweeps' queries rely on.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from sql_migration import sql_migration
 
 ID = "2026-11-23T09:00:00:000000"
 VERSION = "1.38.0"
@@ -95,22 +95,4 @@ BACKWARDS = (
     "DROP TABLE IF EXISTS webhook_endpoint",
 )
 
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
-
-    async def run() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in FORWARDS:
-            await DB.run_ddl(statement)
-
-    async def run_backwards() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in BACKWARDS:
-            await DB.run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, FORWARDS, BACKWARDS)

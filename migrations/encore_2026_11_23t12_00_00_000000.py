@@ -2,7 +2,7 @@
 and version that awarded each ledger entry; order attributes; a program's custom event types and the
 revision counter that tells API processes their cached rule set is stale."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from sql_migration import sql_migration
 
 ID = "2026-11-23T12:00:00:000000"
 VERSION = "1.38.0"
@@ -82,22 +82,4 @@ BACKWARDS = (
     "ALTER TABLE program DROP COLUMN IF EXISTS rules_revision",
 )
 
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
-
-    async def run() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in FORWARDS:
-            await DB.run_ddl(statement)
-
-    async def run_backwards() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in BACKWARDS:
-            await DB.run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, FORWARDS, BACKWARDS)

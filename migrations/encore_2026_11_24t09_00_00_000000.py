@@ -6,7 +6,7 @@ No foreign keys from customer.tier_id or tier_change: a re-evaluation writes hun
 rows in one go and a key check per row (a row lock on the same three tiers) doubled its time; tiers are
 never deleted (deleted_at), and the history is written only by the statement that moves the customer."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from sql_migration import sql_migration
 
 ID = "2026-11-24T09:00:00:000000"
 VERSION = "1.38.0"
@@ -70,22 +70,4 @@ BACKWARDS = (
     "ALTER TABLE program DROP COLUMN IF EXISTS tiers_revision",
 )
 
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
-
-    async def run() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in FORWARDS:
-            await DB.run_ddl(statement)
-
-    async def run_backwards() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in BACKWARDS:
-            await DB.run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, FORWARDS, BACKWARDS)

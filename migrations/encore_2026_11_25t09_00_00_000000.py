@@ -3,7 +3,7 @@ journeys and the customers in them, every message with its fate, the suppression
 transactional consent (unsubscribe-all), and the journeys' own marker on the outbox (the outbox's
 `delivered_at` belongs to the webhook dispatcher)."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from sql_migration import sql_migration
 
 ID = "2026-11-25T09:00:00:000000"
 VERSION = "1.38.0"
@@ -147,22 +147,4 @@ BACKWARDS = (
     "DROP TABLE IF EXISTS messaging_settings",
 )
 
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="encore", description=DESCRIPTION)
-
-    async def run() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in FORWARDS:
-            await DB.run_ddl(statement)
-
-    async def run_backwards() -> None:
-        from service.piccolo_conf import DB
-
-        for statement in BACKWARDS:
-            await DB.run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, FORWARDS, BACKWARDS)

@@ -1,11 +1,23 @@
 """The one runner of raw-SQL migrations (no ID: Piccolo takes only modules with one as migrations).
 
 A migration module sets ID, VERSION, DESCRIPTION and `forwards = sql_migration(ID, DESCRIPTION,
-FORWARDS, BACKWARDS)`; Piccolo puts this folder on sys.path, so it is imported by its own name."""
+FORWARDS, BACKWARDS)`; Piccolo puts this folder on sys.path, so it is imported by its own name.
+FORWARDS and BACKWARDS are sequences of single statements, or `script(...)` of a `;`-separated text."""
 
 from collections.abc import Awaitable, Callable, Sequence
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
+
+def script(text: str) -> tuple[str, ...]:
+    """The statements of a `;`-separated script, blank and comment-only pieces dropped.
+
+    One statement at a time: Piccolo prepares each DDL string, and a prepared statement holds one command."""
+    return tuple(
+        statement
+        for statement in text.split(";")
+        if statement.strip() and not all(line.strip().startswith("--") for line in statement.strip().splitlines())
+    )
 
 
 def sql_migration(

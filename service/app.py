@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar._openapi.plugin import OpenAPIPlugin  # the document it serves is completed once
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -16,7 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from service.core import db
-from service.core.auth import PUBLIC_PATHS, ApiKeyAuthentication
+from service.core.auth import PUBLIC_PATHS, ApiKeyAuthentication, Principal
 from service.core.clock import Clock, SystemClock
 from service.core.errors import EXCEPTION_HANDLERS
 from service.core.http_headers import security_headers
@@ -25,17 +26,21 @@ from service.core.logging import configure_logging, request_logging
 from service.core.openapi import finish as finish_openapi
 from service.core.secrets import SecretBox
 from service.core.strict_input import check_request
+from service.core.work import Runner
 from service.customers.controller import CustomerController
+from service.earning.controller import EventEarningController, OrderEarningController, SimulationController
 from service.ledger import service as ledger
 from service.ledger.controller import LedgerController
 from service.messaging.controller import MessagingController, UnsubscribeController
 from service.orders.controller import OrderController
 from service.outreach.controller import JourneyController
+from service.programs import service as programs
 from service.programs.controller import ApiKeyController, ProgramController
-from service.programs.service import RescheduleExpiry
-from service.rules.controller import EventController, RuleController
+from service.programs.service import Program, RescheduleExpiry
+from service.rules.controller import RuleController
 from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
+from service.status.controller import CustomerStatusController
 from service.system.controller import healthz, metrics, readyz
 from service.tiers.controller import CustomerTierController, TierController
 from service.webhooks.controller import WebhookEndpointController
@@ -55,6 +60,11 @@ def openapi_config() -> OpenAPIConfig:
         ),
         security=[{"bearer": []}],
     )
+
+
+class CustomerRoutes(CustomerController, CustomerStatusController):
+    """`/v1/customers/{external_id}`: PUT writes the profile (customers), GET reads the whole status
+    (status, which sits above customers). Litestar takes one controller per path, so they meet here."""
 
 
 def create_app(
@@ -116,6 +126,10 @@ def create_app(
     def provide_secret_box() -> SecretBox:
         return boxes[0]
 
+    def provide_run(request: Request[Principal, Any, Any]) -> Runner[Program]:
+        # The request helper of every handler: core knows no feature, so it is handed the program loader.
+        return Runner(request, clock.now(), programs.load)
+
     def provide_reschedule_expiry() -> RescheduleExpiry:
         # The ledger owns the lots and depends on programs: a program's change is handed its use case.
         return ledger.reschedule_expiry
@@ -127,11 +141,13 @@ def create_app(
             metrics,
             ProgramController,
             ApiKeyController,
-            CustomerController,
+            CustomerRoutes,
             LedgerController,
             OrderController,
+            OrderEarningController,
             RuleController,
-            EventController,
+            SimulationController,
+            EventEarningController,
             TierController,
             CustomerTierController,
             WebhookEndpointController,
@@ -145,6 +161,7 @@ def create_app(
             "settings": Provide(provide_settings, sync_to_thread=False),
             "secret_box": Provide(provide_secret_box, sync_to_thread=False),
             "reschedule_expiry": Provide(provide_reschedule_expiry, sync_to_thread=False),
+            "run": Provide(provide_run, sync_to_thread=False),
         },
         middleware=[request_logging, prometheus.middleware, limits.middleware, auth],
         exception_handlers=EXCEPTION_HANDLERS,

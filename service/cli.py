@@ -1,4 +1,4 @@
-"""`encore run | serve | worker | migrate | programs create | jobs list|run | ledger mature|expire|notices|verify |
+"""`encore run | serve | worker | migrate | programs create|add-key | jobs list|run | ledger mature|expire|notices|verify |
 tiers reevaluate | webhooks listen | secrets new-key|rotate | openapi`."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 import click
 import structlog
 
-from service.core import db
+from service.core import auth, db
 from service.core.logging import configure_logging
 from service.settings import Settings
 
@@ -309,6 +310,39 @@ def programs_create(name: str, currency: str, timezone: str, as_json: bool) -> N
         click.echo(json.dumps({"program_id": str(program.id), "api_key": key}))
     else:
         click.echo(f"program {program.id} ({program.name}, {program.base_currency})\nadmin API key: {key}")
+
+
+@programs.command("add-key")
+@click.option("--program", "program_id", required=True, type=click.UUID, help="the program's id")
+@click.option("--name", required=True)
+@click.option(
+    "--scope",
+    required=True,
+    type=click.Choice(auth.SCOPE_NAMES),
+    help="read, server (a shop's backend), agent (customer care), marketer (the programme's design) or admin",
+)
+@click.option("--json", "as_json", is_flag=True, help="print {key_id, api_key, scope} as JSON")
+def programs_add_key(program_id: UUID, name: str, scope: auth.Scope, as_json: bool) -> None:
+    """Give a program another API key and print it (shown once). The README's Scopes table says what each
+    scope may do."""
+    from service.core.errors import Problem
+    from service.programs import service as programs_service
+
+    async def work() -> Any:
+        async with db.transaction() as conn:
+            await programs_service.load(conn, program_id)  # 404 for an unknown program, before the insert
+            return await programs_service.create_key(conn, program_id, name, scope, datetime.now(UTC))
+
+    try:
+        created = _run_db(Settings.from_env(), work)
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from exc
+    if as_json:
+        click.echo(
+            json.dumps({"key_id": str(created.id), "api_key": created.api_key, "scope": created.scope})
+        )
+    else:
+        click.echo(f"{scope} API key {created.prefix}… ({name}): {created.api_key}")
 
 
 @main.group()

@@ -1,4 +1,5 @@
-"""The single Piccolo app: every feature's tables, migrations in the top-level migrations/ folder."""
+"""The single Piccolo app: every feature's tables (tests/integration/test_schema.py checks that this lists them
+all), migrations in the top-level migrations/ folder."""
 
 from pathlib import Path
 
@@ -7,12 +8,20 @@ from piccolo.conf.apps import AppConfig
 from service.core.idempotency_table import IdempotencyKey
 from service.customers.tables import Customer
 from service.ledger.tables import CustomerBalance, PointsAllocation, PointsEntry, PointsLot
+from service.messaging.tables import (
+    Message,
+    MessageTemplate,
+    MessageTemplateVersion,
+    MessagingSettings,
+    Suppression,
+)
 from service.orders.tables import Order, OrderLine, Refund
-from service.outbox.tables import OutboxEvent
+from service.outbox.tables import OutboxConsumer, OutboxEvent
+from service.outreach.tables import Journey, JourneyEnrollment
 from service.programs.tables import ApiKey, Program
 from service.rules.tables import CustomerEvent, Rule, RuleUsage, RuleVersion
 from service.scheduler.tables import JobRun
-from service.tiers.tables import Tier, TierChange
+from service.tiers.tables import CustomerTier, Tier, TierChange
 from service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 
 APP_CONFIG = AppConfig(
@@ -31,6 +40,7 @@ APP_CONFIG = AppConfig(
         PointsAllocation,
         IdempotencyKey,
         OutboxEvent,
+        OutboxConsumer,
         WebhookEndpoint,
         WebhookDelivery,
         JobRun,
@@ -40,6 +50,14 @@ APP_CONFIG = AppConfig(
         CustomerEvent,
         Tier,
         TierChange,
+        CustomerTier,
+        MessagingSettings,
+        MessageTemplate,
+        MessageTemplateVersion,
+        Journey,
+        JourneyEnrollment,
+        Message,
+        Suppression,
     ],
     migration_dependencies=[],
     commands=[],

@@ -1,4 +1,5 @@
-"""Settings: one frozen dataclass read from ENCORE_* environment variables."""
+"""Settings: one frozen dataclass read from ENCORE_* environment variables (ENCORE_<FIELD NAME>); each
+default is written once, on its field."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import contextlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import structlog
 
@@ -19,28 +20,29 @@ log = structlog.get_logger("encore.settings")
 _warned_development_key: set[Path] = set()  # one warning per process, however often the box is made
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else float(raw)
+def _from_text(kind: Any, raw: str, default: Any) -> Any:
+    """An environment variable's text as a value of its field's type (`default` for an unclear switch)."""
+    if kind is bool:
+        word = raw.strip().lower()
+        return True if word in _TRUE else False if word in _FALSE else default
+    if kind in (int, float, str, Path):
+        return kind(raw)
+    if kind == int | None:
+        return int(raw)
+    if kind == str | None:
+        return raw
+    if kind == tuple[str, ...]:
+        return _keys(raw)
+    raise TypeError(f"no reader for settings of type {kind}")
 
 
-def _bool(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _optional_int(name: str) -> int | None:
-    raw = os.environ.get(name)
-    return None if raw in (None, "") else int(raw)
-
-
-def _keys(name: str) -> tuple[str, ...]:
+def _keys(raw: str) -> tuple[str, ...]:
     """A list of keys as people write one: separated by commas and/or whitespace."""
-    return tuple(key for key in re.split(r"[\s,]+", os.environ.get(name, "")) if key)
+    return tuple(key for key in re.split(r"[\s,]+", raw) if key)
 
 
 def _made_once(path: Path, make: Callable[[], str]) -> str:
@@ -87,9 +89,8 @@ class Settings:
     expire_interval_seconds: float = 300.0
     expiry_notice_interval_seconds: float = 900.0
     housekeeping_interval_seconds: float = 3600.0
-    tier_reevaluation_interval_seconds: float = (
-        86400.0  # daily; idempotent, so a restart's early run is harmless
-    )
+    # Daily; idempotent, so a restart's early run is harmless.
+    tier_reevaluation_interval_seconds: float = 86400.0
     # Messaging: SMTP (smtp:// STARTTLS when offered, smtps:// TLS, user:password@ for AUTH); unset: .eml
     # files under data_dir/mail. Links in messages start with public_url; secret_key signs them (unset:
     # a random key kept in data_dir/secret.key, shared by the API and the worker).
@@ -113,48 +114,17 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            database_url=os.environ.get("ENCORE_DATABASE_URL") or None,
-            data_dir=Path(os.environ.get("ENCORE_DATA_DIR", ".data")),
-            log_format=os.environ.get("ENCORE_LOG_FORMAT", "console"),
-            log_level=os.environ.get("ENCORE_LOG_LEVEL", "INFO"),
-            max_body_bytes=_int("ENCORE_MAX_BODY_BYTES", 1_048_576),
-            max_header_bytes=_int("ENCORE_MAX_HEADER_BYTES", 16_384),
-            max_header_field_bytes=_int("ENCORE_MAX_HEADER_FIELD_BYTES", 8_192),
-            rate_limit_per_key=_int("ENCORE_RATE_LIMIT_PER_KEY", 120_000),
-            rate_limit_per_address=_int("ENCORE_RATE_LIMIT_PER_ADDRESS", 120),
-            db_pool_min=_int("ENCORE_DB_POOL_MIN", 2),
-            db_pool_max=_int("ENCORE_DB_POOL_MAX", 20),
-            webhooks_allow_local_http=_bool("ENCORE_WEBHOOKS_ALLOW_LOCAL_HTTP"),
-            webhook_timeout_seconds=_float("ENCORE_WEBHOOK_TIMEOUT_SECONDS", 10.0),
-            webhook_concurrency=_int("ENCORE_WEBHOOK_CONCURRENCY", 64),
-            webhook_endpoint_concurrency=_int("ENCORE_WEBHOOK_ENDPOINT_CONCURRENCY", 16),
-            worker_lease_seconds=_float("ENCORE_WORKER_LEASE_SECONDS", 60.0),
-            worker_metrics_port=_optional_int("ENCORE_WORKER_METRICS_PORT"),
-            worker_run_budget_seconds=_float("ENCORE_WORKER_RUN_BUDGET_SECONDS", 10.0),
-            dispatch_interval_seconds=_float("ENCORE_DISPATCH_INTERVAL_SECONDS", 1.0),
-            deliver_interval_seconds=_float("ENCORE_DELIVER_INTERVAL_SECONDS", 1.0),
-            mature_interval_seconds=_float("ENCORE_MATURE_INTERVAL_SECONDS", 60.0),
-            expire_interval_seconds=_float("ENCORE_EXPIRE_INTERVAL_SECONDS", 300.0),
-            expiry_notice_interval_seconds=_float("ENCORE_EXPIRY_NOTICE_INTERVAL_SECONDS", 900.0),
-            housekeeping_interval_seconds=_float("ENCORE_HOUSEKEEPING_INTERVAL_SECONDS", 3600.0),
-            tier_reevaluation_interval_seconds=_float("ENCORE_TIER_REEVALUATION_INTERVAL_SECONDS", 86400.0),
-            smtp_url=os.environ.get("ENCORE_SMTP_URL") or None,
-            smtp_timeout_seconds=_float("ENCORE_SMTP_TIMEOUT_SECONDS", 30.0),
-            smtp_connections=_int("ENCORE_SMTP_CONNECTIONS", 4),
-            smtp_validate_certs=os.environ.get("ENCORE_SMTP_VALIDATE_CERTS", "1").strip().lower()
-            not in ("0", "false", "no", "off"),
-            public_url=(os.environ.get("ENCORE_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
-            secret_key=os.environ.get("ENCORE_SECRET_KEY") or None,
-            message_send_interval_seconds=_float("ENCORE_MESSAGE_SEND_INTERVAL_SECONDS", 5.0),
-            message_batch_size=_int("ENCORE_MESSAGE_BATCH_SIZE", 500),
-            journeys_interval_seconds=_float("ENCORE_JOURNEYS_INTERVAL_SECONDS", 30.0),
-            outreach_interval_seconds=_float("ENCORE_OUTREACH_INTERVAL_SECONDS", 3600.0),
-            idempotency_retention_days=_int("ENCORE_IDEMPOTENCY_RETENTION_DAYS", 7),
-            outbox_retention_days=_int("ENCORE_OUTBOX_RETENTION_DAYS", 30),
-            job_run_retention_hours=_int("ENCORE_JOB_RUN_RETENTION_HOURS", 48),
-            encryption_keys=_keys("ENCORE_ENCRYPTION_KEYS"),
-        )
+        """Each field from ENCORE_<FIELD NAME>; unset or empty, the field's default above (the only place
+        defaults are written)."""
+        types = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for each in fields(cls):
+            raw = os.environ.get(f"ENCORE_{each.name.upper()}", "")
+            if raw != "":
+                values[each.name] = _from_text(types[each.name], raw, each.default)
+        if "public_url" in values:
+            values["public_url"] = values["public_url"].rstrip("/")  # links are made by appending "/..."
+        return cls(**values)
 
     def signing_key(self) -> bytes:
         """The key that signs unsubscribe links: ENCORE_SECRET_KEY, or one made once under data_dir."""

@@ -1,11 +1,16 @@
-"""API keys: `Authorization: Bearer <key>`; keys are stored as SHA-256 only; scopes admin ⊃ server ⊃ read."""
+"""API keys: `Authorization: Bearer <key>`; keys are stored as SHA-256 only.
+
+A key has one scope, and a scope is a set of permissions: what its holder may do. Each handler's guard
+names the one permission it needs (`guards=[requires(Permission.CONFIGURE)]`); a key passes when its
+scope holds it. The README's "Scopes" table says the same in words, and a test holds every handler to it."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from litestar.connection import ASGIConnection
@@ -15,8 +20,35 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from service.core import db
 
-Scope = Literal["admin", "server", "read"]
-SCOPE_RANK: dict[str, int] = {"read": 1, "server": 2, "admin": 3}
+
+class Permission(StrEnum):
+    """What a key may do."""
+
+    READ = "read"  # every GET of the program's loyalty data, and the quote (it writes nothing)
+    RECORD = "record"  # what a shop's backend does: customers, orders, refunds, events
+    ADJUST = "adjust"  # customer care: ledger adjustments, a tier set by hand
+    CONFIGURE = (
+        "configure"  # the programme's design: rules, tiers, templates, journeys, previews, simulations
+    )
+    ADMINISTER = "administer"  # API keys, webhooks, program and messaging settings, suppressions, jobs
+
+
+Scope = Literal["read", "server", "agent", "marketer", "admin"]
+SCOPE_NAMES: tuple[Scope, ...] = get_args(Scope)
+SCOPES: dict[Scope, frozenset[Permission]] = {
+    "read": frozenset({Permission.READ}),
+    "server": frozenset({Permission.READ, Permission.RECORD}),
+    "agent": frozenset({Permission.READ, Permission.ADJUST}),
+    "marketer": frozenset({Permission.READ, Permission.CONFIGURE}),
+    "admin": frozenset(Permission),
+}
+
+
+def scopes_with(permission: Permission) -> tuple[Scope, ...]:
+    """The scopes that hold `permission`, in SCOPE_NAMES' order."""
+    return tuple(scope for scope in SCOPE_NAMES if permission in SCOPES[scope])
+
+
 # Paths served without a key (patterns, as the authentication middleware takes them).
 PUBLIC_PATHS = ["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/v1/unsubscribe/"]
 
@@ -66,14 +98,21 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=principal)
 
 
-def requires(scope: Scope) -> Any:
-    """A guard: the key's scope must be at least `scope`."""
+@dataclass(frozen=True, slots=True)
+class Requires:
+    """A guard: the key's scope must hold `permission` (tests read the permission off the guard)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    permission: Permission
+
+    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal: Principal = connection.user
-        if SCOPE_RANK[principal.scope] < SCOPE_RANK[scope]:
+        if self.permission not in SCOPES.get(principal.scope, frozenset()):
+            would_do = " or ".join(f"`{scope}`" for scope in scopes_with(self.permission))
             raise PermissionDeniedException(
-                f"This needs a key with the `{scope}` scope; this key has `{principal.scope}`."
+                f"This needs a key with the {would_do} scope; this key has `{principal.scope}`."
             )
 
-    return guard
+
+def requires(permission: Permission) -> Requires:
+    """The guard of a handler that needs `permission`."""
+    return Requires(permission)

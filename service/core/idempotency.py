@@ -8,13 +8,12 @@ rolls its key back, so the client can retry it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Request, Response
 from litestar.params import HeaderParameter
 
 from service.core import db
@@ -61,9 +60,25 @@ def check_key(key: str | None) -> str | None:
     return key
 
 
-async def _claim(
-    conn: Connection, program_id: UUID, key: str, request_hash: str, now: datetime
-) -> tuple[int, str] | None:
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The answer stored for a key: what a replay sends again."""
+
+    status_code: int
+    body: str  # the JSON, opened if it was stored sealed
+
+
+async def claim(
+    conn: Connection,
+    program_id: UUID,
+    key: str,
+    request_hash: str,
+    now: datetime,
+    sealed_with: SecretBox | None = None,
+) -> Stored | None:
+    """Claim `key` in this transaction (None: the request runs now), or the answer stored for it (a
+    replay); 409 when the key was used for another request. A concurrent claim of the same key waits on
+    the unique index until the first transaction ends."""
     inserted = await conn.fetchval(
         """
         INSERT INTO idempotency_key (program_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
@@ -87,66 +102,27 @@ async def _claim(
             "this Idempotency-Key was used for a different request; use a new key for a new request",
             field="header:Idempotency-Key",
         )
-    return row["status_code"], row["response_body"]
+    body: str = row["response_body"]
+    if sealed_with is not None and sealed_with.is_sealed(body):  # (not: stored before sealing)
+        body = sealed_with.open(body)
+    return Stored(row["status_code"], body)
 
 
-async def run(
-    *,
+async def store(
+    conn: Connection,
     program_id: UUID,
-    key: str | None,
-    request_hash: str,
-    now: datetime,
+    key: str,
     status_code: int,
-    operation: Callable[[Connection], Awaitable[Any]],
+    body: bytes,
     sealed_with: SecretBox | None = None,
-) -> Response[bytes]:
-    """Run `operation` in one transaction, once per key; answer with its JSON (stored for replays, sealed
-    with `sealed_with` when the answer holds a secret)."""
-    async with db.transaction() as conn:
-        if key is not None:
-            stored = await _claim(conn, program_id, key, request_hash, now)
-            if stored is not None:
-                replay = stored[1]
-                if sealed_with is not None and sealed_with.is_sealed(replay):  # (not: stored before sealing)
-                    replay = sealed_with.open(replay)
-                return Response(
-                    replay.encode(),
-                    status_code=stored[0],
-                    media_type="application/json",
-                    headers={REPLAY_HEADER: "true"},
-                )
-        body = msgspec.json.encode(await operation(conn))
-        if key is not None:
-            await conn.execute(
-                "UPDATE idempotency_key SET status_code = $3, response_body = $4 WHERE program_id = $1 AND key = $2",
-                program_id,
-                key,
-                status_code,
-                body.decode() if sealed_with is None else sealed_with.seal(body.decode()),
-            )
-    return Response(body, status_code=status_code, media_type="application/json")
-
-
-async def respond(
-    request: Request[Any, Any, Any],
-    *,
-    program_id: UUID,
-    key: str | None,
-    body: Any,
-    now: datetime,
-    operation: Callable[[Connection], Awaitable[Any]],
-    status_code: int = 201,
-    sealed_with: SecretBox | None = None,
-) -> Response[bytes]:
-    """`run` for an HTTP request: the fingerprint is its method, path and decoded body."""
-    return await run(
-        program_id=program_id,
-        key=check_key(key),
-        request_hash=fingerprint(request.method, request.url.path, body),
-        now=now,
-        status_code=status_code,
-        operation=operation,
-        sealed_with=sealed_with,
+) -> None:
+    """Keep the answer of a claimed key for its replays (sealed with `sealed_with` when it holds a secret)."""
+    await conn.execute(
+        "UPDATE idempotency_key SET status_code = $3, response_body = $4 WHERE program_id = $1 AND key = $2",
+        program_id,
+        key,
+        status_code,
+        body.decode() if sealed_with is None else sealed_with.seal(body.decode()),
     )
 
 

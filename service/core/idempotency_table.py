@@ -1,5 +1,7 @@
-from piccolo.columns import UUID, Integer, Serial, Text, Timestamptz, Varchar
+from piccolo.columns import ForeignKey, Integer, Serial, Text, Timestamptz, Varchar
+from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.columns.defaults.uuid import UUID4
 from piccolo.table import Table
 
 
@@ -7,7 +9,11 @@ class IdempotencyKey(Table, tablename="idempotency_key"):
     """(program, key) is unique: the first request stores its response, replays get it back."""
 
     id = Serial(primary_key=True)
-    program_id = UUID()  # core knows no feature tables; the foreign key is in the migration
+    # Core imports no feature: Piccolo resolves the reference by its path only when asked. (The random
+    # default is the first migration's, never used: every row names its program.)
+    program_id: ForeignKey[Table] = ForeignKey(
+        references="service.programs.tables.Program", on_delete=OnDelete.cascade, null=False, default=UUID4()
+    )
     key = Varchar(length=255)
     request_hash = Varchar(length=64)
     status_code = Integer(null=True, default=None)

@@ -1,54 +1,36 @@
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Controller, Request, get, put
-from litestar.di import NamedDependency
+from litestar import Controller, put
 from litestar.params import FromPath, JSONBody
 
-from service.core import db
-from service.core.auth import Principal, requires
-from service.core.clock import Clock
-from service.customers import service, status
-from service.customers.schemas import CustomerOut, CustomerProfile, CustomerStatus
+from service.core.auth import Permission, requires
+from service.core.work import Run, Work
+from service.customers import service
+from service.customers.schemas import CustomerOut, CustomerProfile
 from service.outbox.service import emit
-from service.programs import service as programs
+from service.programs.service import Program
 
 
 class CustomerController(Controller):
+    """Writing profiles; the customer's status (GET on the same path) is service/status/'s."""
+
     path = "/v1/customers"
     tags = ["customers"]
 
     @put(
         "/{external_id:str}",
-        guards=[requires("server")],
+        guards=[requires(Permission.RECORD)],
         summary="Create or update a customer by the shop's id",
     )
     async def upsert_customer(
-        self,
-        request: Request[Principal, Any, Any],
-        external_id: FromPath[str],
-        data: JSONBody[CustomerProfile],
-        clock: NamedDependency[Clock],
+        self, external_id: FromPath[str], data: JSONBody[CustomerProfile], run: Run[Program]
     ) -> CustomerOut:
-        now = clock.now()
-        program_id = request.user.program_id
-        status.check_external_id(external_id)
-        async with db.transaction() as conn:
-            row, _, events = await service.upsert(
-                conn, program_id, external_id, service.profile_changes(data, now), now
-            )
-            await emit(conn, program_id, events, now)
-        return service.to_out(row)
+        service.check_external_id(external_id)
 
-    @get(
-        "/{external_id:str}",
-        guards=[requires("read")],
-        summary="The customer's whole status in one call: points, pending, expiry, orders, recent entries, tier",
-    )
-    async def customer_status(
-        self, request: Request[Principal, Any, Any], external_id: FromPath[str], clock: NamedDependency[Clock]
-    ) -> CustomerStatus:
-        async with db.connection() as conn:
-            program = await programs.load(conn, request.user.program_id)
-            return await status.customer_status(conn, program, external_id, clock.now())
+        async def upsert(work: Work[None]) -> CustomerOut:
+            changes = service.profile_changes(data, work.now)
+            row, _, events = await service.upsert(work.conn, work.program_id, external_id, changes, work.now)
+            await emit(work.conn, work.program_id, events, work.now)
+            return service.to_out(row)
+
+        return await run.transaction(upsert)

@@ -7,9 +7,10 @@ from uuid import UUID
 
 from service.core.db import Connection
 
+# The customer's own columns; what other features know of a customer (points, tier, order stats) they
+# add as LATERAL fragments on `c.id`.
 CUSTOMER_FIELDS = """id, program_id, external_id, email, name, locale, birthday, timezone, marketing_consent,
-    transactional_consent, created_at, updated_at, tier_id, tier_since, tier_source, tier_manual_until, tier_warned_at, tier_downgrade_at,
-    tier_check_after"""
+    transactional_consent, created_at, updated_at"""
 PROFILE_COLUMNS = (
     "email",
     "name",
@@ -29,9 +30,10 @@ async def upsert(
     now: datetime,
     *laterals: str,
 ) -> tuple[dict[str, Any], bool]:
-    """Insert the customer or update the given profile fields; also make sure its balance row exists.
+    """Insert the customer or update the given profile fields (the row locked until commit).
 
-    Returns the row (plus the columns of LATERAL fragments on `c.id`) and whether it was created.
+    Returns the row (plus the columns of LATERAL fragments on `c.id`) and whether it was created. The
+    customer's balance is the ledger's: it makes the row with the first change of points.
     """
     columns = [c for c in PROFILE_COLUMNS if c in profile]
     values = [profile[c] for c in columns]
@@ -49,11 +51,6 @@ async def upsert(
             VALUES (gen_random_uuid(), $1, $2{", " + placeholders if columns else ""}, {now_param}, {now_param})
             ON CONFLICT (program_id, external_id) DO UPDATE SET {updates}
             RETURNING {CUSTOMER_FIELDS}, (xmax = 0) AS created
-        ), b AS (
-            INSERT INTO customer_balance (customer_id, program_id, available, pending, debt, lifetime_earned,
-                                          updated_at)
-            SELECT id, program_id, 0, 0, 0, 0, {now_param} FROM c WHERE created
-            ON CONFLICT (customer_id) DO NOTHING
         )
         SELECT * FROM c {" ".join(laterals)}
         """,
@@ -86,3 +83,18 @@ async def get(
         *params,
     )
     return None if row is None else dict(row)
+
+
+async def withdraw_consent(conn: Connection, customer_id: UUID, scope: str, now: datetime) -> None:
+    """Marketing consent off; with scope `all`, transactional consent too (the time of it kept)."""
+    await conn.execute(
+        """
+        UPDATE customer SET marketing_consent = false,
+               transactional_consent = transactional_consent AND $2 <> 'all',
+               unsubscribed_at = CASE WHEN $2 = 'all' THEN $3 ELSE unsubscribed_at END, updated_at = $3
+        WHERE id = $1
+        """,
+        customer_id,
+        scope,
+        now,
+    )

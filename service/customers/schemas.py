@@ -6,9 +6,6 @@ from typing import Annotated
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from service.core.fields import Email
-from service.ledger.schemas import LedgerEntryOut
-from service.messaging.schemas import MessageOut
-from service.tiers.schemas import CustomerTier
 
 # The shape only; profile_changes keeps locales CLDR knows, in their canonical BCP 47 form.
 Locale = Annotated[
@@ -47,36 +44,3 @@ class CustomerOut(Struct, kw_only=True):
     transactional_consent: bool
     created_at: datetime
     updated_at: datetime
-
-
-class PendingPoints(Struct, kw_only=True):
-    points: int
-    available_at: datetime
-
-
-class ExpiringPoints(Struct, kw_only=True):
-    points: int
-    expires_at: datetime
-
-
-class PointsSummary(Struct, kw_only=True):
-    available: int
-    pending: int
-    debt: int  # clawback owed after a refund of spent points; the next points earned settle it first
-    lifetime_earned: int
-
-
-class OrderSummary(Struct, kw_only=True):
-    count: int
-    last_order_at: datetime | None
-
-
-class CustomerStatus(Struct, kw_only=True):
-    customer: CustomerOut
-    points: PointsSummary
-    pending: list[PendingPoints]
-    next_expiring: ExpiringPoints | None
-    orders: OrderSummary
-    recent_entries: list[LedgerEntryOut]
-    tier: CustomerTier | None  # null: the program has no tiers
-    recent_messages: list[MessageOut]  # the last five, newest first (GET /v1/messages?customer= for all)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -12,10 +12,9 @@ import msgspec
 
 from service.core.db import Connection
 from service.core.errors import InvalidInput, NotFound
+from service.core.locales import canonical as canonical_locale
 from service.customers import repository
 from service.customers.schemas import CustomerOut, CustomerProfile
-from service.ledger.service import Customer
-from service.messaging.locales import canonical as canonical_locale
 from service.outbox.service import Event
 
 EARLIEST_BIRTHDAY = date(1900, 1, 1)
@@ -29,7 +28,23 @@ def profile_changes(profile: CustomerProfile | None, now: datetime, field_prefix
     field, with `field_prefix` where the profile is embedded (`customer.`)."""
     if profile is None:
         return {}
-    changes = {k: v for k, v in msgspec.structs.asdict(profile).items() if v is not msgspec.UNSET}
+    return checked_profile(given_fields(profile), now, field_prefix)
+
+
+def given_fields(profile: CustomerProfile) -> dict[str, Any]:
+    """The profile fields a request body gave (null included: it clears the field)."""
+    return {k: v for k, v in msgspec.structs.asdict(profile).items() if v is not msgspec.UNSET}
+
+
+def checked_profile(given: Mapping[str, Any], now: datetime, field_prefix: str = "") -> dict[str, Any]:
+    """`profile_changes` for fields given as plain values (an import row, a Stripe customer)."""
+    changes = dict(given)
+    changes.pop("external_id", None)  # the key, not a field to change
+    unknown = sorted(set(changes) - set(CustomerProfile.__struct_fields__))
+    if unknown:
+        raise InvalidInput(
+            f"{unknown[0]!r} is not a customer profile field", field=f"{field_prefix}{unknown[0]}"
+        )
     zone = changes.get("timezone")
     if zone is not None:
         try:
@@ -99,5 +114,13 @@ async def find(conn: Connection, program_id: UUID, external_id: str, *laterals: 
     return await repository.get(conn, program_id, external_id, *laterals)
 
 
-def ledger_customer(row: dict[str, Any]) -> Customer:
-    return Customer(row["program_id"], row["id"], row["external_id"])
+def check_external_id(external_id: str) -> None:
+    if not 1 <= len(external_id) <= 128 or external_id != external_id.strip():
+        raise InvalidInput(
+            "a customer id has 1 to 128 characters, no surrounding spaces", field="path:external_id"
+        )
+
+
+async def withdraw_consent(conn: Connection, customer_id: UUID, scope: str, now: datetime) -> None:
+    """An unsubscribe: `marketing` stops marketing messages, `all` every message."""
+    await repository.withdraw_consent(conn, customer_id, scope, now)

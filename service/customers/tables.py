@@ -10,7 +10,7 @@ class Customer(Table, tablename="customer"):
     """A shop's customer; `external_id` (the shop's own id) is unique per program (see migrations)."""
 
     id = UUID(primary_key=True)
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
+    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict, null=False)
     external_id = Varchar(length=128)
     email = Varchar(length=320, null=True, default=None)
     name = Varchar(length=200, null=True, default=None)
@@ -18,13 +18,9 @@ class Customer(Table, tablename="customer"):
     birthday = Date(null=True, default=None)
     timezone = Varchar(length=64, null=True, default=None)
     marketing_consent = Boolean(default=False)
-    # The VIP tier held (tiers are never deleted; no foreign key, see migration 2026-11-24T09:00).
-    tier_id = UUID(null=True, default=None)
-    tier_since = Timestamptz(null=True, default=None)
-    tier_source = Varchar(length=8, default="earned")  # earned | manual
-    tier_manual_until = Timestamptz(null=True, default=None)
-    tier_warned_at = Timestamptz(null=True, default=None)
-    tier_downgrade_at = Timestamptz(null=True, default=None)
-    tier_check_after = Timestamptz(null=True, default=None)
+    # Unsubscribed from everything (service messages too): messaging sends this customer nothing but what
+    # the law requires (migration 2026-11-25T09:00).
+    transactional_consent = Boolean(default=True)
+    unsubscribed_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())

@@ -1,20 +1,18 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar import Controller, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service.core import db, idempotency
-from service.core.auth import Principal, requires
-from service.core.clock import Clock
-from service.core.idempotency import IdempotencyKeyHeader
+from service.core.auth import Permission, requires
+from service.core.idempotency import RequiredIdempotencyKeyHeader
 from service.core.pagination import decode_cursor, encode_cursor
+from service.core.work import Run, Work
 from service.customers import service as customers
 from service.ledger import service
 from service.ledger.schemas import AdjustmentIn, AdjustmentOut, LedgerPage, entry_out
-from service.programs import service as programs
+from service.programs.service import Program
 
 
 class LedgerController(Controller):
@@ -23,43 +21,39 @@ class LedgerController(Controller):
 
     @post(
         "/adjustments",
-        guards=[requires("admin")],
+        guards=[requires(Permission.ADJUST)],
         status_code=201,
         summary="Manual goodwill credit or correction debit, with a required reason",
     )
     async def adjust(
         self,
-        request: Request[Principal, Any, Any],
         external_id: FromPath[str],
         data: JSONBody[AdjustmentIn],
-        clock: NamedDependency[Clock],
-        idempotency_key: IdempotencyKeyHeader = None,
+        run: Run[Program],
+        idempotency_key: RequiredIdempotencyKeyHeader,
     ) -> Response[AdjustmentOut]:
-        program_id = request.user.program_id
-        now = clock.now()
+        async def adjust(work: Work[Program]) -> AdjustmentOut:
+            customer = service.customer_of(await customers.get(work.conn, work.program_id, external_id))
+            actor = data.actor or work.actor
+            return await service.manual_adjustment(work.conn, work.program, customer, data, actor, work.now)
 
-        async def operation(conn: db.Connection) -> AdjustmentOut:
-            program = await programs.load(conn, program_id, crediting=True)
-            customer = customers.ledger_customer(await customers.get(conn, program_id, external_id))
-            actor = data.actor or f"api key {request.user.key_id}"
-            return await service.manual_adjustment(conn, program, customer, data, actor, now)
+        return await run.idempotent(idempotency_key, data, adjust, load="crediting")
 
-        return await idempotency.respond(  # type: ignore[return-value]
-            request, program_id=program_id, key=idempotency_key, body=data, now=now, operation=operation
-        )
-
-    @get("/ledger", guards=[requires("read")], summary="The customer's ledger entries, newest first")
+    @get("/ledger", guards=[requires(Permission.READ)], summary="The customer's ledger entries, newest first")
     async def ledger(
         self,
-        request: Request[Principal, Any, Any],
         external_id: FromPath[str],
+        run: Run[Program],
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter()] = None,
     ) -> LedgerPage:
         before = decode_cursor(cursor)
-        async with db.connection() as conn:
-            customer = await customers.get(conn, request.user.program_id, external_id)
-            rows = await service.history(conn, request.user.program_id, customer["id"], before, limit + 1)
-        items = [entry_out(row) for row in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-        return LedgerPage(items=items, next_cursor=next_cursor)
+
+        async def page(work: Work[None]) -> LedgerPage:
+            customer = await customers.get(work.conn, work.program_id, external_id)
+            rows = await service.history(work.conn, work.program_id, customer["id"], before, limit + 1)
+            items = [entry_out(row) for row in rows[:limit]]
+            next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+            return LedgerPage(items=items, next_cursor=next_cursor)
+
+        return await run.read(page)

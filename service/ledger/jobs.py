@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from service.core import db
+from service.outbox.service import insert_events
 
 # Each chunk: the next due lots in (time, id) order after the previous chunk's last one (a keyset over
 # the partial indexes, so no chunk rescans what earlier chunks left behind), and their customers.
@@ -44,8 +45,17 @@ _LOCK_BALANCES = """
 """
 
 # With the balances locked no other transaction can change these lots, so conditions are re-checked
-# on current rows and `before` is what the lots held.
-_MATURE = """
+# on current rows and `before` is what the lots held. One event per customer ($2: now).
+_MATURED = insert_events(
+    """
+    SELECT p.program_id, 'points.matured' AS topic,
+           jsonb_build_object('customer', c.external_id, 'points', p.points, 'lots', p.lots) AS payload
+    FROM per_customer p JOIN customer c ON c.id = p.customer_id
+    WHERE p.points > 0
+    """,
+    at="$2",
+)
+_MATURE = f"""
     WITH moved AS (
         UPDATE points_lot SET state = 'available'
         WHERE customer_id = ANY($1::uuid[]) AND state = 'pending' AND available_at <= $2
@@ -57,20 +67,19 @@ _MATURE = """
         UPDATE customer_balance b
         SET available = b.available + p.points, pending = b.pending - p.points, updated_at = $2
         FROM per_customer p WHERE b.customer_id = p.customer_id
-    ), events AS (
-        INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT p.event_id, p.program_id, 'points.matured',
-               jsonb_build_object('id', p.event_id, 'type', 'points.matured', 'customer', c.external_id,
-                                  'points', p.points, 'lots', p.lots),
-               $2, $2, 0
-        -- gen_random_uuid() in the select list runs per row (a LATERAL subquery would run once).
-        FROM (SELECT gen_random_uuid() AS event_id, * FROM per_customer WHERE points > 0) p
-        JOIN customer c ON c.id = p.customer_id
-    )
+    ), events AS ({_MATURED})
     SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM moved
 """
 
-_EXPIRE = """
+_EXPIRED = insert_events(
+    """
+    SELECT p.program_id, 'points.expired' AS topic,
+           jsonb_build_object('customer', c.external_id, 'points', p.points, 'lots', p.lots) AS payload
+    FROM per_customer p JOIN customer c ON c.id = p.customer_id
+    """,
+    at="$2",
+)
+_EXPIRE = f"""
     WITH before AS (
         SELECT id, remaining, state FROM points_lot
         WHERE customer_id = ANY($1::uuid[]) AND remaining > 0 AND expires_at <= $2
@@ -101,15 +110,7 @@ _EXPIRE = """
         SET available = b.available - coalesce(p.available, 0), pending = b.pending - coalesce(p.pending, 0),
             updated_at = $2
         FROM per_customer p WHERE b.customer_id = p.customer_id
-    ), events AS (
-        INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT p.event_id, p.program_id, 'points.expired',
-               jsonb_build_object('id', p.event_id, 'type', 'points.expired', 'customer', c.external_id,
-                                  'points', p.points, 'lots', p.lots),
-               $2, $2, 0
-        FROM (SELECT gen_random_uuid() AS event_id, * FROM per_customer) p
-        JOIN customer c ON c.id = p.customer_id
-    )
+    ), events AS ({_EXPIRED})
     SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM gone
 """
 
@@ -155,7 +156,18 @@ async def expire(now: datetime, chunk_size: int = 50_000) -> SweepResult:
 
 # $1 customers, $2 now, $3 the notice's horizon. A lot that is not (or no longer) available is left for a
 # later sweep; one that expires before the horizon gets one notice per customer with the earliest date.
-_NOTICE = """
+# `{level}` is filled in by .format() with the rest of _NOTICE.
+_EXPIRING = insert_events(
+    """
+    SELECT p.program_id, 'points.expiring_soon' AS topic,
+           jsonb_build_object('customer', c.external_id, 'points', p.points, 'lots', p.lots,
+                              'expires_at', p.first_expiry, 'notice_days', {level}) AS payload
+    FROM per_customer p JOIN customer c ON c.id = p.customer_id
+    """,
+    at="$2",
+)
+_NOTICE = (
+    """
     WITH noticed AS (
         UPDATE points_lot SET expiry_notice = {level}
         WHERE customer_id = ANY($1::uuid[]) AND remaining > 0 AND state = 'available'
@@ -166,18 +178,13 @@ _NOTICE = """
         SELECT program_id, customer_id, sum(remaining) AS points, count(*) AS lots,
                min(expires_at) AS first_expiry
         FROM noticed GROUP BY program_id, customer_id
-    ), events AS (
-        INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-        SELECT p.event_id, p.program_id, 'points.expiring_soon',
-               jsonb_build_object('id', p.event_id, 'type', 'points.expiring_soon', 'customer', c.external_id,
-                                  'points', p.points, 'lots', p.lots, 'expires_at', p.first_expiry,
-                                  'notice_days', {level}),
-               $2, $2, 0
-        FROM (SELECT gen_random_uuid() AS event_id, * FROM per_customer) p
-        JOIN customer c ON c.id = p.customer_id
+    ), events AS ("""
+    + _EXPIRING
+    + """
     )
     SELECT count(*) AS lots, coalesce(sum(remaining), 0) AS points FROM noticed
 """
+)
 
 
 async def expiry_notices(now: datetime, chunk_size: int = 50_000) -> SweepResult:
@@ -218,28 +225,30 @@ _VERIFY_QUERIES = (
     WHERE e.points <> coalesce(a.points, 0)
     """,
     """
-    SELECT x.problem, b.customer_id::text AS subject, x.cached, x.derived
+    -- FULL JOIN: a customer with lots and no balance row (which reads as zeros) is a difference too.
+    SELECT x.problem, coalesce(b.customer_id, l.customer_id)::text AS subject, x.cached, x.derived
     FROM customer_balance b
-    LEFT JOIN (
+    FULL JOIN (
         SELECT customer_id,
                coalesce(sum(remaining) FILTER (WHERE state = 'available'), 0) AS available,
                coalesce(sum(remaining) FILTER (WHERE state = 'pending'), 0) AS pending
         FROM points_lot GROUP BY customer_id) l ON l.customer_id = b.customer_id
     CROSS JOIN LATERAL (VALUES
-        ('cached available differs from its available lots', b.available, coalesce(l.available, 0)),
-        ('cached pending differs from its pending lots', b.pending, coalesce(l.pending, 0))
+        ('cached available differs from its available lots', coalesce(b.available, 0), coalesce(l.available, 0)),
+        ('cached pending differs from its pending lots', coalesce(b.pending, 0), coalesce(l.pending, 0))
     ) AS x(problem, cached, derived)
     WHERE x.cached <> x.derived
     """,
     """
-    SELECT x.problem, b.customer_id::text AS subject, x.cached, x.derived
+    SELECT x.problem, coalesce(b.customer_id, e.customer_id)::text AS subject, x.cached, x.derived
     FROM customer_balance b
-    LEFT JOIN (
+    FULL JOIN (
         SELECT customer_id, sum(points) AS points, sum(debt_change) AS debt
         FROM points_entry GROUP BY customer_id) e ON e.customer_id = b.customer_id
     CROSS JOIN LATERAL (VALUES
-        ('cached points held differ from the sum of the entries', b.available + b.pending, coalesce(e.points, 0)),
-        ('cached debt differs from the sum of the entries', b.debt, coalesce(e.debt, 0))
+        ('cached points held differ from the sum of the entries',
+         coalesce(b.available + b.pending, 0), coalesce(e.points, 0)),
+        ('cached debt differs from the sum of the entries', coalesce(b.debt, 0), coalesce(e.debt, 0))
     ) AS x(problem, cached, derived)
     WHERE x.cached <> x.derived
     """,

@@ -23,7 +23,8 @@ class Balance:
 
 
 async def lock_balance(conn: Connection, program_id: UUID, customer_id: UUID, now: datetime) -> Balance:
-    """Create-or-lock the customer's balance row: the per-customer mutex every ledger change takes."""
+    """Create-or-lock the customer's balance row: the per-customer mutex every ledger change takes first.
+    The ledger alone makes balance rows, here: a customer whose points never changed has none (zeros)."""
     row = await conn.fetchrow(
         """
         INSERT INTO customer_balance (customer_id, program_id, available, pending, debt, lifetime_earned,
@@ -53,7 +54,8 @@ def _unlapsed(lot: str, now: str) -> str:
 def balance_select(customer_id: str, now: str) -> str:
     """A query of the customer's points at `now` (both SQL expressions): customer_id, available, pending,
     debt, lifetime_earned — the cached balance less what has lapsed and is not swept yet. No row when the
-    customer has no balance row. For another feature: `LEFT JOIN LATERAL (...) points ON true`."""
+    customer has no balance row (their points never changed): read that as zeros. For another feature:
+    `LEFT JOIN LATERAL (...) points ON true`."""
     return f"""
         SELECT b.customer_id, b.available - coalesce(x.available, 0) AS available,
                b.pending - coalesce(x.pending, 0) AS pending, b.debt, b.lifetime_earned
@@ -90,6 +92,8 @@ async def update_balance(
     debt: int = 0,
     lifetime: int = 0,
 ) -> None:
+    """Add to the cached figures. The row exists: every caller (and insert_credit / insert_credits, which
+    do the same in their statement) took lock_balance first in this transaction."""
     await conn.execute(
         """
         UPDATE customer_balance SET available = available + $2, pending = pending + $3, debt = debt + $4,

@@ -43,6 +43,11 @@ class Customer:
     external_id: str
 
 
+def customer_of(row: Any) -> Customer:
+    """The ledger's view of a customer row (any row with program_id, id, external_id)."""
+    return Customer(row["program_id"], row["id"], row["external_id"])
+
+
 def _credit_event(
     topic: str,
     customer: Customer,
@@ -233,8 +238,10 @@ async def credit_many(
 
 
 def lock_sql(customer_param: str) -> str:
-    """A query that takes the customer's ledger mutex (their balance row, made with the customer) until
-    commit, for another feature to put in a statement of its own (one round trip fewer)."""
+    """A query that takes the customer's ledger mutex (their balance row) until commit, for another feature
+    to put in a statement of its own (one round trip fewer). The ledger makes the row with the customer's
+    first change of points (`repository.lock_balance`, create-or-lock): a customer without one yet has no
+    points to protect, and the ledger's own functions create and lock it before they change any."""
     return f"SELECT customer_id FROM customer_balance WHERE customer_id = {customer_param} FOR UPDATE"
 
 

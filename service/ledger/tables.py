@@ -12,19 +12,19 @@ from piccolo.columns import (
 )
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.columns.defaults.uuid import UUID4
 from piccolo.table import Table
 
 from service.customers.tables import Customer
 from service.orders.tables import Order, Refund
-from service.programs.tables import Program
 
 
 class CustomerBalance(Table, tablename="customer_balance"):
     """Cached balances, updated in the same transaction as the lots; `encore ledger verify` checks them."""
 
-    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, primary_key=True)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, primary_key=True, null=False)
     # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
+    program_id = UUID(default=None)
     available = BigInt(default=0)
     pending = BigInt(default=0)
     # Points reversed by a refund after they had been spent: settled first by the next earnings.
@@ -38,8 +38,8 @@ class PointsLot(Table, tablename="points_lot"):
 
     id = UUID(primary_key=True)
     # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
-    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict)
+    program_id = UUID(default=None)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, null=False)
     order_id = ForeignKey(references=Order, on_delete=OnDelete.restrict, null=True, default=None)
     points = BigInt()
     remaining = BigInt()
@@ -56,8 +56,8 @@ class PointsEntry(Table, tablename="points_entry"):
 
     id = BigSerial(primary_key=True)
     # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
-    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict)
+    program_id = UUID(default=None)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, null=False)
     kind = Varchar(length=24)
     # Change of the points held (available + pending); `debt_change` the change of the debt.
     points = BigInt()
@@ -81,7 +81,8 @@ class PointsAllocation(Table, tablename="points_allocation"):
 
     id = BigSerial(primary_key=True)
     # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
-    entry_id = BigInt()
-    lot_id = UUID()
+    program_id = UUID(default=None)
+    # The defaults are the first migration's (Piccolo's own for a plain column); every row names both.
+    entry_id = ForeignKey(references=PointsEntry, on_delete=OnDelete.restrict, null=False, default=0)
+    lot_id = ForeignKey(references=PointsLot, on_delete=OnDelete.restrict, null=False, default=UUID4())
     points = BigInt()

@@ -12,6 +12,7 @@ import msgspec
 from service.core.db import Connection, json_value
 from service.ledger import service as ledger
 from service.messaging.schemas import MessagingSettings
+from service.tiers.published import TIER_NAME_LATERAL
 
 
 async def settings_of(conn: Connection, program_ids: Iterable[UUID]) -> dict[UUID, MessagingSettings]:
@@ -107,12 +108,12 @@ async def recipients(conn: Connection, customer_ids: list[UUID], now: datetime) 
     rows = await conn.fetch(
         f"""
         SELECT c.id, c.program_id, c.external_id, c.email, c.name, c.locale, c.timezone,
-               c.marketing_consent, c.transactional_consent, t.definition ->> 'name' AS tier_name,
+               c.marketing_consent, c.transactional_consent, tier_name,
                coalesce(b.available, 0) AS points, coalesce(b.pending, 0) AS pending_points, s.reason AS suppressed,
                o.orders_count, o.first_order_at, o.last_order_at, p.name AS program_name, p.timezone AS program_timezone
         FROM customer c
         JOIN program p ON p.id = c.program_id
-        LEFT JOIN tier t ON t.id = c.tier_id
+        {TIER_NAME_LATERAL}
         LEFT JOIN LATERAL ({ledger.points_select("c.id", "$2::timestamptz")}) b ON true
         LEFT JOIN suppression s ON s.program_id = c.program_id AND s.email = lower(c.email)
         CROSS JOIN LATERAL (
@@ -283,3 +284,24 @@ async def messages(
         *args,
     )
     return [dict(r) for r in rows]
+
+
+async def queue(conn: Connection, messages: list[dict[str, Any]], now: datetime) -> list[str]:
+    """Queue messages due now (each: program_id, customer_id, message_type, category, journey_id, step,
+    trigger_key, dedupe_key, context); one already queued under its dedupe key is not queued again.
+    Returns the dedupe keys queued by this call."""
+    rows = await conn.fetch(
+        """
+        INSERT INTO message (program_id, customer_id, message_type, category, journey_id, step, trigger_key, dedupe_key,
+                             context, status, due_at, created_at, updated_at)
+        SELECT m.program_id, m.customer_id, m.message_type, m.category, m.journey_id, m.step, m.trigger_key, m.dedupe_key,
+               m.context, 'queued', $2, $2, $2
+        FROM jsonb_to_recordset($1::jsonb) AS m(program_id uuid, customer_id uuid, message_type text, category text,
+             journey_id uuid, step int, trigger_key text, dedupe_key text, context jsonb)
+        ON CONFLICT (program_id, dedupe_key) DO NOTHING
+        RETURNING dedupe_key
+        """,
+        msgspec.json.encode(messages).decode(),
+        now,
+    )
+    return [row["dedupe_key"] for row in rows]

@@ -15,12 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.core.db import Connection
 from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.locales import bcp47
 from service.core.pagination import decode_cursor, encode_cursor
 from service.customers import service as customers
 from service.messaging import delivery, domain, rendering, repository
 from service.messaging.bounds import RenderLimit
 from service.messaging.catalogue import LOCALES, MESSAGE_TYPES
-from service.messaging.locales import bcp47, choose_locale
+from service.messaging.locales import choose_locale
 from service.messaging.processes import RENDERERS
 from service.messaging.rendering import CompiledTemplate, TemplateProblem
 from service.messaging.schemas import (
@@ -512,6 +513,14 @@ async def remove_suppression(conn: Connection, program_id: UUID, email: str) -> 
         raise NotFound(f"{email!r} is not on the suppression list", field="path:email")
 
 
+# --- queueing (journeys) ---
+
+
+async def queue(conn: Connection, messages: list[dict[str, Any]], now: datetime) -> list[str]:
+    """Queue messages due now, once per dedupe key (see the repository); the dedupe keys queued."""
+    return await repository.queue(conn, messages, now)
+
+
 # --- unsubscribe ---
 
 
@@ -532,17 +541,7 @@ async def unsubscribe(conn: Connection, key: bytes, token: str, now: datetime) -
         raise NotFound("this unsubscribe link's message is gone", field="path:token")
     changed = row["marketing_consent"] or (link.scope == "all" and row["transactional_consent"])
     if changed:
-        await conn.execute(
-            """
-            UPDATE customer SET marketing_consent = false,
-                   transactional_consent = transactional_consent AND $2 <> 'all',
-                   unsubscribed_at = CASE WHEN $2 = 'all' THEN $3 ELSE unsubscribed_at END, updated_at = $3
-            WHERE id = $1
-            """,
-            row["id"],
-            link.scope,
-            now,
-        )
+        await customers.withdraw_consent(conn, row["id"], link.scope, now)
         await emit(
             conn,
             row["program_id"],

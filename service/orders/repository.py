@@ -211,18 +211,19 @@ async def apply_refund(
 
 
 async def replay_orders(
-    conn: Connection, program_id: UUID, start: datetime, end: datetime, base_currency: str
+    conn: Connection, program_id: UUID, start: datetime, end: datetime, base_currency: str, tier_sql: str
 ) -> list[Any]:
     """The orders placed in [start, end), oldest first, each with what its customer had ordered before it
-    (count, last order, spend in the base currency net of refunds): for simulations."""
+    (count, last order, spend in the base currency net of refunds) and `tier_sql` as `tier` (an expression
+    the tiers feature publishes on `h.customer_id` and `h.placed_at`): for simulations."""
     await conn.execute("SET LOCAL work_mem = '64MB'")  # the sorts of 100,000 orders stay in memory
     return await conn.fetch(
-        """
+        f"""
         SELECT h.id, c.external_id AS customer_external_id, c.birthday, c.locale, c.marketing_consent,
                c.created_at, h.currency, h.placed_at, h.total_amount, h.subtotal_amount, h.discount_amount,
                h.shipping_amount, h.eligible_amount, h.attributes::text AS attributes,
                h.order_count, h.last_order_at, h.lifetime_spend,
-               (SELECT t.key FROM tier t WHERE t.id = c.tier_id) AS tier  -- the tier held now, not then
+               {tier_sql} AS tier
         FROM (
             -- Every earlier order of the period's customers, for the counts; the period's kept below.
             SELECT o.id, o.customer_id, o.currency, o.placed_at, o.total_amount, o.subtotal_amount,

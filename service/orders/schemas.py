@@ -7,8 +7,6 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from service.core.fields import ExternalId, Happened
 from service.customers.schemas import CustomerProfile
-from service.ledger.schemas import LedgerEntryOut
-from service.rules.schemas import AwardOut
 
 Amount = Annotated[int, Meta(ge=0, le=1_000_000_000_000, description="minor units of the order's currency")]
 Quantity = Annotated[int, Meta(gt=0, le=1_000_000)]
@@ -55,21 +53,6 @@ class OrderIn(QuoteIn, kw_only=True, forbid_unknown_fields=True):
     placed_at: Happened
 
 
-class QuoteLineOut(Struct, kw_only=True):
-    sku: str
-    eligible_amount: int
-    points: int
-
-
-class QuoteOut(Struct, kw_only=True):
-    currency: str
-    eligible_amount: int
-    points: int
-    explanation: str
-    awards: list[AwardOut]
-    lines: list[QuoteLineOut]
-
-
 class OrderLineOut(Struct, kw_only=True):
     sku: str
     name: str | None
@@ -105,11 +88,6 @@ class OrderOut(Struct, kw_only=True):
     created_at: datetime
 
 
-class OrderCreated(Struct, kw_only=True):
-    order: OrderOut
-    entries: list[LedgerEntryOut]
-
-
 class RefundLineIn(Struct, kw_only=True, forbid_unknown_fields=True):
     sku: Sku
     quantity: Quantity
@@ -121,23 +99,3 @@ class RefundIn(Struct, kw_only=True, forbid_unknown_fields=True):
     external_id: ExternalId
     lines: Annotated[list[RefundLineIn], Meta(min_length=1, max_length=500)] | UnsetType = UNSET
     amount: Annotated[int, Meta(gt=0, le=1_000_000_000_000)] | UnsetType = UNSET
-
-
-class RefundLineOut(Struct, kw_only=True):
-    sku: str
-    quantity: int
-    amount: int
-    points: int
-
-
-class RefundOut(Struct, kw_only=True):
-    external_id: str
-    order_external_id: str
-    currency: str
-    amount: int
-    shipping_amount: int
-    points_reversed: int
-    debt_recorded: int
-    lines: list[RefundLineOut]
-    created_at: datetime
-    entries: list[LedgerEntryOut]

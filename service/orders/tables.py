@@ -18,8 +18,8 @@ from service.programs.tables import Program
 
 class Order(Table, tablename="orders"):
     id = UUID(primary_key=True)
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
-    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict)
+    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict, null=False)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, null=False)
     external_id = Varchar(length=128)
     currency = Varchar(length=3)
     placed_at = Timestamptz()
@@ -41,8 +41,8 @@ class Order(Table, tablename="orders"):
 class OrderLine(Table, tablename="order_line"):
     id = UUID(primary_key=True)
     # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
-    order_id = ForeignKey(references=Order, on_delete=OnDelete.cascade, index=True)
+    program_id = UUID(default=None)
+    order_id = ForeignKey(references=Order, on_delete=OnDelete.cascade, null=False)
     position = Integer()
     sku = Varchar(length=128)
     name = Varchar(length=500, null=True, default=None)
@@ -61,8 +61,8 @@ class OrderLine(Table, tablename="order_line"):
 class Refund(Table, tablename="refund"):
     id = UUID(primary_key=True)
     # The tenant; the database has no foreign key here (migration 2026-11-23T00:20): parents pin it.
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict)
-    order_id = ForeignKey(references=Order, on_delete=OnDelete.restrict)
+    program_id = UUID(default=None)
+    order_id = ForeignKey(references=Order, on_delete=OnDelete.restrict, null=False)
     external_id = Varchar(length=128)
     request_hash = Varchar(length=64)
     amount = BigInt()

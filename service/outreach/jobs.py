@@ -2,7 +2,8 @@
 for entries and on (journey, customer, step, trigger) for messages make a rerun or a second worker a no-op.
 
 - `enter_from_events`: outbox events (order placed, shop events, tier changes, points) enter customers
-  into the enabled journeys they trigger; the journeys' own marker `outbox.journeys_at` says "seen".
+  into the enabled journeys they trigger; the journeys are an outbox consumer with a position of their
+  own (service/outbox/consumers.py), moved in the statement that enters the customers.
 - `enter_scheduled`: inactivity, birthdays, first-order anniversaries and the repeat-customer segment.
 - `advance`: due steps become queued messages (with their reward), or the customer exits (and why).
 """
@@ -18,7 +19,9 @@ import msgspec
 from service.core import db
 from service.core.db import Connection, json_value
 from service.ledger import service as ledger
+from service.messaging import service as messaging
 from service.messaging.catalogue import MESSAGE_TYPES
+from service.outbox import consumers
 from service.outbox.service import emit
 from service.outreach import domain
 from service.outreach.schemas import StepIn
@@ -69,33 +72,33 @@ _EVENT_ENTRIES = """
 """
 
 
+# Active in a program with an enabled journey: elsewhere an event enters nobody.
+CONSUMER = consumers.register(
+    "journeys", active_programs="SELECT program_id FROM journey WHERE enabled AND deleted_at IS NULL"
+)
+
+# $1 now, $2 the triggers (topic -> trigger kind) as JSON.
+_ENTER_FROM_EVENTS = f"""
+    WITH {consumers.batch(CONSUMER, str(CHUNK))}, matches AS (
+        SELECT b.*, j.id AS journey_id, j.definition
+        FROM batch b
+        JOIN journey j ON j.program_id = b.program_id AND j.enabled AND j.deleted_at IS NULL
+             AND j.trigger_kind = ($2::jsonb ->> b.topic) AND b.created_at > j.enabled_at
+             AND (j.trigger_kind <> 'event' OR j.definition -> 'trigger' ->> 'event_type' = b.payload ->> 'type')
+    ), entered AS ({_enroll(_EVENT_ENTRIES, "$1")} RETURNING 1)
+    SELECT {consumers.COUNTS}, (SELECT count(*) FROM entered) AS entered
+"""
+
+
 async def enter_from_events(now: datetime) -> int:
     """Events since each journey was turned on; returns the customers entered."""
     entered = 0
+    triggers = msgspec.json.encode(TRIGGERS).decode()
     while True:
         async with db.transaction() as conn:
-            row = await conn.fetchrow(
-                f"""
-                WITH batch AS (
-                    SELECT id, program_id, topic, payload, created_at FROM outbox
-                    WHERE journeys_at IS NULL ORDER BY created_at LIMIT {CHUNK} FOR UPDATE SKIP LOCKED
-                ), marked AS (
-                    UPDATE outbox o SET journeys_at = $1 FROM batch WHERE o.id = batch.id
-                ), matches AS (
-                    SELECT b.*, j.id AS journey_id, j.definition
-                    FROM batch b
-                    JOIN journey j ON j.program_id = b.program_id AND j.enabled AND j.deleted_at IS NULL
-                         AND j.trigger_kind = ($2::jsonb ->> b.topic) AND b.created_at > j.enabled_at
-                         AND (j.trigger_kind <> 'event' OR j.definition -> 'trigger' ->> 'event_type' = b.payload ->> 'type')
-                ), entered AS ({_enroll(_EVENT_ENTRIES, "$1")} RETURNING 1)
-                SELECT (SELECT count(*) FROM batch) AS seen, (SELECT count(*) FROM entered) AS entered
-                """,
-                now,
-                msgspec.json.encode(TRIGGERS).decode(),
-            )
-        assert row is not None
+            row = await consumers.take(conn, CONSUMER, _ENTER_FROM_EVENTS, now, triggers)
         entered += int(row["entered"])
-        if row["seen"] < CHUNK:
+        if row["events"] < CHUNK:
             return entered
 
 
@@ -313,20 +316,7 @@ async def _advance_chunk(
                 "exit_reason": None,
             }
         )
-    inserted = await conn.fetch(
-        """
-        INSERT INTO message (program_id, customer_id, message_type, category, journey_id, step, trigger_key, dedupe_key,
-                             context, status, due_at, created_at, updated_at)
-        SELECT m.program_id, m.customer_id, m.message_type, m.category, m.journey_id, m.step, m.trigger_key, m.dedupe_key,
-               m.context, 'queued', $2, $2, $2
-        FROM jsonb_to_recordset($1::jsonb) AS m(program_id uuid, customer_id uuid, message_type text, category text,
-             journey_id uuid, step int, trigger_key text, dedupe_key text, context jsonb)
-        ON CONFLICT (program_id, dedupe_key) DO NOTHING
-        RETURNING dedupe_key
-        """,
-        msgspec.json.encode(messages).decode(),
-        now,
-    )
+    queued = await messaging.queue(conn, messages, now)
     await conn.execute(
         """
         UPDATE journey_enrollment e SET status = m.status, next_step = m.next_step, next_due_at = m.next_due_at,
@@ -341,12 +331,12 @@ async def _advance_chunk(
     completed = [m["id"] for m in moves if m["status"] == "completed"]
     if completed:
         await conn.execute(_enroll(_FOLLOWING_ENTRIES, "$2"), completed, now)
-    for record in inserted:  # rewards only for messages this run queued: a rerun credits nothing twice
-        reward = rewards.get(record["dedupe_key"])
+    for dedupe_key in queued:  # rewards only for messages this run queued: a rerun credits nothing twice
+        reward = rewards.get(dedupe_key)
         if reward is not None:
             await _credit_reward(conn, *reward, now)
             report.rewarded_points += reward[1]
-    report.queued += len(inserted)
+    report.queued += len(queued)
     report.exited += sum(1 for m in moves if m["status"] == "exited")
     report.completed += len(completed)
 

@@ -7,6 +7,8 @@ from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from service.core.auth import Scope
+
 EventTypeName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.\-]*$")]
 Currency = Annotated[str, Meta(min_length=3, max_length=3, pattern="^[A-Z]{3}$", description="ISO 4217 code")]
 
@@ -79,12 +81,17 @@ class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
     event_types: Annotated[list[EventTypeName], Meta(max_length=100)] | UnsetType = UNSET
 
 
-ScopeName = Literal["admin", "server", "read"]
+SCOPE_RULE = (
+    "What the key may do (the README's Scopes table): `read` every GET of the program's loyalty data and "
+    "quotes; `server` read + what a shop's backend does (customers, orders, refunds, events); `agent` read "
+    "+ ledger adjustments and manual tiers; `marketer` read + rules, tiers, templates, journeys, previews "
+    "and simulations; `admin` everything, also API keys, webhooks, settings, suppressions and jobs."
+)
 
 
 class ApiKeyCreate(Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
-    scope: ScopeName
+    scope: Annotated[Scope, Meta(description=SCOPE_RULE)]
 
 
 class ApiKeyOut(Struct, kw_only=True):

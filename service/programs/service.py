@@ -222,7 +222,7 @@ async def bump_tiers_revision(conn: Connection, program_id: UUID) -> None:
 
 
 async def create_key(
-    conn: Connection, program_id: UUID, name: str, scope: str, now: datetime
+    conn: Connection, program_id: UUID, name: str, scope: auth.Scope, now: datetime
 ) -> ApiKeyCreated:
     plaintext, prefix, key_hash = auth.new_key()
     row = await repository.insert_key(conn, program_id, name, prefix, key_hash, scope, now)

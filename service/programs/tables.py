@@ -5,6 +5,7 @@ from piccolo.columns import (
     BigInt,
     ForeignKey,
     Integer,
+    Text,
     Timestamptz,
     Varchar,
 )
@@ -32,14 +33,14 @@ class Program(Table, tablename="program"):
     # Bumped by every tier change (tiers feed the rules: audiences, earn multipliers).
     tiers_revision = BigInt(default=0)
     # Custom event types the program declares (besides signup, birthday, review_written, ...).
-    event_types = Array(base_column=Varchar(length=64), default=list)
+    event_types = Array(base_column=Text(), default=list)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
 class ApiKey(Table, tablename="api_key"):
     id = UUID(primary_key=True)
-    program_id = ForeignKey(references=Program, on_delete=OnDelete.cascade, index=True)
+    program_id = ForeignKey(references=Program, on_delete=OnDelete.cascade, null=False, index=True)
     name = Varchar(length=200)
     prefix = Varchar(length=16)
     key_hash = Varchar(length=64, unique=True)

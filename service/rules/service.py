@@ -3,11 +3,11 @@ transaction (orders, events, quotes). The decisions themselves are in `domain` (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,7 @@ from service.outbox.service import Event
 from service.programs import service as programs
 from service.programs.service import Program
 from service.rules import domain, repository
-from service.rules.conditions import Money, compile_conditions
+from service.rules.conditions import Facts, LineFacts, Money, compile_conditions
 from service.rules.schemas import (
     AwardOut,
     BaseRateEffect,
@@ -459,6 +459,114 @@ class LazyFacts:
             return default
         value = values[name] = fact(self._customer, self._at, self._base)
         return value
+
+
+# --- subjects: what the rules see ------------------------------------------------------------------------
+
+
+def order_subject(
+    program: Program,
+    *,
+    currency: str,
+    placed_at: datetime,
+    lines: tuple[LineFacts, ...],
+    subtotal_amount: int,
+    eligible_amount: int,
+    discount_amount: int,
+    shipping_amount: int,
+    total_amount: int,
+    attributes: Mapping[str, Any],
+    customer: Any,
+    lazy: bool = False,
+) -> domain.Subject:
+    """What the rules see of an order: its amounts (minor units of `order.currency`), lines and attributes,
+    and the customer before it (`lazy`: customer fields worked out when a rule reads them)."""
+    values = {
+        "order.total": total_amount,
+        "order.subtotal": subtotal_amount,
+        "order.eligible": eligible_amount,
+        "order.discount": discount_amount,
+        "order.shipping": shipping_amount,
+        "order.item_count": sum(line.quantity for line in lines),
+        "order.line_count": len(lines),
+        "order.currency": currency,
+    }
+    facts: Any
+    if lazy:
+        facts = LazyFacts(customer, placed_at, program.base_currency, values)
+    else:
+        facts = customer_facts(customer, placed_at, program.base_currency) | values
+    return domain.Subject(
+        "order",
+        placed_at,
+        Facts(facts, attributes),
+        currency,
+        lines,
+        program.earn_rate(currency),
+        placed_at.astimezone(program.zone),
+    )
+
+
+def event_subject(
+    program: Program, type_: str, occurred_at: datetime, properties: Mapping[str, Any], customer: Any
+) -> domain.Subject:
+    """What the rules see of a customer event: its type and properties, and the customer before it."""
+    values = customer_facts(customer, occurred_at, program.base_currency)
+    values["event.type"] = type_
+    return domain.Subject(type_, occurred_at, Facts(values, properties))
+
+
+def check_event_type(type_: str, program: Program) -> None:
+    if not is_event_type(type_, program.event_types):
+        raise InvalidInput(
+            f"unknown event type {type_!r}: use one of {', '.join(BUILTIN_EVENT_TYPES)} or declare it "
+            "in the program's event_types",
+            field="type",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    id: UUID
+    result: Literal["awarded", "no rule matched"]
+    event: Event  # `event.recorded`, for the outbox
+
+
+async def record_event(
+    conn: Connection,
+    program_id: UUID,
+    customer: ledger.Customer,
+    *,
+    type_: str,
+    properties: Mapping[str, Any],
+    occurred_at: datetime,
+    evaluation: domain.Evaluation,
+    now: datetime,
+) -> RecordedEvent:
+    """Keep the event with what it earned (its result: "awarded" or "no rule matched")."""
+    event_id = uuid4()
+    result: Literal["awarded", "no rule matched"] = "awarded" if evaluation.awards else "no rule matched"
+    await repository.insert_event(
+        conn,
+        event_id=event_id,
+        program_id=program_id,
+        customer_id=customer.id,
+        type_=type_,
+        properties=dict(properties),
+        occurred_at=occurred_at,
+        points=evaluation.points,
+        result=result,
+        now=now,
+    )
+    payload = {
+        "event_id": str(event_id),
+        "type": type_,
+        "customer": customer.external_id,
+        "occurred_at": occurred_at,
+        "points": evaluation.points,
+        "result": result,
+    }
+    return RecordedEvent(event_id, result, Event("event.recorded", payload))
 
 
 # --- earning ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What a rule would have cost: replay a period's real orders with and without it; writes nothing.
+"""What a rule would have cost: a period's real orders played with and without it; writes nothing (the
+earning pipeline's simulation reads the orders and calls `replay`).
 
 Both runs start the period with empty caps and full budgets, and play the orders oldest first, so caps
 and budgets bind as they would have. Refunds are not replayed: an order earns on what it was placed for.
@@ -8,28 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from fractions import Fraction
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from service.core.db import Connection
-from service.core.errors import InvalidInput
-from service.orders import service as orders
-from service.programs.service import Program
 from service.rules import domain
-from service.rules import service as rules
-from service.rules.schemas import AffectedCustomer, SimulationIn, SimulationOut
-
-MAX_PERIOD_DAYS = 366
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Hold the cyclic garbage collector while a replay makes its few hundred thousand objects (none of
     them in a cycle): its full passes over them cost a quarter of the replay's time."""
     enabled = gc.isenabled()
@@ -128,50 +118,3 @@ def replay(
         for problem in will.problems:
             result.problems.setdefault(f"{problem.rule.label}: {problem.error}")
     return result
-
-
-async def simulate(
-    conn: Connection, program: Program, rule_id: UUID, data: SimulationIn, now: datetime
-) -> SimulationOut:
-    started = time.perf_counter()
-    if data.to <= data.from_:
-        raise InvalidInput("`to` must be after `from`", field="to")
-    if (data.to - data.from_).days > MAX_PERIOD_DAYS:
-        raise InvalidInput(f"simulate at most {MAX_PERIOD_DAYS} days at a time", field="to")
-    _, rule = await rules.rules_by_id(conn, program.id, rule_id)
-    if rule.trigger != "order":
-        raise InvalidInput(
-            f"a simulation replays orders; this rule is triggered by {rule.trigger!r} events",
-            field="path:rule_id",
-        )
-    active = await rules.active_set(conn, program, now)
-    before = active
-    after = (rule,) if data.mode == "replace_all" else (*(r for r in active if r.id != rule.id), rule)
-    zone = ZoneInfo(program.timezone)
-    with _collector_paused():
-        subjects = await orders.replay_subjects(conn, program, data.from_, data.to)
-        result = replay(subjects, before, after, zone)
-        replayed = len(subjects)
-        del subjects
-    per_customer = result.per_customer
-    extra = result.extra_points
-    cost = Fraction(extra * program.point_value_amount, program.point_value_points)
-    top = sorted(per_customer.items(), key=lambda item: (-abs(item[1][1]), item[0]))[: data.top]
-    return SimulationOut(
-        rule_id=rule.id,
-        rule_version=rule.version,
-        mode=data.mode,
-        from_=data.from_,
-        to=data.to,
-        orders_replayed=replayed,
-        orders_evaluated=result.evaluated,
-        orders_affected=sum(v[0] for v in per_customer.values()),
-        customers_affected=len(per_customer),
-        extra_points=extra,
-        extra_cost={"amount": round(cost), "currency": program.base_currency},
-        top_customers=[
-            AffectedCustomer(customer_external_id=k, orders=v[0], extra_points=v[1]) for k, v in top
-        ],
-        problems=list(result.problems)[:20],
-        elapsed_ms=round((time.perf_counter() - started) * 1000),
-    )

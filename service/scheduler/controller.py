@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
+from litestar import Controller, get
 
-from litestar import Controller, Request, get
-from litestar.di import NamedDependency
-
-from service.core import db
-from service.core.auth import Principal, requires
-from service.core.clock import Clock
+from service.core.auth import Permission, requires
+from service.core.work import Run, Work
+from service.programs.service import Program
 from service.scheduler import runs
 from service.scheduler.schemas import Backlog, JobsOut
 
@@ -15,12 +12,13 @@ from service.scheduler.schemas import Backlog, JobsOut
 class SystemJobsController(Controller):
     path = "/v1/system/jobs"
     tags = ["system"]
-    guards = [requires("admin")]
+    guards = [requires(Permission.ADMINISTER)]
 
     # Only this program's work: the worker's runs, errors and hosts serve every program, so they are
     # the operators' (Prometheus metrics of the worker, `encore jobs runs`), not a program's to read.
     @get("/", summary="How far behind this program's events and webhook deliveries are")
-    async def jobs(self, request: Request[Principal, Any, Any], clock: NamedDependency[Clock]) -> JobsOut:
-        async with db.connection() as conn:
-            backlog = await runs.backlog(conn, clock.now(), request.user.program_id)
-        return JobsOut(backlog=Backlog(**backlog))
+    async def jobs(self, run: Run[Program]) -> JobsOut:
+        async def jobs(work: Work[None]) -> JobsOut:
+            return JobsOut(backlog=Backlog(**await runs.backlog(work.conn, work.now, work.program_id)))
+
+        return await run.read(jobs)

@@ -7,6 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from service.core import db
+from service.outbox import consumers
+from service.webhooks.jobs import CONSUMER as WEBHOOKS
 
 
 async def started(job: str, worker: str, at: datetime) -> int:
@@ -71,16 +73,16 @@ async def summary(conn: db.Connection, now: datetime, recent: int) -> list[dict[
 
 
 async def backlog(conn: db.Connection, now: datetime, program_id: UUID | None = None) -> dict[str, Any]:
-    """How far behind delivery is (for one program, or all): events not yet dispatched, deliveries due,
-    pending, dead and paused, and the age of the oldest waiting event and delivery."""
+    """How far behind delivery is (for one program, or all): events the webhook dispatcher has not passed
+    yet, deliveries due, pending, dead and paused, and the age of the oldest waiting event and delivery."""
     row = await conn.fetchrow(
-        """
+        f"""
         -- An event stamped ahead of `now` (a sweep run with `--now` in the future) is waiting, not late.
         SELECT o.undispatched, greatest(extract(epoch FROM $1 - o.oldest), 0) AS outbox_lag_seconds,
                d.due AS deliveries_due, extract(epoch FROM $1 - d.oldest) AS delivery_lag_seconds,
                d.pending AS deliveries_pending, d.dead AS deliveries_dead, d.paused AS deliveries_paused
-        FROM (SELECT count(*) AS undispatched, min(available_at) AS oldest FROM outbox
-              WHERE delivered_at IS NULL AND ($2::uuid IS NULL OR program_id = $2)) o,
+        FROM (SELECT count(*) AS undispatched, min(o.created_at) AS oldest FROM outbox o
+              WHERE {consumers.waiting(WEBHOOKS)} AND ($2::uuid IS NULL OR o.program_id = $2)) o,
              (SELECT count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= $1) AS due,
                      min(next_attempt_at) FILTER (WHERE status = 'pending' AND next_attempt_at <= $1) AS oldest,
                      count(*) FILTER (WHERE status = 'pending') AS pending,

@@ -28,6 +28,7 @@ from service.core import db, idempotency
 from service.core.clock import Clock, SystemClock
 from service.ledger import jobs as ledger_jobs
 from service.messaging import jobs as message_jobs
+from service.outbox import jobs as outbox_jobs
 from service.outreach import jobs as outreach_jobs
 from service.scheduler import runs
 from service.settings import Settings
@@ -178,11 +179,11 @@ class Worker:
         async def housekeeping() -> Done:
             now = clock.now()
             keys = await idempotency.forget_older_than(now - timedelta(days=s.idempotency_retention_days))
-            events = await webhook_jobs.prune(now - timedelta(days=s.outbox_retention_days))
+            events = await outbox_jobs.prune(now - timedelta(days=s.outbox_retention_days))
             job_runs = await runs.prune(now - timedelta(hours=s.job_run_retention_hours))
             return Done(
                 keys + events + job_runs,
-                f"forgot {_plural(keys, 'idempotency key')}, {_plural(events, 'dispatched event')} "
+                f"forgot {_plural(keys, 'idempotency key')}, {_plural(events, 'consumed event')} "
                 f"and {_plural(job_runs, 'job run')}",
             )
 
@@ -245,7 +246,7 @@ class Worker:
                 "housekeeping",
                 s.housekeeping_interval_seconds,
                 housekeeping,
-                "forget what is past retention: idempotency keys, dispatched events, job runs",
+                "forget what is past retention: idempotency keys, events every consumer is done with, job runs",
             ),
             Job(
                 "metrics",

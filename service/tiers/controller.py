@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.di import NamedDependency
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service.core import db, idempotency
-from service.core.auth import Principal, requires
-from service.core.clock import Clock
-from service.core.idempotency import IdempotencyKeyHeader
+from service.core.auth import Permission, requires
+from service.core.idempotency import RequiredIdempotencyKeyHeader
 from service.core.openapi import problems
-from service.programs import service as programs
+from service.core.work import Run, Work
+from service.programs.service import Program
 from service.tiers import service
 from service.tiers.schemas import (
     CustomerTier,
@@ -31,7 +29,7 @@ class TierController(Controller):
 
     @post(
         "/",
-        guards=[requires("admin")],
+        guards=[requires(Permission.CONFIGURE)],
         status_code=201,
         summary="Create a VIP tier",
         description="Qualification is a metric (points earned, spend, orders) over a window (rolling months, "
@@ -39,65 +37,56 @@ class TierController(Controller):
         "higher rank needs a higher threshold (422 otherwise).",
     )
     async def create_tier(
-        self,
-        request: Request[Principal, Any, Any],
-        data: JSONBody[TierCreate],
-        clock: NamedDependency[Clock],
-        idempotency_key: IdempotencyKeyHeader = None,
+        self, data: JSONBody[TierCreate], run: Run[Program], idempotency_key: RequiredIdempotencyKeyHeader
     ) -> Response[TierOut]:
-        program_id = request.user.program_id
-        now = clock.now()
-
-        async def operation(conn: db.Connection) -> TierOut:
-            return await service.create(conn, await programs.load(conn, program_id), data, now)
-
-        return await idempotency.respond(  # type: ignore[return-value]
-            request, program_id=program_id, key=idempotency_key, body=data, now=now, operation=operation
+        return await run.idempotent(
+            idempotency_key,
+            data,
+            lambda work: service.create(work.conn, work.program, data, work.now),
+            load="program",
         )
 
-    @get("/", guards=[requires("read")], summary="The program's tiers, lowest rank first, with their holders")
-    async def list_tiers(self, request: Request[Principal, Any, Any]) -> TierList:
-        async with db.connection() as conn:
-            return TierList(items=await service.list_all(conn, request.user.program_id))
+    @get(
+        "/",
+        guards=[requires(Permission.READ)],
+        summary="The program's tiers, lowest rank first, with their holders",
+    )
+    async def list_tiers(self, run: Run[Program]) -> TierList:
+        async def tiers(work: Work[None]) -> TierList:
+            return TierList(items=await service.list_all(work.conn, work.program_id))
 
-    @get("/{key:str}", guards=[requires("read")], summary="One tier")
-    async def get_tier(self, request: Request[Principal, Any, Any], key: FromPath[str]) -> TierOut:
-        async with db.connection() as conn:
-            return await service.get(conn, request.user.program_id, key)
+        return await run.read(tiers)
+
+    @get("/{key:str}", guards=[requires(Permission.READ)], summary="One tier")
+    async def get_tier(self, key: FromPath[str], run: Run[Program]) -> TierOut:
+        return await run.read(lambda work: service.get(work.conn, work.program_id, key))
 
     @patch(
         "/{key:str}",
-        guards=[requires("admin")],
+        guards=[requires(Permission.CONFIGURE)],
         summary="Change a tier (its version moves on); holders are re-evaluated by the next run",
     )
-    async def update_tier(
-        self,
-        request: Request[Principal, Any, Any],
-        key: FromPath[str],
-        data: JSONBody[TierPatch],
-        clock: NamedDependency[Clock],
-    ) -> TierOut:
-        async with db.transaction() as conn:
-            program = await programs.load(conn, request.user.program_id)
-            return await service.update(conn, program, key, data, clock.now())
+    async def update_tier(self, key: FromPath[str], data: JSONBody[TierPatch], run: Run[Program]) -> TierOut:
+        return await run.transaction(
+            lambda work: service.update(work.conn, work.program, key, data, work.now), load="program"
+        )
 
     @delete(
         "/{key:str}",
-        guards=[requires("admin")],
+        guards=[requires(Permission.CONFIGURE)],
         status_code=200,
         summary="Delete a tier; a tier customers hold needs `move_to` (a tier key, or `none`), else 409",
         opt=problems(409),
     )
     async def delete_tier(
         self,
-        request: Request[Principal, Any, Any],
         key: FromPath[str],
-        clock: NamedDependency[Clock],
+        run: Run[Program],
         move_to: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> TierDeleted:
-        async with db.transaction() as conn:
-            program = await programs.load(conn, request.user.program_id)
-            return await service.delete(conn, program, key, move_to, clock.now())
+        return await run.transaction(
+            lambda work: service.delete(work.conn, work.program, key, move_to, work.now), load="program"
+        )
 
 
 class CustomerTierController(Controller):
@@ -106,19 +95,17 @@ class CustomerTierController(Controller):
 
     @get(
         "/{external_id:str}/tier",
-        guards=[requires("read")],
+        guards=[requires(Permission.READ)],
         summary="The customer's tier, progress to the next one, and what would keep it when at risk",
     )
-    async def customer_tier(
-        self, request: Request[Principal, Any, Any], external_id: FromPath[str], clock: NamedDependency[Clock]
-    ) -> CustomerTier:
-        async with db.connection() as conn:
-            program = await programs.load(conn, request.user.program_id)
-            return await service.standing(conn, program, external_id, clock.now())
+    async def customer_tier(self, external_id: FromPath[str], run: Run[Program]) -> CustomerTier:
+        return await run.read(
+            lambda work: service.standing(work.conn, work.program, external_id, work.now), load="program"
+        )
 
     @post(
         "/{external_id:str}/tier",
-        guards=[requires("admin")],
+        guards=[requires(Permission.ADJUST)],
         status_code=200,
         summary="Set a customer's tier by hand (with a reason; until a date or for good)",
         description="A manual tier is a floor: the customer still rises by their own qualification; when it "
@@ -126,39 +113,31 @@ class CustomerTierController(Controller):
     )
     async def assign_tier(
         self,
-        request: Request[Principal, Any, Any],
         external_id: FromPath[str],
         data: JSONBody[ManualTierIn],
-        clock: NamedDependency[Clock],
-        idempotency_key: IdempotencyKeyHeader = None,
+        run: Run[Program],
+        idempotency_key: RequiredIdempotencyKeyHeader,
     ) -> Response[CustomerTier]:
-        program_id = request.user.program_id
-        now = clock.now()
-
-        async def operation(conn: db.Connection) -> CustomerTier:
-            return await service.assign(conn, await programs.load(conn, program_id), external_id, data, now)
-
-        return await idempotency.respond(  # type: ignore[return-value]
-            request,
-            program_id=program_id,
-            key=idempotency_key,
-            body=data,
-            now=now,
-            operation=operation,
+        return await run.idempotent(
+            idempotency_key,
+            data,
+            lambda work: service.assign(work.conn, work.program, external_id, data, work.now),
+            load="program",
             status_code=200,
         )
 
     @get(
         "/{external_id:str}/tier-history",
-        guards=[requires("read")],
+        guards=[requires(Permission.READ)],
         summary="Every tier change of the customer (and downgrade warnings), newest first, with its cause",
     )
     async def tier_history(
         self,
-        request: Request[Principal, Any, Any],
         external_id: FromPath[str],
+        run: Run[Program],
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> TierHistory:
-        async with db.connection() as conn:
-            return await service.history(conn, request.user.program_id, external_id, cursor, limit)
+        return await run.read(
+            lambda work: service.history(work.conn, work.program_id, external_id, cursor, limit)
+        )

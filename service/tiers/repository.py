@@ -9,15 +9,13 @@ from uuid import UUID
 import msgspec
 
 from service.core.db import Connection
+from service.outbox.service import insert_events
 from service.tiers.domain import MetricKey
+from service.tiers.published import holding_columns
 
 TIER_FIELDS = "t.id, t.key, t.version, t.definition, t.created_at, t.updated_at"
-HOLDING_FIELDS = "tier_id, tier_since, tier_source, tier_manual_until, tier_warned_at"
-
-# The tier key of the customer row `c`, for the rules' `customer.tier` fact (a LATERAL fragment).
-TIER_KEY_LATERAL = (
-    "LEFT JOIN LATERAL (SELECT tk.key AS tier FROM tier tk WHERE tk.id = c.tier_id) tier_key ON true"
-)
+# How many customers hold the tier `t` (by the program's index on customer_tier: program, tier).
+_HOLDERS = "(SELECT count(*) FROM customer_tier ct WHERE ct.program_id = t.program_id AND ct.tier_id = t.id)"
 
 
 def _tier(row: Any) -> dict[str, Any]:
@@ -34,7 +32,7 @@ async def lock_program(conn: Connection, program_id: UUID) -> None:
 async def active_tiers(conn: Connection, program_id: UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"""
-        SELECT {TIER_FIELDS}, (SELECT count(*) FROM customer c WHERE c.tier_id = t.id) AS customers
+        SELECT {TIER_FIELDS}, {_HOLDERS} AS customers
         FROM tier t WHERE t.program_id = $1 AND t.deleted_at IS NULL
         ORDER BY (t.definition ->> 'rank')::int
         """,
@@ -54,7 +52,7 @@ async def tier_definitions(conn: Connection, program_id: UUID) -> list[dict[str,
 async def get_tier(conn: Connection, program_id: UUID, key: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         f"""
-        SELECT {TIER_FIELDS}, (SELECT count(*) FROM customer c WHERE c.tier_id = t.id) AS customers
+        SELECT {TIER_FIELDS}, {_HOLDERS} AS customers
         FROM tier t WHERE t.program_id = $1 AND t.key = $2 AND t.deleted_at IS NULL
         """,
         program_id,
@@ -92,12 +90,47 @@ async def delete_tier(conn: Connection, tier_id: UUID, now: datetime) -> None:
     await conn.execute("UPDATE tier SET deleted_at = $2, updated_at = $2 WHERE id = $1", tier_id, now)
 
 
-async def holders(conn: Connection, tier_id: UUID) -> list[dict[str, Any]]:
+async def holders(conn: Connection, program_id: UUID, tier_id: UUID) -> list[dict[str, Any]]:
+    """The tier's holders with their tier state, their tier rows locked until commit (in id order)."""
     rows = await conn.fetch(
-        f"SELECT id, external_id, {HOLDING_FIELDS} FROM customer WHERE tier_id = $1 ORDER BY id FOR UPDATE",
+        f"""
+        SELECT c.id, c.external_id, {holding_columns("ct")}
+        FROM customer_tier ct JOIN customer c ON c.id = ct.customer_id
+        WHERE ct.program_id = $1 AND ct.tier_id = $2 ORDER BY ct.customer_id FOR UPDATE OF ct
+        """,
+        program_id,
         tier_id,
     )
     return [dict(r) for r in rows]
+
+
+async def holding(conn: Connection, customer_id: UUID) -> dict[str, Any]:
+    """The customer's tier state as it stands now (a statement of its own: what committed meanwhile)."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT {holding_columns("ct")}
+        FROM (SELECT $1::uuid AS id) k LEFT JOIN customer_tier ct ON ct.customer_id = k.id
+        """,
+        customer_id,
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def lock_holding(conn: Connection, program_id: UUID, customer_id: UUID) -> dict[str, Any]:
+    """Create-or-lock the customer's tier row (a row with no tier means none): its state as it stands,
+    held until commit, so a change decided on it cannot lose to a re-evaluation meanwhile."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO customer_tier AS ct (customer_id, program_id) VALUES ($1, $2)
+        ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
+        RETURNING {holding_columns("ct")}
+        """,
+        customer_id,
+        program_id,
+    )
+    assert row is not None
+    return dict(row)
 
 
 # --- metrics ------------------------------------------------------------------------------------------------
@@ -188,20 +221,20 @@ async def candidates(
 ) -> list[dict[str, Any]]:
     """The customers whose tier could change now: those whose metrics reach a higher tier than they
     hold, those holding a warning, and those who no longer reach theirs and are due a look
-    (`tier_check_after`). Everyone else is left alone; one set-based statement over the whole program.
-    `qualified`: CASEs over the metric columns giving the id and the rank of the tier reached (-1: none);
-    `held_rank`: a CASE giving the rank of `c.tier_id`."""
+    (`tier_check_after`). Everyone else is left alone; one set-based statement over the whole program:
+    the customers with activity (`m`) and the program's tier rows (`h`), never the customer table but
+    for the external ids of the rows kept. `qualified`: CASEs over the metric columns giving the id and
+    the rank of the tier reached (-1: none); `held_rank`: a CASE giving the rank of `h.tier_id`."""
     qualified_id, qualified_rank = qualified
     rows = await conn.fetch(
         f"""
         WITH m AS ({query.sql}), r AS (
-            SELECT c.id, c.external_id, {", ".join(f"c.{f}" for f in HOLDING_FIELDS.split(", "))},
-                   c.tier_check_after, c.tier_downgrade_at, m.*, {qualified_id} AS qualified_id, {qualified_rank} AS qualified_rank,
-                   {held_rank} AS held_rank
-            FROM customer c LEFT JOIN m ON m.customer_id = c.id
-            WHERE c.program_id = $1 AND (m.customer_id IS NOT NULL OR c.tier_id IS NOT NULL)
+            SELECT coalesce(m.customer_id, h.customer_id) AS id, {holding_columns("h")}, m.*,
+                   {qualified_id} AS qualified_id, {qualified_rank} AS qualified_rank, {held_rank} AS held_rank
+            FROM m FULL JOIN (SELECT * FROM customer_tier WHERE program_id = $1) h ON h.customer_id = m.customer_id
+            WHERE m.customer_id IS NOT NULL OR h.tier_id IS NOT NULL
         )
-        SELECT * FROM r  -- in the table's order, not by id: a chunk's rows then share pages
+        SELECT r.*, c.external_id FROM r JOIN customer c ON c.id = r.id
         WHERE qualified_rank > held_rank
            OR (qualified_rank >= held_rank AND tier_warned_at IS NOT NULL)
            OR (qualified_rank < held_rank AND (tier_check_after IS NULL OR tier_check_after <= ${4 + len(starts)}))
@@ -289,11 +322,18 @@ class Change(msgspec.Struct, kw_only=True):
     payload: dict[str, Any] | None = None
 
 
+# The events of the changes written (apply's `done`; $1 the program, $3 now), through the outbox's emit.
+_CHANGE_EVENTS = insert_events(
+    "SELECT $1::uuid AS program_id, topic, payload FROM done WHERE topic IS NOT NULL", at="$3"
+)
+
+
 async def apply(conn: Connection, program_id: UUID, changes: Sequence[Change], now: datetime) -> set[UUID]:
     """Write the changes whose customer still holds the state they were decided on (a concurrent order
     may have moved it: that customer is left for the next run), their history rows and their events, in
-    one statement (the changes go as one JSON document: a re-evaluation writes thousands at a time).
-    Returns the customers written."""
+    one statement (the changes go as one JSON document: a re-evaluation writes thousands at a time): an
+    update of the customers' tier rows, a new row for those who have none yet. Returns the customers
+    written."""
     if not changes:
         return set()
     rows = await conn.fetch(
@@ -304,18 +344,31 @@ async def apply(conn: Connection, program_id: UUID, changes: Sequence[Change], n
                 source text, manual_until timestamptz, warned_at timestamptz, downgrade_at timestamptz,
                 check_after timestamptz, change text, from_tier_id uuid, to_tier_id uuid, cause text,
                 reason text, actor text, details jsonb, topic text, payload jsonb)
-        ), written AS (
-            UPDATE customer c
-            SET tier_id = d.tier_id, tier_since = d.since, tier_source = d.source,
-                tier_manual_until = d.manual_until, tier_warned_at = d.warned_at,
-                tier_downgrade_at = d.downgrade_at, tier_check_after = d.check_after
+        ), updated AS (
+            UPDATE customer_tier ct
+            SET tier_id = d.tier_id, since = d.since, source = d.source, manual_until = d.manual_until,
+                warned_at = d.warned_at, downgrade_at = d.downgrade_at, check_after = d.check_after
             FROM d
             -- By primary key only (the ids come from this program's rows): with `program_id = $1` or a
-            -- join on d alone, a prepared statement's generic plan scans the program's customers.
-            WHERE c.id = ANY($4::uuid[]) AND c.id = d.customer_id
-              AND c.tier_id IS NOT DISTINCT FROM d.old_tier_id
-              AND c.tier_warned_at IS NOT DISTINCT FROM d.old_warned_at
-            RETURNING c.id
+            -- join on d alone, a prepared statement's generic plan scans the program's rows.
+            WHERE ct.customer_id = ANY($4::uuid[]) AND ct.customer_id = d.customer_id
+              AND ct.tier_id IS NOT DISTINCT FROM d.old_tier_id
+              AND ct.warned_at IS NOT DISTINCT FROM d.old_warned_at
+            RETURNING ct.customer_id
+        ), inserted AS (
+            -- No row is no tier and no warning. A customer who has a row conflicts and is left to the
+            -- update above (also when its guard failed, or another transaction inserted the row meanwhile:
+            -- then nothing is written, as when the state moved under an update).
+            INSERT INTO customer_tier (customer_id, program_id, tier_id, since, source, manual_until, warned_at,
+                                       downgrade_at, check_after)
+            SELECT d.customer_id, $1, d.tier_id, d.since, d.source, d.manual_until, d.warned_at,
+                   d.downgrade_at, d.check_after
+            FROM d
+            WHERE d.old_tier_id IS NULL AND d.old_warned_at IS NULL
+            ON CONFLICT (customer_id) DO NOTHING
+            RETURNING customer_id
+        ), written AS (
+            SELECT customer_id AS id FROM updated UNION ALL SELECT customer_id FROM inserted
         ), done AS (
             SELECT d.* FROM d JOIN written w ON w.id = d.customer_id
         ), history AS (
@@ -324,11 +377,9 @@ async def apply(conn: Connection, program_id: UUID, changes: Sequence[Change], n
             SELECT $1, customer_id, change, from_tier_id, to_tier_id, cause, reason, actor,
                    details, $3
             FROM done WHERE change IS NOT NULL
-        ), events AS (
-            INSERT INTO outbox (id, program_id, topic, payload, created_at, available_at, attempts)
-            SELECT event_id, $1, topic, jsonb_build_object('id', event_id, 'type', topic) || payload, $3, $3, 0
-            FROM (SELECT gen_random_uuid() AS event_id, topic, payload FROM done WHERE topic IS NOT NULL) e
-        )
+        ), events AS ("""
+        + _CHANGE_EVENTS
+        + """)
         SELECT id FROM written
         """,
         program_id,

@@ -19,7 +19,7 @@ from service.core.pagination import decode_cursor, encode_cursor
 from service.customers import service as customers
 from service.programs import service as programs
 from service.programs.service import Program
-from service.tiers import domain, repository
+from service.tiers import domain, published, repository
 from service.tiers.repository import Change
 from service.tiers.schemas import (
     AtRisk,
@@ -39,7 +39,11 @@ from service.tiers.schemas import (
     TierRef,
 )
 
-TIER_KEY_LATERAL = repository.TIER_KEY_LATERAL
+# What other features read of tier state, as SQL fragments (defined, and documented, in published.py).
+TIER_LATERAL = published.TIER_LATERAL
+TIER_NAME_LATERAL = published.TIER_NAME_LATERAL
+tier_key_held_at = published.tier_key_held_at
+
 DEFAULT_MONTHS = 12
 MAX_MULTIPLIER = Decimal(10)
 
@@ -86,9 +90,9 @@ class TierSet:
         return f"CASE {ids} END", f"CASE {ranks} ELSE -1 END"
 
     def held_rank_sql(self) -> str:
-        """A CASE giving the rank of the tier `c.tier_id` (-1: none)."""
+        """A CASE giving the rank of the tier `h.tier_id` (-1: none), `h` the customer's tier row."""
         ranks = " ".join(f"WHEN '{t.id}'::uuid THEN {int(t.rank)}" for t in self.tiers)
-        return f"CASE c.tier_id {ranks} ELSE -1 END"
+        return f"CASE h.tier_id {ranks} ELSE -1 END"
 
 
 def _threshold(definition: TierDefinition) -> int:
@@ -282,7 +286,7 @@ async def delete(
         if target_row is None:
             raise InvalidInput(f"no tier {move_to!r} to move the customers to", field="move_to")
         target = tier_of(target_row)
-    holders = await repository.holders(conn, row["id"])
+    holders = await repository.holders(conn, program.id, row["id"])
     if holders and move_to is None:
         raise Conflict(
             f"{len(holders)} customers hold tier {key!r}: give `move_to` (a tier key, or `none`) to delete it",
@@ -406,6 +410,21 @@ def out_of_reach(above: Sequence[domain.Tier], customer: dict[str, Any], spend: 
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Lifted:
+    """The upgrade an order or event caused (activity only ever lifts a tier; downgrades come from the
+    re-evaluation): from which tier (None: none), to which, and why, as the tier history says it."""
+
+    from_tier: TierRef | None
+    to_tier: TierRef
+    reason: str
+
+
+# How often an upgrade is decided again when the tier state it was decided on moved before it was
+# written (a re-evaluation or a tier's deletion commits in between): each time on the state that won.
+_LIFT_ATTEMPTS = 3
+
+
 async def after_activity(
     conn: Connection,
     program: Program,
@@ -416,34 +435,50 @@ async def after_activity(
     *,
     spend: int = 0,
     orders: int = 0,
-) -> None:
+) -> Lifted | None:
     """Inside the order's or event's transaction (the customer row locked): lift the customer to the
     highest tier their metrics now reach, if above the one they hold. Never down: that is for the
-    re-evaluation, after a warning."""
+    re-evaluation, after a warning. `customer`: the row with TIER_LATERAL's columns (read without
+    them, the tier state costs a query). Returns the upgrade written, None if the tier stays."""
     tiers = await tier_set(conn, program)
-    current = tiers.tier(customer["tier_id"])
-    above = [t for t in tiers.tiers if current is None or t.rank > current.rank]
-    if not above or tiers.one_customer is None or out_of_reach(above, customer, spend, orders):
-        return
-    values = tiers.values(
-        await repository.metrics_of(
-            conn,
-            tiers.one_customer,
-            program.id,
-            program.base_currency,
-            customer["id"],
-            tiers.starts(now, program.zone),
+    if not tiers.tiers or tiers.one_customer is None:
+        return None
+    # The tier row is not locked by the customer's lock: what the upsert read may have moved since.
+    row = (
+        customer if "tier_id" in customer else {**customer, **await repository.holding(conn, customer["id"])}
+    )
+    values: dict[domain.MetricKey, int] | None = None
+    for _ in range(_LIFT_ATTEMPTS):
+        current = tiers.tier(row["tier_id"])
+        above = [t for t in tiers.tiers if current is None or t.rank > current.rank]
+        if not above or out_of_reach(above, customer, spend, orders):
+            return None
+        if values is None:  # the order's own transaction: its metrics do not move between attempts
+            values = tiers.values(
+                await repository.metrics_of(
+                    conn,
+                    tiers.one_customer,
+                    program.id,
+                    program.base_currency,
+                    customer["id"],
+                    tiers.starts(now, program.zone),
+                )
+            )
+        target = domain.upgrade_on_activity(
+            tiers.tiers, holding_of(row), domain.qualified_tier(above, values)
         )
-    )
-    target = domain.upgrade_on_activity(
-        tiers.tiers, holding_of(customer), domain.qualified_tier(above, values)
-    )
-    if target is None:
-        return
-    reason = f"{cause} {ref}: {qualification_text(target, values[target.metric_key], program.base_currency)}"
-    await repository.apply(
-        conn, program.id, [move(customer, target, current, now, "upgrade", cause, reason)], now
-    )
+        if target is None:
+            return None
+        reason = (
+            f"{cause} {ref}: {qualification_text(target, values[target.metric_key], program.base_currency)}"
+        )
+        change = move(row, target, current, now, "upgrade", cause, reason)
+        if customer["id"] in await repository.apply(conn, program.id, [change], now):
+            return Lifted(
+                from_tier=_tier_ref(current) if current else None, to_tier=_tier_ref(target), reason=reason
+            )
+        row = {**customer, **await repository.holding(conn, customer["id"])}
+    return None
 
 
 async def assign(
@@ -451,7 +486,9 @@ async def assign(
 ) -> CustomerTier:
     """An admin's gesture: this tier (or none) with a reason, until a date or for good. A manual tier is a
     floor: the customer still rises by their own qualification, and drops only after it ends (warned)."""
-    row = await customers.get(conn, program.id, external_id, lock=True)
+    customer = await customers.get(conn, program.id, external_id, lock=True)
+    # The tier row locked too (made if need be): a re-evaluation cannot move it under the gesture.
+    row = {**customer, **await repository.lock_holding(conn, program.id, customer["id"])}
     tiers = await tier_set(conn, program)
     target = None
     if data.tier is not None:
@@ -520,7 +557,7 @@ async def last_qualified(
 
 
 async def standing(conn: Connection, program: Program, external_id: str, now: datetime) -> CustomerTier:
-    row = await customers.get(conn, program.id, external_id)
+    row = await customers.get(conn, program.id, external_id, TIER_LATERAL)
     return await standing_of(conn, program, row, now) or _no_tier(None)
 
 
@@ -542,10 +579,13 @@ async def standing_of(
     conn: Connection, program: Program, row: dict[str, Any], now: datetime
 ) -> CustomerTier | None:
     """The customer's tier, progress to the next one and any risk of losing it; None if the program has
-    no tiers and the customer holds none."""
+    no tiers and the customer holds none. `row`: the customer with TIER_LATERAL's columns (read without
+    them, the tier state costs a query)."""
     tiers = await tier_set(conn, program)
     if not tiers.tiers:
         return None
+    if "tier_id" not in row:
+        row = {**row, **await repository.holding(conn, row["id"])}
     zone = program.zone
     currency = program.base_currency
     assert tiers.one_customer is not None

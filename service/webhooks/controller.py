@@ -1,21 +1,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service.core import db, idempotency
-from service.core.auth import Principal, requires
-from service.core.clock import Clock
+from service.core.auth import Permission, requires
 from service.core.fields import RowId
-from service.core.idempotency import IdempotencyKeyHeader
+from service.core.idempotency import RequiredIdempotencyKeyHeader
 from service.core.openapi import problems
 from service.core.secrets import SecretBox
 from service.core.strict_input import optional_body
+from service.core.work import Run, Work
+from service.programs.service import Program
 from service.settings import Settings
 from service.webhooks import service
 from service.webhooks.schemas import (
@@ -34,7 +34,7 @@ from service.webhooks.schemas import (
 class WebhookEndpointController(Controller):
     path = "/v1/webhook-endpoints"
     tags = ["webhooks"]
-    guards = [requires("admin")]
+    guards = [requires(Permission.ADMINISTER)]
 
     @post(
         "/",
@@ -45,52 +45,36 @@ class WebhookEndpointController(Controller):
     )
     async def create_endpoint(
         self,
-        request: Request[Principal, Any, Any],
         data: JSONBody[EndpointCreate],
-        clock: NamedDependency[Clock],
+        run: Run[Program],
         settings: NamedDependency[Settings],
         secret_box: NamedDependency[SecretBox],
-        idempotency_key: IdempotencyKeyHeader = None,
+        idempotency_key: RequiredIdempotencyKeyHeader,
     ) -> Response[EndpointWithSecret]:
-        program_id = request.user.program_id
-        now = clock.now()
-
-        async def operation(conn: db.Connection) -> EndpointWithSecret:
-            return await service.create(
-                conn,
-                program_id,
+        return await run.idempotent(
+            idempotency_key,
+            data,
+            lambda work: service.create(
+                work.conn,
+                work.program_id,
                 data,
-                now,
+                work.now,
                 allow_local_http=settings.webhooks_allow_local_http,
                 box=secret_box,
-            )
-
-        return await idempotency.respond(  # type: ignore[return-value]
-            request,
-            program_id=program_id,
-            key=idempotency_key,
-            body=data,
-            now=now,
-            operation=operation,
+            ),
             sealed_with=secret_box,  # the answer holds the secret: kept for replays, sealed too
         )
 
     @get("/", summary="The program's webhook endpoints (never their secrets)")
-    async def list_endpoints(
-        self, request: Request[Principal, Any, Any], clock: NamedDependency[Clock]
-    ) -> EndpointList:
-        async with db.connection() as conn:
-            return EndpointList(items=await service.list_all(conn, request.user.program_id, clock.now()))
+    async def list_endpoints(self, run: Run[Program]) -> EndpointList:
+        async def endpoints(work: Work[None]) -> EndpointList:
+            return EndpointList(items=await service.list_all(work.conn, work.program_id, work.now))
+
+        return await run.read(endpoints)
 
     @get("/{endpoint_id:str}", summary="One webhook endpoint and its health")
-    async def get_endpoint(
-        self,
-        request: Request[Principal, Any, Any],
-        endpoint_id: FromPath[UUID],
-        clock: NamedDependency[Clock],
-    ) -> EndpointOut:
-        async with db.connection() as conn:
-            return await service.get(conn, request.user.program_id, endpoint_id, clock.now())
+    async def get_endpoint(self, endpoint_id: FromPath[UUID], run: Run[Program]) -> EndpointOut:
+        return await run.read(lambda work: service.get(work.conn, work.program_id, endpoint_id, work.now))
 
     @patch(
         "/{endpoint_id:str}",
@@ -98,31 +82,25 @@ class WebhookEndpointController(Controller):
     )
     async def update_endpoint(
         self,
-        request: Request[Principal, Any, Any],
         endpoint_id: FromPath[UUID],
         data: JSONBody[EndpointPatch],
-        clock: NamedDependency[Clock],
+        run: Run[Program],
         settings: NamedDependency[Settings],
     ) -> EndpointOut:
-        async with db.transaction() as conn:
-            return await service.update(
-                conn,
-                request.user.program_id,
+        return await run.transaction(
+            lambda work: service.update(
+                work.conn,
+                work.program_id,
                 endpoint_id,
                 data,
-                clock.now(),
+                work.now,
                 allow_local_http=settings.webhooks_allow_local_http,
             )
+        )
 
     @delete("/{endpoint_id:str}", status_code=204, summary="Delete an endpoint with its delivery history")
-    async def delete_endpoint(
-        self,
-        request: Request[Principal, Any, Any],
-        endpoint_id: FromPath[UUID],
-        clock: NamedDependency[Clock],
-    ) -> None:
-        async with db.transaction() as conn:
-            await service.delete(conn, request.user.program_id, endpoint_id, clock.now())
+    async def delete_endpoint(self, endpoint_id: FromPath[UUID], run: Run[Program]) -> None:
+        await run.transaction(lambda work: service.delete(work.conn, work.program_id, endpoint_id, work.now))
 
     @post(
         "/{endpoint_id:str}/rotate-secret",
@@ -132,33 +110,34 @@ class WebhookEndpointController(Controller):
     )
     async def rotate_secret(
         self,
-        request: Request[Principal, Any, Any],
         endpoint_id: FromPath[UUID],
         data: JSONBody[RotateSecret],
-        clock: NamedDependency[Clock],
+        run: Run[Program],
         secret_box: NamedDependency[SecretBox],
     ) -> EndpointWithSecret:
-        async with db.transaction() as conn:
-            return await service.rotate_secret(
-                conn,
-                request.user.program_id,
+        return await run.transaction(
+            lambda work: service.rotate_secret(
+                work.conn,
+                work.program_id,
                 endpoint_id,
                 timedelta(seconds=data.overlap_seconds),
-                clock.now(),
+                work.now,
                 box=secret_box,
             )
+        )
 
     @get("/{endpoint_id:str}/deliveries", summary="Deliveries to this endpoint, newest first")
     async def deliveries(
         self,
-        request: Request[Principal, Any, Any],
         endpoint_id: FromPath[UUID],
+        run: Run[Program],
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter()] = None,
         status: Annotated[DeliveryStatus | None, QueryParameter()] = None,
     ) -> DeliveryList:
-        async with db.connection() as conn:
-            return await service.deliveries(conn, request.user.program_id, endpoint_id, cursor, limit, status)
+        return await run.read(
+            lambda work: service.deliveries(work.conn, work.program_id, endpoint_id, cursor, limit, status)
+        )
 
     @post(
         "/{endpoint_id:str}/deliveries/{delivery_id:str}/retry",
@@ -167,14 +146,11 @@ class WebhookEndpointController(Controller):
         opt=problems(409),
     )
     async def retry(
-        self,
-        request: Request[Principal, Any, Any],
-        endpoint_id: FromPath[UUID],
-        delivery_id: FromPath[RowId],
-        clock: NamedDependency[Clock],
+        self, endpoint_id: FromPath[UUID], delivery_id: FromPath[RowId], run: Run[Program]
     ) -> DeliveryOut:
-        async with db.transaction() as conn:
-            return await service.retry(conn, request.user.program_id, endpoint_id, delivery_id, clock.now())
+        return await run.transaction(
+            lambda work: service.retry(work.conn, work.program_id, endpoint_id, delivery_id, work.now)
+        )
 
     @post(
         "/{endpoint_id:str}/test",
@@ -182,11 +158,7 @@ class WebhookEndpointController(Controller):
         summary="Send a `webhook.test` event to this endpoint; follow it in its deliveries",
         opt=problems(409),
     )
-    async def send_test(
-        self,
-        request: Request[Principal, Any, Any],
-        endpoint_id: FromPath[UUID],
-        clock: NamedDependency[Clock],
-    ) -> DeliveryOut:
-        async with db.transaction() as conn:
-            return await service.send_test(conn, request.user.program_id, endpoint_id, clock.now())
+    async def send_test(self, endpoint_id: FromPath[UUID], run: Run[Program]) -> DeliveryOut:
+        return await run.transaction(
+            lambda work: service.send_test(work.conn, work.program_id, endpoint_id, work.now)
+        )

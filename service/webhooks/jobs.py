@@ -1,9 +1,10 @@
 """The worker's webhook sweeps: fan outbox events out to endpoints, then deliver them, signed.
 
 Two stages, because each endpoint needs its own retry state:
-- dispatch: one transaction claims undispatched outbox rows (`FOR UPDATE SKIP LOCKED`), inserts one delivery
-  per subscribed endpoint (unique per event and endpoint) and marks the rows dispatched. No network
-  in it, so no lease is needed: a killed worker's transaction simply rolls back.
+- dispatch: the webhooks' outbox consumer (service/outbox/consumers.py): one statement takes the next
+  events after its position, inserts one delivery per subscribed endpoint (unique per event and
+  endpoint) and moves the position past them. No network in it, so no lease is needed: a killed
+  worker's transaction simply rolls back, position and all.
 - deliver: a short transaction claims due deliveries with a lease (claimed_by, claimed_until, and
   next_attempt_at moved to the lease's end, so a killed worker's rows fall due again by themselves);
   the HTTP calls run outside any transaction, many at once; results are written in batches, each
@@ -36,6 +37,7 @@ from prometheus_client import Histogram
 from service.core import db
 from service.core.clock import Clock
 from service.core.secrets import CannotOpen, SecretBox
+from service.outbox import consumers
 from service.outbox.service import Event, emit
 from service.settings import Settings
 from service.webhooks import domain, repository
@@ -56,29 +58,34 @@ USER_AGENT = "Encore-Webhooks/0.1 (+https://www.standardwebhooks.com)"
 RESPONSE_EXCERPT_BYTES = 512  # what we keep of a failed answer; a huge answer is never read in full
 SUCCESS_BODY_BYTES = 64 * 1024  # read a small success body to the end, so the connection is reused
 
+# Active in a program with an enabled endpoint. A delivery reads its event's payload, and goes with it
+# (cascade): the event stays while one is not finished (pending, or paused with its endpoint) and, so a
+# shop sees its deliveries for the retention period, until its deliveries are older than the cutoff ($1).
+CONSUMER = consumers.register(
+    "webhooks",
+    active_programs="SELECT program_id FROM webhook_endpoint WHERE enabled",
+    holds="EXISTS (SELECT 1 FROM webhook_delivery d WHERE d.event_id = o.id"
+    " AND (d.status IN ('pending', 'paused') OR d.created_at >= $1))",
+)
+
 # Every committed event is due, whatever time it carries: a sweep run at a simulated time (`--now`)
 # stamps its events with that time, and they must not wait for the real date.
-_DISPATCH = """
-    WITH claimed AS (
-        SELECT id, program_id, topic FROM outbox
-        WHERE delivered_at IS NULL
-        ORDER BY available_at, id LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    ), fanned AS (
+_DISPATCH = f"""
+    WITH {consumers.batch(CONSUMER, "$2")}, fanned AS (
         INSERT INTO webhook_delivery (program_id, endpoint_id, event_id, topic, next_attempt_at,
                                       window_started_at, created_at)
         SELECT c.program_id, e.id, c.id, c.topic, $1, $1, $1
-        FROM claimed c JOIN webhook_endpoint e ON e.program_id = c.program_id AND e.enabled
-        -- `*`: every event; `group.*` matches the group's topics.
-        WHERE '*' = ANY(e.event_types) OR EXISTS (
+        FROM batch c JOIN webhook_endpoint e ON e.program_id = c.program_id AND e.enabled
+        -- A test goes to one endpoint only: its delivery is written with the event (service.send_test).
+        WHERE c.topic <> 'webhook.test'
+          -- `*`: every event; `group.*` matches the group's topics.
+          AND ('*' = ANY(e.event_types) OR EXISTS (
             SELECT 1 FROM unnest(e.event_types) p
-            WHERE p = c.topic OR (right(p, 2) = '.*' AND starts_with(c.topic, left(p, -1))))
+            WHERE p = c.topic OR (right(p, 2) = '.*' AND starts_with(c.topic, left(p, -1)))))
         ON CONFLICT (event_id, endpoint_id) DO NOTHING
         RETURNING 1
-    ), done AS (
-        UPDATE outbox o SET delivered_at = $1 FROM claimed WHERE o.id = claimed.id RETURNING 1
     )
-    SELECT (SELECT count(*) FROM done) AS events, (SELECT count(*) FROM fanned) AS deliveries
+    SELECT {consumers.COUNTS}, (SELECT count(*) FROM fanned) AS deliveries
 """
 
 
@@ -88,8 +95,7 @@ async def dispatch(now: datetime, chunk_size: int = 1000, budget_seconds: float 
     stop_at = time.monotonic() + budget_seconds
     while True:
         async with db.transaction() as conn:
-            row = await conn.fetchrow(_DISPATCH, now, chunk_size)
-        assert row is not None
+            row = await consumers.take(conn, CONSUMER, _DISPATCH, now, chunk_size)
         handled += int(row["events"])
         DISPATCHED.inc(row["events"])
         if row["events"] < chunk_size or time.monotonic() > stop_at:
@@ -481,20 +487,3 @@ async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         body += chunk
     return bytes(body)
-
-
-async def prune(cutoff: datetime) -> int:
-    """Forget events dispatched before `cutoff` whose deliveries are all final (the deliveries go with
-    them, by cascade); returns the events removed."""
-    return await db.delete_in_chunks(
-        """
-        WITH old AS (
-            SELECT o.id FROM outbox o
-            WHERE o.delivered_at < $1 AND o.journeys_at IS NOT NULL AND NOT EXISTS (
-                SELECT 1 FROM webhook_delivery d WHERE d.event_id = o.id AND d.status IN ('pending', 'paused'))
-            LIMIT $2
-        ), gone AS (DELETE FROM outbox o USING old WHERE o.id = old.id RETURNING 1)
-        SELECT count(*) FROM gone
-        """,
-        cutoff,
-    )

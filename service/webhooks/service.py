@@ -246,7 +246,7 @@ async def send_test(conn: Connection, program_id: UUID, endpoint_id: UUID, now: 
     if not endpoint["enabled"]:
         raise Conflict("the endpoint is disabled; enable it first")
     event = Event("webhook.test", {"endpoint_id": str(endpoint_id), "message": "Encore webhook test"})
-    await emit(conn, program_id, [event], now, dispatched=True)
+    await emit(conn, program_id, [event], now)  # the dispatcher leaves `webhook.test` to this delivery
     row = await repository.insert_delivery(conn, program_id, endpoint_id, event.id, event.topic, now)
     return delivery_out(row)
 

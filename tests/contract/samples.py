@@ -12,7 +12,7 @@ from typing import Any
 
 from service.core.clock import FrozenClock
 from service.outreach import jobs as outreach
-from tests.conftest import START, Api, in_app, iso
+from tests.conftest import START, Api, idempotency, in_app, iso
 
 WHEN = iso(START - timedelta(hours=1))
 CUSTOMER = {
@@ -141,28 +141,34 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
     in_app(c, outreach.advance, clock.now())
     refund = {"external_id": "r-1", "lines": [{"sku": "MUG", "quantity": 1}]}
     await _ok(await c.post("/v1/orders/o-1/refunds", json=refund, headers=h))
-    rule = await _ok(await c.post("/v1/rules", json=RULE, headers=h))
-    await _ok(await c.post("/v1/tiers", json=TIER, headers=h))
-    await _ok(await c.post("/v1/journeys", json=JOURNEY, headers=h))
+    rule = await _ok(await c.post("/v1/rules", json=RULE, headers={**h, **idempotency()}))
+    await _ok(await c.post("/v1/tiers", json=TIER, headers={**h, **idempotency()}))
+    await _ok(await c.post("/v1/journeys", json=JOURNEY, headers={**h, **idempotency()}))
     template = await _ok(
         await c.post(
-            "/v1/templates", json={**TEMPLATE, "message_type": "birthday", "locale": "en"}, headers=h
+            "/v1/templates",
+            json={**TEMPLATE, "message_type": "birthday", "locale": "en"},
+            headers={**h, **idempotency()},
         )
     )
     endpoint = await _ok(
         await c.post(
             "/v1/webhook-endpoints",
             json={"url": "https://hooks.example.com/encore", "event_types": ["order.*"]},
-            headers=h,
+            headers={**h, **idempotency()},
         )
     )
     delivery = await _ok(await c.post(f"/v1/webhook-endpoints/{endpoint['id']}/test", headers=h))
     await _ok(
         await c.post(
-            "/v1/suppressions", json={"email": "bounce@example.com", "reason": "hard_bounce"}, headers=h
+            "/v1/suppressions",
+            json={"email": "bounce@example.com", "reason": "hard_bounce"},
+            headers={**h, **idempotency()},
         )
     )
-    key = await _ok(await c.post("/v1/api-keys", json={"name": "robot", "scope": "read"}, headers=h))
+    key = await _ok(
+        await c.post("/v1/api-keys", json={"name": "robot", "scope": "read"}, headers={**h, **idempotency()})
+    )
     messages = await _ok(await c.get("/v1/messages?customer=c-1", headers=h))
     assert messages["items"], "the thank-you should be queued"
     return Seeded(

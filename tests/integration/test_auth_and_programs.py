@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api, make_program, table_counts
+import json
+
+from tests.conftest import Api, fetch, idempotency, make_program, order_body, table_counts
+from tests.support.cli import encore
 
 
 async def test_missing_invalid_and_revoked_keys_are_401(api: Api) -> None:
@@ -11,7 +14,7 @@ async def test_missing_invalid_and_revoked_keys_are_401(api: Api) -> None:
     assert bad.status_code == 401
     assert bad.headers["content-type"].startswith("application/problem+json")
     created = await api.client.post(
-        "/v1/api-keys", json={"name": "pos", "scope": "server"}, headers=api.headers()
+        "/v1/api-keys", json={"name": "pos", "scope": "server"}, headers=api.headers(**idempotency())
     )
     assert created.status_code == 201
     key = created.json()["api_key"]
@@ -23,10 +26,14 @@ async def test_missing_invalid_and_revoked_keys_are_401(api: Api) -> None:
 
 async def test_scopes(api: Api) -> None:
     read = (
-        await api.client.post("/v1/api-keys", json={"name": "r", "scope": "read"}, headers=api.headers())
+        await api.client.post(
+            "/v1/api-keys", json={"name": "r", "scope": "read"}, headers=api.headers(**idempotency())
+        )
     ).json()
     server = (
-        await api.client.post("/v1/api-keys", json={"name": "s", "scope": "server"}, headers=api.headers())
+        await api.client.post(
+            "/v1/api-keys", json={"name": "s", "scope": "server"}, headers=api.headers(**idempotency())
+        )
     ).json()
     assert (await api.order("o-1")).status_code == 201
     read_order = await api.client.post("/v1/orders", json={}, headers=api.headers(read["api_key"]))
@@ -39,7 +46,7 @@ async def test_scopes(api: Api) -> None:
     server_adjust = await api.client.post(
         "/v1/customers/c-1/adjustments",
         json={"points": 5, "reason": "x"},
-        headers=api.headers(server["api_key"]),
+        headers=api.headers(server["api_key"], **idempotency()),
     )
     assert server_adjust.status_code == 403
     server_patch = await api.client.patch(
@@ -50,15 +57,63 @@ async def test_scopes(api: Api) -> None:
 
 async def test_keys_are_stored_only_as_hashes_and_listed_without_secrets(api: Api) -> None:
     created = (
-        await api.client.post("/v1/api-keys", json={"name": "pos", "scope": "server"}, headers=api.headers())
+        await api.client.post(
+            "/v1/api-keys", json={"name": "pos", "scope": "server"}, headers=api.headers(**idempotency())
+        )
     ).json()
     listed = (await api.client.get("/v1/api-keys", headers=api.headers())).json()["items"]
     assert all("api_key" not in item for item in listed)
     assert {item["name"] for item in listed} == {"initial admin key", "pos"}
-    from tests.conftest import fetch
-
     rows = fetch(api.client, "SELECT key_hash FROM api_key")
     assert all(created["api_key"] not in str(row) for row in rows)
+
+
+async def test_creating_a_key_needs_an_idempotency_key_and_a_replay_shows_the_same_key(api: Api) -> None:
+    body = {"name": "agent desk", "scope": "agent"}
+    missing = await api.client.post("/v1/api-keys", json=body, headers=api.headers())
+    assert missing.status_code == 400 and missing.json()["field"] == "header:Idempotency-Key"
+    headers = api.headers(**{"Idempotency-Key": "desk-key"})
+    first = await api.client.post("/v1/api-keys", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    again = await api.client.post("/v1/api-keys", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    listed = (await api.client.get("/v1/api-keys", headers=api.headers())).json()["items"]
+    assert [item["name"] for item in listed].count("agent desk") == 1
+    # The answer kept for replays holds the key: sealed, never in plain text.
+    stored = fetch(api.client, "SELECT response_body FROM idempotency_key WHERE key = 'desk-key'")
+    assert stored[0]["response_body"].startswith("fernet:")
+    assert first.json()["api_key"] not in str(fetch(api.client, "SELECT * FROM idempotency_key"))
+    other = await api.client.post("/v1/api-keys", json={**body, "scope": "marketer"}, headers=headers)
+    assert other.status_code == 409
+
+
+async def test_encore_programs_add_key_gives_each_scope(api: Api, database_url: str) -> None:
+    made = encore(
+        database_url,
+        *("programs", "add-key", "--program", api.program_id, "--name", "campaigns", "--scope", "marketer"),
+        "--json",
+    )
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    assert key["scope"] == "marketer" and key["api_key"].startswith("enc_")
+    rule = {"name": "Double", "priority": 10, "effect": {"kind": "multiplier", "multiplier": "2"}}
+    created = await api.client.post(
+        "/v1/rules", json=rule, headers=api.headers(key["api_key"], **idempotency())
+    )
+    assert created.status_code == 201, created.text
+    order = await api.client.post("/v1/orders", json=order_body("o-1"), headers=api.headers(key["api_key"]))
+    assert order.status_code == 403
+    wrong = encore(
+        database_url, "programs", "add-key", "--program", api.program_id, "--name", "x", "--scope", "owner"
+    )
+    assert wrong.returncode != 0 and "owner" in wrong.stderr
+    unknown = encore(
+        database_url,
+        *("programs", "add-key", "--program", "00000000-0000-0000-0000-000000000000"),
+        *("--name", "x", "--scope", "read"),
+    )
+    assert unknown.returncode == 1 and "program not found" in unknown.stderr
 
 
 async def test_another_programs_ids_are_404(api: Api) -> None:
@@ -71,7 +126,9 @@ async def test_another_programs_ids_are_404(api: Api) -> None:
     )
     assert refund.status_code == 404
     adjust = await api.client.post(
-        "/v1/customers/c-1/adjustments", json={"points": 5, "reason": "x"}, headers=other.headers()
+        "/v1/customers/c-1/adjustments",
+        json={"points": 5, "reason": "x"},
+        headers=other.headers(**idempotency()),
     )
     assert adjust.status_code == 404
     first_key = (await api.client.get("/v1/api-keys", headers=api.headers())).json()["items"][0]["id"]

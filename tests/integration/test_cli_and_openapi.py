@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from service.app import openapi_document
-from tests.conftest import Api, create_database, drop_database, fetch
+from tests.conftest import Api, create_database, drop_database, fetch, idempotency
 from tests.support.cli import encore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,9 @@ async def test_tiers_reevaluate_command(api: Api, database_url: str) -> None:
         "rank": 1,
         "qualification": {"metric": "orders", "threshold": 2, "window": "rolling_months", "months": 1},
     }
-    assert (await api.client.post("/v1/tiers", json=tier, headers=api.headers())).status_code == 201
+    assert (
+        await api.client.post("/v1/tiers", json=tier, headers=api.headers(**idempotency()))
+    ).status_code == 201
     await api.order("o-1")
     await api.order("o-2")  # Silver at once; the orders leave the window a month later
     later = encore(database_url, "tiers", "reevaluate", "--now", "2026-05-20T00:00:00Z")

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Api, fetch, order_body, verify_ledger
+from tests.conftest import Api, fetch, idempotency, order_body, verify_ledger
 from tests.support.server import encore_serve
 
 
@@ -65,7 +65,11 @@ async def test_concurrent_debits_never_overdraw(api: Api, server: str) -> None:
     await api.client.patch("/v1/program", json={"pending_days": 0}, headers=api.headers())
     await api.order("o-1", lines=[{"sku": "A", "quantity": 1, "unit_amount": 10000}])  # 100 points
     body = {"points": -15, "reason": "voucher"}
-    responses = await _burst(server, [("POST", "/v1/customers/c-1/adjustments", body, api.headers())] * 20)
+    # Twenty different debits (a key each), all at once.
+    debits = [
+        ("POST", "/v1/customers/c-1/adjustments", body, api.headers(**idempotency())) for _ in range(20)
+    ]
+    responses = await _burst(server, debits)
     codes = sorted(r.status_code for r in responses)
     assert codes == [201] * 6 + [409] * 14, codes
     assert (await api.status())["points"]["available"] == 10

@@ -8,7 +8,7 @@ from typing import Any
 
 from service.core.clock import FrozenClock
 from service.ledger import jobs
-from tests.conftest import START, Api, fetch, in_app, iso, verify_ledger
+from tests.conftest import START, Api, fetch, idempotency, in_app, iso, verify_ledger
 
 DAY = timedelta(days=1)
 TICK = timedelta(microseconds=1)
@@ -42,7 +42,7 @@ async def adjust(api: Api, points: int, customer: str = "c-1") -> None:
     response = await api.client.post(
         f"/v1/customers/{customer}/adjustments",
         json={"points": points, "reason": "correction", "actor": "agent-7"},
-        headers=api.headers(),
+        headers=api.headers(**idempotency()),
     )
     assert response.status_code == 201, response.text
 

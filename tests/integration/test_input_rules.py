@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, order_body, table_counts
+from tests.conftest import Api, idempotency, order_body, table_counts
 
 
 async def _refused(
@@ -87,7 +87,7 @@ async def test_nesting_deeper_than_32_levels_is_refused_where_it_is(api: Api, le
     problem = response.json()
     assert problem["field"].startswith("properties.a[0]") and "32" in problem["detail"]
     rule = f'{{"name": "x", "effect": {{"kind": "fixed", "points": 1}}, "conditions": {{"all": {_deep(levels)}}}}}'
-    response = await api.client.post("/v1/rules", content=rule.encode(), headers=api.headers())
+    response = await api.client.post("/v1/rules", content=rule.encode(), headers=api.headers(**idempotency()))
     assert response.status_code == 422 and response.json()["field"].startswith("conditions.all")
 
 
@@ -95,7 +95,7 @@ async def test_integer_ids_beyond_64_bits_are_a_422_naming_them(api: Api) -> Non
     await _refused(api, "GET", "/v1/messages/9223372036854775808", 422, "path:message_id")
     await _refused(api, "GET", "/v1/messages/9223372036854775807", 404, "path:message_id")
     endpoint = await api.client.post(
-        "/v1/webhook-endpoints", json={"url": "https://example.com/h"}, headers=api.headers()
+        "/v1/webhook-endpoints", json={"url": "https://example.com/h"}, headers=api.headers(**idempotency())
     )
     retry = f"/v1/webhook-endpoints/{endpoint.json()['id']}/deliveries/9223372036854775808/retry"
     await _refused(api, "POST", retry, 422, "path:delivery_id")
@@ -165,7 +165,7 @@ async def test_field_names_have_one_form(api: Api) -> None:
 
 async def test_an_empty_body_stands_for_the_defaults_where_every_field_has_one(api: Api) -> None:
     endpoint = await api.client.post(
-        "/v1/webhook-endpoints", json={"url": "https://example.com/h"}, headers=api.headers()
+        "/v1/webhook-endpoints", json={"url": "https://example.com/h"}, headers=api.headers(**idempotency())
     )
     rotated = await api.client.post(
         f"/v1/webhook-endpoints/{endpoint.json()['id']}/rotate-secret", headers=api.headers()

@@ -19,7 +19,7 @@ from service.outbox.service import Event, emit
 from service.scheduler import runs
 from service.scheduler.worker import Worker
 from service.settings import Settings
-from tests.conftest import Api, fetch, in_app, iso
+from tests.conftest import Api, fetch, idempotency, in_app, iso
 from tests.support.cli import FAST_WORKER, encore, running
 from tests.support.receiver import Receiver
 
@@ -120,7 +120,7 @@ async def test_events_written_at_a_future_now_reach_the_real_time_worker_at_once
     assert (await api.client.patch("/v1/program", json=patch, headers=api.headers())).status_code == 200
     endpoint = {"url": receiver.url, "event_types": ["points.matured", "points.expiring_soon"]}
     assert (
-        await api.client.post("/v1/webhook-endpoints", json=endpoint, headers=api.headers())
+        await api.client.post("/v1/webhook-endpoints", json=endpoint, headers=api.headers(**idempotency()))
     ).status_code == 201
     await _enable(api, clock, "expiry_reminder")
     assert (await api.order("1001", "cust-42", placed_at=iso(clock.now()))).status_code == 201

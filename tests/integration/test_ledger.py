@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from service.core.clock import FrozenClock
 from service.ledger import jobs
-from tests.conftest import START, Api, fetch, in_app, iso, table_counts, verify_ledger
+from tests.conftest import START, Api, fetch, idempotency, in_app, iso, table_counts, verify_ledger
 
 
 async def adjust(
@@ -15,7 +15,7 @@ async def adjust(
     return await api.client.post(
         f"/v1/customers/{customer}/adjustments",
         json={"points": points, "reason": reason, "actor": "agent-7"},
-        headers=api.headers(**headers),
+        headers=api.headers(**{**idempotency(), **headers}),
     )
 
 
@@ -41,7 +41,7 @@ async def test_adjustment_needs_a_reason_and_a_known_customer(api: Api) -> None:
     await api.client.put("/v1/customers/c-1", json={}, headers=api.headers())
     before = table_counts(api.client)
     no_reason = await api.client.post(
-        "/v1/customers/c-1/adjustments", json={"points": 5}, headers=api.headers()
+        "/v1/customers/c-1/adjustments", json={"points": 5}, headers=api.headers(**idempotency())
     )
     assert no_reason.status_code == 422 and no_reason.json()["field"] == "reason"
     blank = await adjust(api, 5, "   ")

@@ -16,7 +16,7 @@ from service.core.clock import FrozenClock
 from service.customers import service as customers
 from service.ledger import domain, jobs
 from service.ledger import service as ledger
-from tests.conftest import START, Api, fetch, in_app, iso, order_body, verify_ledger
+from tests.conftest import START, Api, fetch, idempotency, in_app, iso, order_body, verify_ledger
 from tests.support.server import encore_serve
 
 DAY = timedelta(days=1)
@@ -43,7 +43,7 @@ async def adjust(api: Api, points: int, customer: str = "c-1") -> dict[str, Any]
     response = await api.client.post(
         f"/v1/customers/{customer}/adjustments",
         json={"points": points, "reason": "goodwill", "actor": "agent-7"},
-        headers=api.headers(),
+        headers=api.headers(**idempotency()),
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()

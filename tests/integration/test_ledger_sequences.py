@@ -13,10 +13,10 @@ from litestar.testing import AsyncTestClient
 from service.core import db
 from service.core.clock import FrozenClock
 from service.core.errors import Problem
+from service.core.work import Work
+from service.earning import inputs, pipeline
 from service.ledger import jobs
 from service.ledger import service as ledger
-from service.orders import service as orders
-from service.orders.schemas import OrderCustomerIn, OrderIn, OrderLineIn, RefundIn, RefundLineIn
 from service.programs import service as programs
 from service.programs.schemas import ProgramPatch
 from tests.conftest import START, _truncate, in_app
@@ -52,35 +52,37 @@ async def _play(ops: list[tuple[str, int, int, int]], clock: FrozenClock) -> Non
             async with db.transaction() as conn:
                 program = await programs.load(conn, program_out.id)
                 now = clock.now()
+                # The pipeline as any caller drives it (its after-commit work: rule problems, none here).
+                work = Work(conn, program.id, program, now, "test")
                 if kind == "order":
-                    lines = [OrderLineIn(sku=f"S{i}", quantity=a, unit_amount=b + i) for i in range(2)]
+                    lines = tuple(inputs.Line(sku=f"S{i}", quantity=a, unit_amount=b + i) for i in range(2))
                     total = sum(line.quantity * line.unit_amount for line in lines)
-                    data = OrderIn(
+                    order = inputs.Order(
                         external_id=f"o-{index}",
-                        customer=OrderCustomerIn(external_id=customer),
-                        currency="EUR",
                         placed_at=now,
+                        customer=inputs.CustomerRef(customer),
+                        currency="EUR",
                         lines=lines,
                         total_amount=total - total // 10,
                         discount_amount=total // 10,
                     )
-                    await orders.create_order(conn, program, data, now)
-                    order_ids.append(data.external_id)
+                    await pipeline.record_order(work, order)
+                    order_ids.append(order.external_id)
                 elif kind.startswith("refund") and order_ids:
                     target = order_ids[a % len(order_ids)]
                     refund = (
-                        RefundIn(external_id=f"r-{index}", lines=[RefundLineIn(sku="S0", quantity=b)])
+                        inputs.Refund(f"r-{index}", lines=(inputs.RefundLine("S0", b),))
                         if kind == "refund_lines"
-                        else RefundIn(external_id=f"r-{index}", amount=b)
+                        else inputs.Refund(f"r-{index}", amount=b)
                     )
-                    await orders.refund(conn, program, target, refund, now)
+                    await pipeline.refund_order(work, target, refund)
                 elif kind in ("spend", "goodwill"):
                     from service.customers import service as customers
 
                     row = await customers.get(conn, program.id, customer)
                     await ledger.adjust(
                         conn,
-                        customers.ledger_customer(row),
+                        ledger.customer_of(row),
                         a if kind == "goodwill" else -a,
                         reason=kind,
                         actor="test",

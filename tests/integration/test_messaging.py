@@ -28,6 +28,7 @@ from tests.conftest import (
     START,
     Api,
     fetch,
+    idempotency,
     in_app,
     iso,
     make_program,
@@ -251,7 +252,9 @@ async def test_quiet_hours_defer_caps_suppress_and_one_click_unsubscribe(
         "exit_on": ["unsubscribed"],
         "enabled": True,
     }
-    assert (await api.client.post("/v1/journeys", json=journey, headers=api.headers())).status_code == 201
+    assert (
+        await api.client.post("/v1/journeys", json=journey, headers=api.headers(**idempotency()))
+    ).status_code == 201
     customer = {
         "external_id": "ada",
         "email": "ada@example.com",
@@ -426,7 +429,7 @@ async def test_templates_are_checked_at_save_versioned_and_previewed(api: Api) -
         "text": "{{ greeting }}\n{{ date(expires_on) }}",
         "html": "<p>{{ greeting }}</p>",
     }
-    created = await api.client.post("/v1/templates", json=good, headers=api.headers())
+    created = await api.client.post("/v1/templates", json=good, headers=api.headers(**idempotency()))
     assert created.status_code == 201, created.text
     template_id = created.json()["id"]
     for count, subject in (
@@ -454,7 +457,7 @@ async def test_templates_are_checked_at_save_versioned_and_previewed(api: Api) -
         "items"
     ]
     assert [v["version"] for v in versions] == [2, 1]
-    duplicate = await api.client.post("/v1/templates", json=good, headers=api.headers())
+    duplicate = await api.client.post("/v1/templates", json=good, headers=api.headers(**idempotency()))
     assert duplicate.status_code == 409
 
     # The shipped Welsh default, previewed for a sample customer at each count: six plural forms.
@@ -515,7 +518,7 @@ async def test_a_template_that_fails_to_render_is_refused_at_save(
         **change,
     }
     before = table_counts(api.client)
-    response = await api.client.post("/v1/templates", json=body, headers=api.headers())
+    response = await api.client.post("/v1/templates", json=body, headers=api.headers(**idempotency()))
     assert response.status_code == 422, response.text
     problem = response.json()
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -601,7 +604,8 @@ async def test_bad_input_is_a_422_naming_the_field_and_changes_nothing(
 ) -> None:
     await api.client.get("/v1/journeys", headers=api.headers())  # the shipped journeys exist
     before = table_counts(api.client)
-    response = await api.client.request(method, path, json=body, headers=api.headers())
+    # A key for the creating POSTs that require one (the others ignore it): the body is what is refused.
+    response = await api.client.request(method, path, json=body, headers=api.headers(**idempotency()))
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field_name, response.json()
     assert table_counts(api.client) == before
@@ -617,10 +621,12 @@ async def test_chained_journeys_cannot_loop(api: Api) -> None:
         }
 
     assert (
-        await api.client.post("/v1/journeys", json=chained("a", "post_purchase"), headers=api.headers())
+        await api.client.post(
+            "/v1/journeys", json=chained("a", "post_purchase"), headers=api.headers(**idempotency())
+        )
     ).status_code == 201
     assert (
-        await api.client.post("/v1/journeys", json=chained("b", "a"), headers=api.headers())
+        await api.client.post("/v1/journeys", json=chained("b", "a"), headers=api.headers(**idempotency()))
     ).status_code == 201
     loop = await api.client.put("/v1/journeys/a", json=chained("a", "b"), headers=api.headers())
     assert (
@@ -661,7 +667,9 @@ async def test_a_completed_journey_enters_the_one_that_follows_it(api: Api, cloc
         "steps": [{"delay": {"days": 1}, "message_type": "birthday", "reward_points": 10}],
         "enabled": True,
     }
-    assert (await api.client.post("/v1/journeys", json=follow_up, headers=api.headers())).status_code == 201
+    assert (
+        await api.client.post("/v1/journeys", json=follow_up, headers=api.headers(**idempotency()))
+    ).status_code == 201
     clock.advance(timedelta(minutes=1))
     dan = {"external_id": "dan", "email": "dan@example.com", "marketing_consent": True}
     await order(api, "o-1", dan, placed_at=iso(clock.now()))
@@ -836,7 +844,7 @@ async def test_previews_render_every_count_the_schema_allows_with_the_programs_n
         "text": "{{ greeting }} {{ orders_count }}",
         "html": "<p>{{ greeting }}</p>",
     }
-    created = await api.client.post("/v1/templates", json=template, headers=api.headers())
+    created = await api.client.post("/v1/templates", json=template, headers=api.headers(**idempotency()))
     assert created.status_code == 201, created.text
     path = f"/v1/templates/{created.json()['id']}/preview"
     subjects = [(await _preview(api, {"count": count}, path))["subject"] for count in EXTREME_COUNTS]
@@ -891,7 +899,7 @@ async def test_a_template_over_a_render_limit_fails_its_message_and_the_batch_go
             "text": "{{ greeting }}",
             "html": GUARDED_LOOP,
         },
-        headers=api.headers(),
+        headers=api.headers(**idempotency()),
     )
     assert saved.status_code == 201, saved.text  # the samples never reach the loop
     mallory = {"external_id": "m", "email": "mallory@example.com", "name": "Mallory", "locale": "en"}
@@ -909,11 +917,13 @@ async def test_a_template_over_a_render_limit_fails_its_message_and_the_batch_go
 
 
 async def test_template_writes_and_previews_need_the_admin_scope(api: Api) -> None:
-    created = await api.client.post("/v1/templates", json=TEMPLATE_BODY, headers=api.headers())
+    created = await api.client.post("/v1/templates", json=TEMPLATE_BODY, headers=api.headers(**idempotency()))
     assert created.status_code == 201, created.text
     template_id = created.json()["id"]
     reader = (
-        await api.client.post("/v1/api-keys", json={"name": "r", "scope": "read"}, headers=api.headers())
+        await api.client.post(
+            "/v1/api-keys", json={"name": "r", "scope": "read"}, headers=api.headers(**idempotency())
+        )
     ).json()["api_key"]
     for method, path, body in (
         ("POST", "/v1/templates/preview", {"message_type": "win_back", "locale": "en"}),
@@ -960,7 +970,7 @@ async def test_a_hostile_draft_is_refused_naming_the_limit_and_nothing_is_saved(
         },
         headers=api.headers(),
     )
-    saved = await api.client.post("/v1/templates", json=draft, headers=api.headers())
+    saved = await api.client.post("/v1/templates", json=draft, headers=api.headers(**idempotency()))
     for answer in (preview, saved):
         assert answer.status_code == 422, answer.text
         problem = answer.json()

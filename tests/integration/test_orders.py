@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import START, Api, fetch, iso, order_body, table_counts, verify_ledger
+from tests.conftest import START, Api, fetch, idempotency, iso, order_body, table_counts, verify_ledger
 
 
 async def test_order_earns_pending_points_with_explanation(api: Api) -> None:
@@ -209,7 +209,9 @@ async def test_an_order_body_can_be_quoted_as_it_is_and_the_quote_is_what_it_ear
         "effect": {"kind": "fixed", "points": 7},
         "status": "active",
     }
-    assert (await api.client.post("/v1/rules", json=rule, headers=api.headers())).status_code == 201
+    assert (
+        await api.client.post("/v1/rules", json=rule, headers=api.headers(**idempotency()))
+    ).status_code == 201
     before = table_counts(api.client)
     quoted = await api.client.post("/v1/orders/quote", json=body, headers=api.headers())
     assert quoted.status_code == 200, quoted.text

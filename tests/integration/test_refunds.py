@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from service.core.clock import FrozenClock
 from service.ledger import jobs
-from tests.conftest import START, Api, fetch, in_app, table_counts, verify_ledger
+from tests.conftest import START, Api, fetch, idempotency, in_app, table_counts, verify_ledger
 
 LINES = [
     {"sku": "A", "quantity": 2, "unit_amount": 2500},
@@ -118,7 +118,7 @@ async def test_refund_after_points_were_spent_records_a_debt_settled_by_next_ear
     spend = await api.client.post(
         "/v1/customers/c-1/adjustments",
         json={"points": -80, "reason": "redeemed a voucher"},
-        headers=api.headers(),
+        headers=api.headers(**idempotency()),
     )
     assert spend.status_code == 201, spend.text
     response = await refund(api, "o-1", external_id="r-1", amount=10000)
@@ -201,6 +201,8 @@ async def test_points_past_their_expiry_date_cannot_be_spent_before_the_sweep(
     await api.order("o-1", lines=[{"sku": "A", "quantity": 1, "unit_amount": 5000}])
     clock.advance(timedelta(days=31))
     spend = await api.client.post(
-        "/v1/customers/c-1/adjustments", json={"points": -10, "reason": "voucher"}, headers=api.headers()
+        "/v1/customers/c-1/adjustments",
+        json={"points": -10, "reason": "voucher"},
+        headers=api.headers(**idempotency()),
     )
     assert spend.status_code == 409 and spend.json()["available"] == 0

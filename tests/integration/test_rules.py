@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from service.core.clock import FrozenClock
-from tests.conftest import START, Api, fetch, iso, order_body, table_counts, verify_ledger
+from tests.conftest import START, Api, fetch, idempotency, iso, order_body, table_counts, verify_ledger
 
 # START is Monday 2026-03-02 12:00 UTC; the next Sunday is 2026-03-08.
 SUNDAY = START + timedelta(days=6)
@@ -25,7 +25,7 @@ SUNDAY_DOUBLE_SHOES = {
 
 
 async def create_rule(api: Api, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
-    response = await api.client.post("/v1/rules", json=body, headers=api.headers())
+    response = await api.client.post("/v1/rules", json=body, headers=api.headers(**idempotency()))
     assert response.status_code == status, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -271,7 +271,7 @@ async def test_bad_rules_are_refused_with_the_path(api: Api) -> None:
     cases.append(({"conditions": deep}, "conditions" + ".not" * 10))
     for change, field in cases:
         body = {**SUNDAY_DOUBLE_SHOES, "status": "draft", **change}
-        response = await api.client.post("/v1/rules", json=body, headers=api.headers())
+        response = await api.client.post("/v1/rules", json=body, headers=api.headers(**idempotency()))
         assert response.status_code == 422, (change, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["field"] == field, (change, response.json())

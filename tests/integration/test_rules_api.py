@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from service.core.clock import FrozenClock
-from tests.conftest import START, Api, fetch, iso, table_counts, verify_ledger
+from tests.conftest import START, Api, fetch, idempotency, iso, table_counts, verify_ledger
 
 SHOES_TRIPLE = {
     "name": "Shoes triple",
@@ -21,7 +21,9 @@ SHOES_TRIPLE = {
 
 
 async def post_rule(api: Api, body: dict[str, Any], status: int = 201, **headers: str) -> dict[str, Any]:
-    response = await api.client.post("/v1/rules", json=body, headers=api.headers(**headers))
+    response = await api.client.post(
+        "/v1/rules", json=body, headers=api.headers(**{**idempotency(), **headers})
+    )
     assert response.status_code == status, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -110,10 +112,12 @@ async def test_create_is_idempotent_and_scoped(api: Api) -> None:
     keys = {}
     for scope in ("server", "read"):
         created = await api.client.post(
-            "/v1/api-keys", json={"name": scope, "scope": scope}, headers=api.headers()
+            "/v1/api-keys", json={"name": scope, "scope": scope}, headers=api.headers(**idempotency())
         )
         keys[scope] = created.json()["api_key"]
-    forbidden = await api.client.post("/v1/rules", json=SHOES_TRIPLE, headers=api.headers(keys["server"]))
+    forbidden = await api.client.post(
+        "/v1/rules", json=SHOES_TRIPLE, headers=api.headers(keys["server"], **idempotency())
+    )
     assert forbidden.status_code == 403
     cart = {
         "customer": {"external_id": "nobody-yet"},

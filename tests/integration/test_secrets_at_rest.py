@@ -16,7 +16,7 @@ from service.core import db
 from service.core.clock import FrozenClock
 from service.core.secrets import SecretBox, new_key
 from service.webhooks import domain, jobs
-from tests.conftest import ENCRYPTION_KEY, START, Api, fetch, in_app, settings_for
+from tests.conftest import ENCRYPTION_KEY, START, Api, fetch, idempotency, in_app, settings_for
 from tests.support.cli import encore
 from tests.support.receiver import Receiver
 
@@ -193,7 +193,7 @@ async def test_encore_migrate_seals_a_plaintext_answer_when_no_endpoint_is_left_
     """A migrate that died after sealing the endpoints but before the stored answers: the next one still
     seals the answers (they would otherwise keep a working secret in plain text until retention)."""
     created = await api.client.post(
-        "/v1/webhook-endpoints", json={"url": receiver.url}, headers=api.headers()
+        "/v1/webhook-endpoints", json={"url": receiver.url}, headers=api.headers(**idempotency())
     )
     assert created.status_code == 201, created.text
     endpoint_id, secret = created.json()["id"], created.json()["secret"]
@@ -224,10 +224,14 @@ async def test_encore_migrate_seals_a_plaintext_answer_when_no_endpoint_is_left_
 async def test_a_secret_no_key_opens_fails_its_delivery_and_is_named_by_rotate(
     api: Api, receiver: Receiver, clock: FrozenClock, database_url: str
 ) -> None:
-    good = await api.client.post("/v1/webhook-endpoints", json={"url": receiver.url}, headers=api.headers())
+    good = await api.client.post(
+        "/v1/webhook-endpoints", json={"url": receiver.url}, headers=api.headers(**idempotency())
+    )
     assert good.status_code == 201, good.text
     receiver.secrets.append(good.json()["secret"])
-    lost = await api.client.post("/v1/webhook-endpoints", json={"url": receiver.url}, headers=api.headers())
+    lost = await api.client.post(
+        "/v1/webhook-endpoints", json={"url": receiver.url}, headers=api.headers(**idempotency())
+    )
     lost_id = lost.json()["id"]
 
     async def seal_with_a_lost_key() -> None:
@@ -257,7 +261,10 @@ async def test_a_secret_no_key_opens_fails_its_delivery_and_is_named_by_rotate(
     assert result.returncode == 1
     assert f"webhook endpoint {lost_id} (secret): cannot be decrypted" in result.stderr
     assert "1 values could not be decrypted" in result.stderr and "Traceback" not in result.stderr
-    assert "rotated 1 of 2 encrypted values" in result.stdout  # the other endpoint's is rotated
+    # The other endpoint's secret is rotated, and both creations' stored answers (creating takes an
+    # Idempotency-Key, so each answer is kept, sealed with the key that still opens).
+    assert "rotated 3 of 4 encrypted values" in result.stdout
+    assert "webhook endpoints: 1 of 2, stored idempotent answers: 2 of 2" in result.stdout
     assert SecretBox((new,)).open(_stored(api, good.json()["id"])["secret"]) == OLD_BOX.open(before["secret"])
 
 

@@ -9,8 +9,10 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service.core.clock import FrozenClock
+from service.outbox import consumers
 from service.scheduler.worker import Job, Worker
-from tests.conftest import START, Api, fetch, in_app, make_program, settings_for
+from service.webhooks import jobs as webhooks
+from tests.conftest import START, Api, fetch, idempotency, in_app, make_program, settings_for
 from tests.support.cli import encore
 
 
@@ -48,7 +50,7 @@ async def test_a_program_sees_its_own_backlog_and_operators_see_the_runs(
     theirs = (await client.get("/v1/system/jobs", headers=other.headers())).json()
     own = fetch(
         client,
-        "SELECT count(*) AS n FROM outbox WHERE program_id = $1 AND delivered_at IS NULL",
+        f"SELECT count(*) AS n FROM outbox o WHERE program_id = $1 AND {consumers.waiting(webhooks.CONSUMER)}",
         UUID(other.program_id),
     )[0]["n"]
     assert theirs["backlog"]["undispatched"] == own < 4  # its own events only, not the order's
@@ -58,7 +60,9 @@ async def test_a_program_sees_its_own_backlog_and_operators_see_the_runs(
     assert after["backlog"]["undispatched"] == 0 and after["backlog"]["outbox_lag_seconds"] == 0.0
 
     key = (
-        await client.post("/v1/api-keys", json={"name": "r", "scope": "read"}, headers=api.headers())
+        await client.post(
+            "/v1/api-keys", json={"name": "r", "scope": "read"}, headers=api.headers(**idempotency())
+        )
     ).json()
     assert (await client.get("/v1/system/jobs", headers=api.headers(key["api_key"]))).status_code == 403
 

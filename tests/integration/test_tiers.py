@@ -10,7 +10,7 @@ from typing import Any
 
 from service.core.clock import FrozenClock
 from service.tiers import domain, jobs
-from tests.conftest import START, Api, fetch, in_app, iso, table_counts
+from tests.conftest import START, Api, fetch, idempotency, in_app, iso, table_counts
 
 SILVER = {
     "key": "silver",
@@ -28,7 +28,7 @@ GOLD = {
 
 
 async def post_tier(api: Api, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
-    response = await api.client.post("/v1/tiers", json=body, headers=api.headers())
+    response = await api.client.post("/v1/tiers", json=body, headers=api.headers(**idempotency()))
     assert response.status_code == status, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -141,7 +141,7 @@ async def test_tier_set_checks_and_listing(api: Api) -> None:
         "audience": {"tiers": ["silver", "platinum"]},
         "effect": {"kind": "fixed", "points": 5},
     }
-    response = await api.client.post("/v1/rules", json=rule, headers=api.headers())
+    response = await api.client.post("/v1/rules", json=rule, headers=api.headers(**idempotency()))
     assert response.status_code == 422 and response.json()["field"] == "audience.tiers[1]"
 
 
@@ -264,7 +264,9 @@ async def test_manual_gesture_and_its_end(api: Api, clock: FrozenClock) -> None:
     await api.order("o-2")  # Silver by spend
     until = START + timedelta(days=365)
     body = {"tier": "gold", "reason": "sorry for the lost parcel", "until": iso(until), "actor": "ana@shop"}
-    response = await api.client.post("/v1/customers/c-1/tier", json=body, headers=api.headers())
+    response = await api.client.post(
+        "/v1/customers/c-1/tier", json=body, headers=api.headers(**idempotency())
+    )
     assert response.status_code == 200, response.text
     standing = response.json()
     assert (standing["tier"]["key"], standing["source"], standing["manual_until"]) == (
@@ -282,10 +284,12 @@ async def test_manual_gesture_and_its_end(api: Api, clock: FrozenClock) -> None:
         ({"tier": "gold"}, "reason"),
     ]
     for wrong, field in bad:
-        response = await api.client.post("/v1/customers/c-1/tier", json=wrong, headers=api.headers())
+        response = await api.client.post(
+            "/v1/customers/c-1/tier", json=wrong, headers=api.headers(**idempotency())
+        )
         assert response.status_code == 422 and response.json()["field"] == field, response.text
     assert (
-        await api.client.post("/v1/customers/nobody/tier", json=body, headers=api.headers())
+        await api.client.post("/v1/customers/nobody/tier", json=body, headers=api.headers(**idempotency()))
     ).status_code == 404
     assert reevaluate(api, until - timedelta(days=31)) == {}
     assert reevaluate(api, until - timedelta(days=30)) == {"warn": 1}
@@ -344,7 +348,7 @@ async def test_the_databases_qualification_is_the_domains(api: Api, clock: Froze
     )
 
     # Forget the tiers the orders gave, so every customer who reaches one is a candidate.
-    fetch(api.client, "UPDATE customer SET tier_id = NULL, tier_since = NULL RETURNING id")
+    fetch(api.client, "UPDATE customer_tier SET tier_id = NULL, since = NULL RETURNING customer_id")
 
     async def compare() -> tuple[dict[str, str], dict[str, str]]:
         from service.core import db
@@ -391,7 +395,7 @@ async def test_two_reevaluations_at_once_change_each_customer_once(api: Api) -> 
         await api.order(f"{customer}-a", customer=customer)
         await api.order(f"{customer}-b", customer=customer)
     # As if the tier had come after the orders: nobody holds it yet, every one of them qualifies.
-    fetch(api.client, "UPDATE customer SET tier_id = NULL, tier_since = NULL RETURNING id")
+    fetch(api.client, "UPDATE customer_tier SET tier_id = NULL, since = NULL RETURNING customer_id")
     fetch(api.client, "DELETE FROM tier_change RETURNING id")
     fetch(api.client, "DELETE FROM outbox WHERE topic LIKE 'tier.%' RETURNING id")
 
@@ -439,7 +443,58 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(api: Api)
         ("DELETE", "/v1/tiers/nope?move_to=none", None),
     ]
     for method, path, body in attempts:
-        response = await api.client.request(method, path, json=body, headers=h)
+        # A key for the POSTs that require one: the refusal must be the body's, not a missing header's.
+        response = await api.client.request(method, path, json=body, headers={**h, **idempotency()})
         assert 400 <= response.status_code < 500, (method, path, body, response.text)
+        assert response.json().get("field") != "header:Idempotency-Key", response.text
         assert response.headers["content-type"].startswith("application/problem+json"), response.text
     assert table_counts(api.client) == before
+
+
+async def test_tier_state_has_its_own_row_and_a_stale_read_is_decided_again(api: Api) -> None:
+    """Tier state lives in `customer_tier` (a customer without a row holds no tier). The order reads it
+    with the customer's upsert, unlocked: when it moved before the upgrade is written (a re-evaluation
+    committed meanwhile), the upgrade is decided again on what is there, and after_activity says so."""
+    from service.core import db
+    from service.programs import service as programs
+    from service.tiers import service as tiers
+
+    await post_tier(api, SILVER)
+    await post_tier(api, GOLD)
+    await api.order("o-1")
+    await api.order("o-2")  # EUR 180.00: Silver
+    await api.order("n-1", customer="c-2")  # EUR 90.00: no tier, no row
+    [row] = fetch(api.client, "SELECT customer_id, tier_id, source FROM customer_tier")
+    [silver] = fetch(api.client, "SELECT id FROM tier WHERE key = 'silver'")
+    assert (row["tier_id"], row["source"]) == (silver["id"], "earned")
+    assert (await tier_of(api, "c-2"))["tier"] is None
+    # Gold within reach, without an order to take the customer there.
+    fetch(api.client, "UPDATE orders SET total_amount = 30000 WHERE external_id = 'o-2' RETURNING id")
+    [customer] = fetch(
+        api.client, "SELECT id, program_id, external_id FROM customer WHERE external_id = 'c-1'"
+    )
+    stale = {
+        **customer,
+        "tier_id": None,
+        "tier_since": None,
+        "tier_source": "earned",
+        "tier_manual_until": None,
+        "tier_warned_at": None,
+    }
+
+    async def lift() -> tiers.Lifted | None:
+        async with db.transaction() as conn:
+            program = await programs.load(conn, api.program_id)  # type: ignore[arg-type]
+            return await tiers.after_activity(conn, program, stale, START, "order", "o-x", spend=0, orders=1)
+
+    lifted = in_app(api.client, lift)
+    assert lifted is not None
+    assert (lifted.from_tier and lifted.from_tier.key, lifted.to_tier.key) == ("silver", "gold")
+    assert lifted.reason == "order o-x: spend over 12 months EUR 390.00 (Gold needs EUR 250.00)"
+    assert (await tier_of(api))["tier"]["key"] == "gold"
+    upgrade = (await history_of(api))[0]
+    assert (upgrade["from_tier"]["key"], upgrade["to_tier"]["key"]) == ("silver", "gold")
+    assert topics(api) == ["tier.upgraded", "tier.upgraded"]
+    # Nothing left to lift: the same call changes nothing and says so.
+    assert in_app(api.client, lift) is None
+    assert topics(api) == ["tier.upgraded", "tier.upgraded"]

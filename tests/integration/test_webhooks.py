@@ -18,7 +18,7 @@ from service.core.clock import FrozenClock
 from service.webhooks import jobs, service
 from service.webhooks.domain import RETRY_WINDOW
 from service.webhooks.schemas import EndpointPatch
-from tests.conftest import START, Api, fetch, in_app, iso, settings_for
+from tests.conftest import START, Api, fetch, idempotency, in_app, iso, settings_for
 from tests.support.receiver import Answer, Receiver
 
 
@@ -61,7 +61,7 @@ def hooks(client: AsyncTestClient[Litestar], database_url: str, clock: FrozenClo
 
 async def _endpoint(api: Api, receiver: Receiver, **body: Any) -> dict[str, Any]:
     response = await api.client.post(
-        "/v1/webhook-endpoints", json={"url": receiver.url, **body}, headers=api.headers()
+        "/v1/webhook-endpoints", json={"url": receiver.url, **body}, headers=api.headers(**idempotency())
     )
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
@@ -350,13 +350,17 @@ async def test_endpoint_input_is_checked_and_changes_nothing_when_bad(api: Api, 
         ({}, "url"),
     ]
     for body, field in cases:
-        response = await api.client.post("/v1/webhook-endpoints", json=body, headers=api.headers())
+        response = await api.client.post(
+            "/v1/webhook-endpoints", json=body, headers=api.headers(**idempotency())
+        )
         assert response.status_code in (400, 422), (body, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json().get("field") == field, (body, response.json())
     assert fetch(api.client, "SELECT count(*) AS n FROM webhook_endpoint")[0]["n"] == 0
     idn = await api.client.post(
-        "/v1/webhook-endpoints", json={"url": "https://bücher.example/hook"}, headers=api.headers()
+        "/v1/webhook-endpoints",
+        json={"url": "https://bücher.example/hook"},
+        headers=api.headers(**idempotency()),
     )
     assert idn.json()["detail"] == (
         "the host 'bücher.example' is not ASCII: write its IDNA (punycode) form, "
@@ -365,7 +369,7 @@ async def test_endpoint_input_is_checked_and_changes_nothing_when_bad(api: Api, 
     empty = await api.client.post(
         "/v1/webhook-endpoints",
         json={"url": "https://example.com/", "event_types": []},
-        headers=api.headers(),
+        headers=api.headers(**idempotency()),
     )
     assert "length >= 1" in empty.json()["detail"]
 
@@ -417,7 +421,9 @@ async def test_endpoint_input_is_checked_and_changes_nothing_when_bad(api: Api, 
     assert too_long.status_code in (400, 422) and too_long.json()["field"] == "overlap_seconds"
 
     read_key = (
-        await api.client.post("/v1/api-keys", json={"name": "r", "scope": "server"}, headers=api.headers())
+        await api.client.post(
+            "/v1/api-keys", json={"name": "r", "scope": "server"}, headers=api.headers(**idempotency())
+        )
     ).json()
     forbidden = await api.client.get("/v1/webhook-endpoints", headers=api.headers(read_key["api_key"]))
     assert forbidden.status_code == 403

@@ -6,7 +6,7 @@ import asyncio
 import socket
 from typing import Any
 
-from tests.conftest import Api
+from tests.conftest import Api, idempotency
 from tests.support.cli import FAST_WORKER, Output, encore, running
 
 
@@ -19,7 +19,7 @@ def _free_port() -> int:
 
 async def _subscribe(api: Api, port: int) -> dict[str, Any]:
     body = {"url": f"http://127.0.0.1:{port}/hooks", "event_types": ["order.*"]}
-    response = await api.client.post("/v1/webhook-endpoints", json=body, headers=api.headers())
+    response = await api.client.post("/v1/webhook-endpoints", json=body, headers=api.headers(**idempotency()))
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created

@@ -21,7 +21,7 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.core.clock import FrozenClock
 from service.webhooks import domain, jobs
-from tests.conftest import Api, fetch, settings_for
+from tests.conftest import Api, fetch, idempotency, settings_for
 from tests.integration.test_webhooks import Hooks
 from tests.support.receiver import Receiver
 
@@ -71,7 +71,7 @@ async def _endpoint_with_url(api: Api, url: str) -> str:
     """An endpoint whose stored URL is `url`, written past the API's check; one delivery (a test event,
     the only event it gets) queued for it."""
     body = {"url": "https://hooks.example.com/x", "event_types": ["order.created"]}
-    created = await api.client.post("/v1/webhook-endpoints", json=body, headers=api.headers())
+    created = await api.client.post("/v1/webhook-endpoints", json=body, headers=api.headers(**idempotency()))
     assert created.status_code == 201, created.text
     endpoint_id: str = created.json()["id"]
     fetch(api.client, "UPDATE webhook_endpoint SET url = $2 WHERE id = $1", UUID(endpoint_id), url)
@@ -244,7 +244,9 @@ async def test_the_api_refuses_every_finding(
     """POST (and PATCH) with a finding URL: 422 problem+json naming `url`, in production and in local
     mode, and nothing is created or changed."""
     existing = await api.client.post(
-        "/v1/webhook-endpoints", json={"url": "https://hooks.example.com/encore"}, headers=api.headers()
+        "/v1/webhook-endpoints",
+        json={"url": "https://hooks.example.com/encore"},
+        headers=api.headers(**idempotency()),
     )
     assert existing.status_code == 201
     endpoint_id = existing.json()["id"]
@@ -252,7 +254,9 @@ async def test_the_api_refuses_every_finding(
     for http in (production, client):
         for url in FINDINGS:
             for response in (
-                await http.post("/v1/webhook-endpoints", json={"url": url}, headers=api.headers()),
+                await http.post(
+                    "/v1/webhook-endpoints", json={"url": url}, headers=api.headers(**idempotency())
+                ),
                 await http.patch(
                     f"/v1/webhook-endpoints/{endpoint_id}", json={"url": url}, headers=api.headers()
                 ),

@@ -18,7 +18,7 @@ import pytest
 
 from service.core import db
 from service.outbox.service import Event, emit
-from tests.conftest import START, Api, fetch, in_app
+from tests.conftest import START, Api, fetch, idempotency, in_app
 from tests.support.receiver import Answer, Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ async def _subscribe(api: Api, receiver: Receiver) -> str:
     response = await api.client.post(
         "/v1/webhook-endpoints",
         json={"url": receiver.url, "event_types": ["order.created"]},
-        headers=api.headers(),
+        headers=api.headers(**idempotency()),
     )
     assert response.status_code == 201, response.text
     receiver.secrets.append(response.json()["secret"])

@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core.errors import InvalidInput
+from service.core.locales import canonical
 from service.customers.schemas import CustomerProfile
 from service.customers.service import profile_changes
-from service.messaging.locales import canonical, choose_locale
+from service.messaging.locales import choose_locale
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

@@ -23,8 +23,10 @@ def test_what_is_sealed_opens_to_the_same_text(plaintext: str) -> None:
     stored = box.seal(plaintext)
     assert stored.startswith(PREFIX) and SecretBox.is_sealed(stored)
     assert box.open(stored) == plaintext
-    if len(plaintext) >= 4:
-        assert plaintext not in stored
+    # Not readable in what is stored: the token after the prefix (its version and time bytes start with
+    # a fixed `gAAAAA`, and short texts can occur in random base64 or in the prefix by chance).
+    if len(plaintext) >= 16:
+        assert plaintext not in stored[len(PREFIX) :]
 
 
 def test_sealing_twice_gives_different_text() -> None:

@@ -17,7 +17,8 @@ _EVENT = re.compile(rf'\bEvent\(\s*"({_TOPIC})"')
 _KEYWORD = re.compile(rf'\btopic\s*=\s*"({_TOPIC})"')
 _ASSIGNMENT = re.compile(r"^\s*topic\s*(?::\s*str\s*)?=\s*(.+)$", re.MULTILINE)
 _LITERAL = re.compile(rf'"({_TOPIC})"')
-# SQL: quoted topics inside statements of files that insert into the outbox directly.
+# SQL: quoted topics inside statements of files that write events set-based (insert_events, the outbox's
+# own INSERT).
 _SQL = re.compile(rf"'({_TOPIC})'")
 
 
@@ -41,7 +42,7 @@ def written_topics(sources: dict[Path, str]) -> dict[str, set[str]]:
         for assignment in _ASSIGNMENT.finditer(text):
             for literal in _LITERAL.finditer(assignment.group(1)):
                 add(literal.group(1), path)
-        if "INSERT INTO outbox" in text:
+        if "INSERT INTO outbox" in text or "insert_events(" in text:
             for match in _SQL.finditer(text):
                 add(match.group(1), path)
     return found
@@ -55,6 +56,7 @@ def test_the_scanner_finds_each_style() -> None:
         SERVICE / "c.py": '    topic = "customer.created" if created else "customer.updated"\n',
         SERVICE / "d.py": "_SQL = \"INSERT INTO outbox (topic) SELECT 'points.matured'\"",
         SERVICE / "e.py": "x = \"SELECT 'not.an_outbox_topic'\"",
+        SERVICE / "f.py": "_E = insert_events(\"SELECT 'points.expired' AS topic\", at='$2')",
     }
     assert set(written_topics(sample)) == {
         "order.created",
@@ -62,6 +64,7 @@ def test_the_scanner_finds_each_style() -> None:
         "customer.created",
         "customer.updated",
         "points.matured",
+        "points.expired",
     }
 
 
