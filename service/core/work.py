@@ -105,14 +105,7 @@ class Runner(Generic[P]):
     ) -> T:
         """`use_case` on a plain connection (reads that need no transaction). `before`: a context entered
         first and left last, e.g. a render slot that must not hold a connection while it waits."""
-        async with AsyncExitStack() as stack:
-            if before is not None:
-                await stack.enter_async_context(before)
-            async with db.connection() as conn:
-                work = await self._work(conn, load)
-                result = await use_case(work)
-            await _after(work)
-        return result
+        return await self._on(db.connection, use_case, load, before)
 
     @overload
     async def transaction(
@@ -135,10 +128,21 @@ class Runner(Generic[P]):
     ) -> T:
         """`use_case` in one transaction: it commits when the use case returns, rolls back if it raises;
         the after-commit work runs after the commit."""
+        return await self._on(db.transaction, use_case, load, before)
+
+    async def _on(
+        self,
+        connect: Callable[[], AbstractAsyncContextManager[Connection]],
+        use_case: UseCase[Any, T],
+        load: Load | None,
+        before: AbstractAsyncContextManager[object] | None,
+    ) -> T:
+        """`use_case` on the connection `connect` gives (plain or in a transaction), `before` around it,
+        then the after-commit work."""
         async with AsyncExitStack() as stack:
             if before is not None:
                 await stack.enter_async_context(before)
-            async with db.transaction() as conn:
+            async with connect() as conn:
                 work = await self._work(conn, load)
                 result = await use_case(work)
             await _after(work)

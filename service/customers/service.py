@@ -39,7 +39,6 @@ def given_fields(profile: CustomerProfile) -> dict[str, Any]:
 def checked_profile(given: Mapping[str, Any], now: datetime, field_prefix: str = "") -> dict[str, Any]:
     """`profile_changes` for fields given as plain values (an import row, a Stripe customer)."""
     changes = dict(given)
-    changes.pop("external_id", None)  # the key, not a field to change
     unknown = sorted(set(changes) - set(CustomerProfile.__struct_fields__))
     if unknown:
         raise InvalidInput(

@@ -3,7 +3,6 @@ body into the pipeline's plain inputs and calls the one entry point."""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Response, post
@@ -19,12 +18,12 @@ from service.earning import inputs, pipeline, simulation
 from service.earning.schemas import OrderCreated, QuoteOut, RefundOut
 from service.orders.schemas import OrderCustomerIn, OrderIn, OrderLineIn, QuoteIn, RefundIn
 from service.programs.service import Program
-from service.rules.schemas import EventIn, EventOut, SimulationIn, SimulationOut
+from service.rules.schemas import EventCustomerIn, EventIn, EventOut, SimulationIn, SimulationOut
 
 
-def _customer(customer: OrderCustomerIn | Any) -> inputs.CustomerRef:
+def _customer(customer: OrderCustomerIn | EventCustomerIn) -> inputs.CustomerRef:
     profile = customers.given_fields(customer)
-    profile.pop("external_id", None)
+    profile.pop("external_id")  # the key, not a field to change
     return inputs.CustomerRef(customer.external_id, profile)
 
 

@@ -29,7 +29,7 @@ from service.earning.schemas import (
 )
 from service.ledger import domain as ledger_domain
 from service.ledger import service as ledger
-from service.ledger.schemas import entry_out
+from service.ledger.schemas import LedgerEntryOut, entry_out
 from service.orders import domain as orders_domain
 from service.orders import service as orders
 from service.outbox.service import Event, emit
@@ -40,11 +40,9 @@ from service.rules.conditions import LineFacts
 from service.rules.schemas import EventOut
 from service.tiers import service as tiers
 
-
-def customer_context() -> tuple[str, ...]:
-    """What the rules read of the customer `c` besides its row, as LATERAL joins that the customer's
-    upsert or look-up returns in the same round trip: order stats (orders) and the tier (tiers)."""
-    return orders.customer_stats_lateral("c.id"), tiers.TIER_LATERAL
+# What the rules read of the customer `c` besides its row, as LATERAL joins that the customer's upsert or
+# look-up returns in the same round trip: order stats (orders) and the tier (tiers).
+CUSTOMER_CONTEXT = (orders.customer_stats_lateral("c.id"), tiers.TIER_LATERAL)
 
 
 def _record_problems_after(work: Work[Program], evaluation: rules_domain.Evaluation) -> None:
@@ -63,7 +61,7 @@ async def _customer(
     """Create or update the customer (row locked until commit), with what the rules read of them."""
     profile = customers.checked_profile(customer.profile, now, "customer.")
     row, _, events = await customers.upsert(
-        conn, program.id, customer.external_id, profile, now, *customer_context()
+        conn, program.id, customer.external_id, profile, now, *CUSTOMER_CONTEXT
     )
     return row, events
 
@@ -178,7 +176,7 @@ async def quote(work: Work[Program], cart: inputs.Cart) -> QuoteOut:
     placed_at = cart.placed_at or now
     orders.check(cart.currency, placed_at, now)
     priced = _price(cart)
-    found = await customers.find(conn, program.id, cart.customer.external_id, *customer_context())
+    found = await customers.find(conn, program.id, cart.customer.external_id, *CUSTOMER_CONTEXT)
     subject = _subject(program, cart, placed_at, priced, found or {"created_at": now})
     customer = ledger.customer_of(found) if found else None
     evaluation = (
@@ -199,12 +197,11 @@ async def quote(work: Work[Program], cart: inputs.Cart) -> QuoteOut:
     )
 
 
-def _refund_out(recorded: orders.RefundRecorded, entries: list[Any]) -> RefundOut:
-    refund = recorded.refund
+def _refund_out(order: dict[str, Any], refund: dict[str, Any], entries: list[LedgerEntryOut]) -> RefundOut:
     return RefundOut(
         external_id=refund["external_id"],
-        order_external_id=recorded.order["external_id"],
-        currency=recorded.order["currency"],
+        order_external_id=order["external_id"],
+        currency=order["currency"],
         amount=refund["amount"],
         shipping_amount=refund["shipping_amount"],
         points_reversed=refund["points_reversed"],
@@ -233,7 +230,7 @@ async def refund_order(
     order, plan = recorded.order, recorded.plan
     if plan is None:
         stored = await ledger.entries_for_refund(conn, recorded.refund["id"])
-        return _refund_out(recorded, [entry_out(row) for row in stored]), False
+        return _refund_out(order, recorded.refund, [entry_out(row) for row in stored]), False
     refund_id: UUID = recorded.refund["id"]
     customer = ledger.Customer(program.id, order["customer_id"], order["customer_external_id"])
     summary = orders_domain.refund_summary(plan, order["currency"], by_lines=recorded.by_lines)
@@ -268,11 +265,9 @@ async def refund_order(
     ]
     await emit(conn, program.id, events, now)
     # Answered from what was just written; a replay reads the stored refund.
-    answered = orders.RefundRecorded(
-        order, {**recorded.refund, "debt_recorded": reversed_.debt_recorded}, plan, recorded.by_lines
-    )
+    written = {**recorded.refund, "debt_recorded": reversed_.debt_recorded}
     entries = ledger.entry_views(reversed_, order["external_id"], refund.external_id)
-    return _refund_out(answered, entries), True
+    return _refund_out(order, written, entries), True
 
 
 async def record_event(work: Work[Program], event: inputs.Event) -> EventOut:
