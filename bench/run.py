@@ -18,6 +18,9 @@
    BENCH_MESSAGES=0 skips it.
 10. previews: /healthz probed every 20 ms, idle and while ten hostile template previews (1 s of CPU each)
    run at once on the API server, after the status phase (bench/previews.py); BENCH_PREVIEWS=0 skips it.
+11. rewards: redemptions on 16 connections with distinct customers (ratio to orders), one hot customer on
+   16 connections (req/s, p99, nothing overdrawn) and code validations (ratio to hello), on the API server
+   (bench/rewards.py); BENCH_REWARDS=0 skips it. Run alone, it measures hello and orders too.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -30,8 +33,8 @@ them, failure or not.
 
 Groups: `make bench ONLY=foundation` (or BENCH_ONLY=...) runs one group of phases alone; several are
 comma-separated (`ONLY=foundation,rules`). foundation = pgbench, hello, orders, status (1-4); previews (10);
-rules (7); tiers (8); sweeps (5); messaging (9); webhooks (6). Unset: every group. A group's own skip
-variable (BENCH_RULES=0, ...) still skips it.
+rules (7); tiers (8); rewards (11, with hello and orders); sweeps (5); messaging (9); webhooks (6). Unset:
+every group. A group's own skip variable (BENCH_RULES=0, ...) still skips it.
 
 Environment: BENCH_SECONDS (30), BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_WORKERS (uvicorn workers, 2),
 BENCH_CLIENT (raw | aiohttp), BENCH_ENFORCE=1 to exit 1 when a target is missed. Results:
@@ -87,7 +90,7 @@ import msgspec
 import uvloop
 from yarl import URL
 
-from bench import messaging, previews, rules, sweeps, tiers, webhooks
+from bench import messaging, previews, rewards, rules, sweeps, tiers, webhooks
 from bench.load import PhaseResult, Request, run_phase
 
 T = TypeVar("T")
@@ -108,7 +111,7 @@ TARGET_STATUS_PER_HELLO = 0.3
 BUSY_MACHINE_CORES = 0.25  # background load above this makes a run noisy
 
 
-GROUPS = ("foundation", "previews", "rules", "tiers", "sweeps", "messaging", "webhooks")
+GROUPS = ("foundation", "previews", "rules", "tiers", "rewards", "sweeps", "messaging", "webhooks")
 
 
 def selected_groups(raw: str) -> frozenset[str]:
@@ -634,6 +637,7 @@ class Run:
     tiers_reevaluation: dict[str, Any] | None = None  # bench.tiers: re-evaluation of a million customers
     messaging: dict[str, Any] | None = None  # bench.messaging: render sweep and SMTP delivery
     previews: dict[str, Any] | None = None  # bench.previews: /healthz while hostile previews run
+    rewards: dict[str, Any] | None = None  # bench.rewards: redemptions, a hot customer, code validations
 
     def http_phase(
         self,
@@ -697,6 +701,8 @@ class Run:
             out["tiers_on_per_off"] = self.tiers_earn["ratio"]
         if self.tiers_reevaluation is not None:
             out["tiers_daily_reevaluation_seconds"] = self.tiers_reevaluation["ratio"]
+        if self.rewards is not None:
+            out.update({f"rewards_{k}": v for k, v in self.rewards["ratios"].items()})
         if self.previews is not None:
             busy = self.previews["busy"]["max_ms"]
             out["healthz_max_ms_during_hostile_previews"] = {
@@ -786,6 +792,9 @@ class Run:
         if self.tiers_earn is not None or self.tiers_reevaluation is not None:
             lines.append("")
             lines.append(tiers.format_results(self.tiers_earn, self.tiers_reevaluation))
+        if self.rewards is not None:
+            lines.append("")
+            lines.append(rewards.format_results(self.rewards))
         if self.messaging is not None:
             lines.append("")
             lines.append(messaging.format_results(self.messaging))
@@ -829,6 +838,7 @@ class Run:
             "tiers": {"earn": self.tiers_earn, "reevaluation": self.tiers_reevaluation},
             "messaging": self.messaging,
             "previews": self.previews,
+            "rewards": self.rewards,
             "error": self.error,
             "table": table,
         }
@@ -869,7 +879,8 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         run_async(lambda: drop_database(server_url, pgbench_db))
         databases.remove(pgbench_db)
 
-        # 2. hello: the HTTP ceiling.
+    if cfg.runs("foundation") or cfg.runs("rewards", "BENCH_REWARDS"):
+        # 2. hello: the HTTP ceiling (the rewards group's validations are a ratio to it).
         hello = start_uvicorn("hello", ["bench.hello_app:app"], base_env, cfg.workers)
         servers.append(hello)
         try:
@@ -885,6 +896,7 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
             ("previews", "BENCH_PREVIEWS"),
             ("rules", "BENCH_RULES"),
             ("tiers", "BENCH_TIERS"),
+            ("rewards", "BENCH_REWARDS"),
         )
     ):
         execute_offline(run, server_url, tag, databases, base_env)
@@ -920,6 +932,10 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         if cfg.runs("tiers", "BENCH_TIERS"):
             print("tiers: orders with tiers on against off ...", flush=True)
             run.tiers_earn = tiers.measure_earn(run, api, api_env)
+        # 11. Rewards: redemptions against orders, a hot customer, validations against hello.
+        if cfg.runs("rewards", "BENCH_REWARDS"):
+            print("rewards: redemptions, one hot customer, code validations ...", flush=True)
+            run.rewards = rewards.measure(run, api, api_env, api_url, api_key, tag)
     finally:
         stop_server(api)
         run.server_logs["api"] = _log_info(api)

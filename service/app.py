@@ -37,6 +37,12 @@ from service.outreach.controller import JourneyController
 from service.programs import service as programs
 from service.programs.controller import ApiKeyController, ProgramController
 from service.programs.service import Program, RescheduleExpiry
+from service.rewards.controller import (
+    CodeController,
+    CustomerRewardController,
+    RedemptionController,
+    RewardController,
+)
 from service.rules.controller import RuleController
 from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
@@ -155,6 +161,10 @@ def create_app(
             MessagingController,
             UnsubscribeController,
             JourneyController,
+            RewardController,
+            CustomerRewardController,
+            RedemptionController,
+            CodeController,
         ],
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),

@@ -1,5 +1,5 @@
 """`encore run | serve | worker | migrate | programs create|add-key | jobs list|run | ledger mature|expire|notices|verify |
-tiers reevaluate | webhooks listen | secrets new-key|rotate | openapi`."""
+codes expire|notices | tiers reevaluate | webhooks listen | secrets new-key|rotate | openapi`."""
 
 from __future__ import annotations
 
@@ -430,6 +430,27 @@ def ledger_notices(now: datetime | None) -> None:
     """Write `points.expiring_soon` events for points expiring within 30 and 7 days, once each
     (`jobs run ledger.expiry_notices`)."""
     click.echo(_run_job("ledger.expiry_notices", now))
+
+
+@main.group()
+def codes() -> None:
+    """Reward code sweeps."""
+
+
+@codes.command("expire")
+@click.option("--now", type=NOW, default=None, help=NOW_HELP)
+def codes_expire(now: datetime | None) -> None:
+    """Expire the unused codes past their date; their points go back only if the program says so
+    (`jobs run rewards.expire`)."""
+    click.echo(_run_job("rewards.expire", now))
+
+
+@codes.command("notices")
+@click.option("--now", type=NOW, default=None, help=NOW_HELP)
+def codes_notices(now: datetime | None) -> None:
+    """Write `redemption.expiring_soon` events for unused codes expiring within 7 days, once each
+    (`jobs run rewards.expiry_notices`)."""
+    click.echo(_run_job("rewards.expiry_notices", now))
 
 
 @main.group()

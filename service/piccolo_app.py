@@ -19,6 +19,7 @@ from service.orders.tables import Order, OrderLine, Refund
 from service.outbox.tables import OutboxConsumer, OutboxEvent
 from service.outreach.tables import Journey, JourneyEnrollment
 from service.programs.tables import ApiKey, Program
+from service.rewards.tables import Redemption, Reward, RewardVersion
 from service.rules.tables import CustomerEvent, Rule, RuleUsage, RuleVersion
 from service.scheduler.tables import JobRun
 from service.tiers.tables import CustomerTier, Tier, TierChange
@@ -58,6 +59,9 @@ APP_CONFIG = AppConfig(
         JourneyEnrollment,
         Message,
         Suppression,
+        Reward,
+        RewardVersion,
+        Redemption,
     ],
     migration_dependencies=[],
     commands=[],

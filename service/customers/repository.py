@@ -42,8 +42,11 @@ async def upsert(
     now_param = f"${3 + len(columns)}"
     updates = ", ".join([*(f"{c} = EXCLUDED.{c}" for c in columns), "updated_at = EXCLUDED.updated_at"])
     if not columns:
-        # Nothing to change: still take the row (and a lock on it) so RETURNING gives it back.
-        updates = "external_id = EXCLUDED.external_id"
+        # Nothing to change: still take the row (and a lock on it) so RETURNING gives it back. A column
+        # outside every unique key: setting one (external_id) would lock the row FOR UPDATE, which blocks
+        # the KEY SHARE a ledger insert's foreign key check takes — an order waiting for the ledger lock
+        # while an adjustment holding it waits for the customer row is a deadlock.
+        updates = "updated_at = customer.updated_at"
     row = await conn.fetchrow(
         f"""
         WITH c AS (

@@ -44,6 +44,7 @@ def order_input(data: OrderIn) -> inputs.Order:
         discount_amount=data.discount_amount,
         shipping_amount=data.shipping_amount,
         attributes=data.attributes,
+        codes=tuple(data.codes),
     )
 
 

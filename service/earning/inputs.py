@@ -53,6 +53,7 @@ class Order:
     discount_amount: int = 0
     shipping_amount: int = 0
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    codes: tuple[str, ...] = ()  # reward codes the customer used on it
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from service.orders import domain as orders_domain
 from service.orders import service as orders
 from service.outbox.service import Event, emit
 from service.programs.service import Program
+from service.rewards import service as rewards
 from service.rules import domain as rules_domain
 from service.rules import service as rules
 from service.rules.conditions import LineFacts
@@ -116,6 +117,7 @@ async def record_order(work: Work[Program], order: inputs.Order) -> OrderCreated
     the tier may rise. The program loaded for crediting (its row shared-locked)."""
     conn, program, now = work.conn, work.program, work.now
     orders.check(order.currency, order.placed_at, now)
+    rewards.check_codes(order.codes)
     priced = _price(order)
     row, events = await _customer(conn, program, order.customer, now)
     customer = ledger.customer_of(row)
@@ -143,6 +145,20 @@ async def record_order(work: Work[Program], order: inputs.Order) -> OrderCreated
         now=now,
     )
     events.append(orders.created_event(recorded, order.placed_at))
+    codes = await rewards.apply_to_order(
+        conn,
+        program,
+        customer,
+        order_id,
+        rewards.cart_facts(
+            customer.external_id,
+            order.currency,
+            [(line.sku, line.quantity, line.unit_amount) for line in order.lines],
+            order.shipping_amount,
+        ),
+        order.codes,
+        now,
+    )
     available_at, expires_at = ledger_domain.lot_dates(
         order.placed_at, now, program.pending_days, program.points_expire_after_days
     )
@@ -167,6 +183,7 @@ async def record_order(work: Work[Program], order: inputs.Order) -> OrderCreated
         order=recorded,
         entries=ledger.entry_views(credited, order_external_id=order.external_id),
         tier_change=_tier_changed(lifted),
+        codes=codes,
     )
 
 
@@ -248,6 +265,8 @@ async def refund_order(
     )
     if reversed_.debt_recorded:
         await orders.record_refund_debt(conn, refund_id, reversed_.debt_recorded)
+    if recorded.fully_refunded:  # the codes the order used are cancelled, their points given back
+        await rewards.cancel_for_refunded_order(conn, program, order["id"], now)
     events = [
         Event(
             "order.refunded",

@@ -8,6 +8,7 @@ from msgspec import Struct
 
 from service.ledger.schemas import LedgerEntryOut
 from service.orders.schemas import OrderOut
+from service.rewards.schemas import CodeResult
 from service.rules.schemas import AwardOut
 from service.tiers.schemas import TierRef
 
@@ -41,6 +42,7 @@ class OrderCreated(Struct, kw_only=True):
     order: OrderOut
     entries: list[LedgerEntryOut]
     tier_change: TierChanged | None = None  # null: the order left the tier as it was
+    codes: list[CodeResult] = []  # each code the order came with: applied, or why not
 
 
 class RefundLineOut(Struct, kw_only=True):

@@ -122,6 +122,49 @@ def plan_reversal(lots: Sequence[Lot], order_id: UUID, points: int, forgivable: 
     return ReversalPlan(tuple(own_draws + other_draws), left, forgiven)
 
 
+@dataclass(frozen=True, slots=True)
+class GiveBackPlan:
+    """Points a spend took, going back: `moves` put points back into the very lots they came from (each
+    with its own expiry date); `forfeited` are those whose lot has passed its expiry date meanwhile — they
+    would have expired had they never been spent, so they are not given back."""
+
+    moves: tuple[Draw, ...]  # points (> 0) to put back into each lot
+    forfeited: int
+
+    @property
+    def returned(self) -> int:
+        return sum(m.points for m in self.moves)
+
+    def first(self, points: int) -> tuple[Draw, ...]:
+        """`points` of what goes back, from the first lots on (what settles a debt)."""
+        taken: list[Draw] = []
+        left = points
+        for move in self.moves:
+            if left <= 0:
+                break
+            take = min(move.points, left)
+            taken.append(Draw(move.lot_id, take, move.state))
+            left -= take
+        return tuple(taken)
+
+
+def plan_give_back(spent: Sequence[tuple[UUID, int]], lots: Sequence[Lot], now: datetime) -> GiveBackPlan:
+    """Give back what a spend drew: `spent` is (lot id, points drawn) per lot; `lots` those lots as they are
+    now. A lot past its expiry date (swept or not) keeps nothing of it: those points are forfeited."""
+    by_id = {lot.id: lot for lot in lots}
+    moves: list[Draw] = []
+    forfeited = 0
+    for lot_id, points in spent:
+        if points <= 0:
+            continue
+        lot = by_id[lot_id]
+        if lot.state == "expired" or lapsed(lot, now):
+            forfeited += points
+        else:
+            moves.append(Draw(lot_id, points, lot.state))
+    return GiveBackPlan(tuple(moves), forfeited)
+
+
 def debt_settlement(debt: int, credited: int) -> int:
     """How much of a new credit settles an outstanding debt first."""
     return min(debt, credited) if debt > 0 and credited > 0 else 0

@@ -308,28 +308,50 @@ async def insert_credits(
 
 async def insert_debit(conn: Connection, entry: NewEntry, draws: tuple[Draw, ...]) -> int:
     """Entry + one negative allocation per drawn lot + the lots' new remainders, in one statement."""
+    return await insert_moves(conn, entry, [(d.lot_id, -d.points) for d in draws])
+
+
+async def insert_moves(conn: Connection, entry: NewEntry, moves: list[tuple[UUID, int]]) -> int:
+    """Entry + one allocation per (lot, signed points) + the lots' new remainders, in one statement: out of
+    lots (negative, a debit) or back into them (positive, points a spend took given back)."""
     entry_id: int = await conn.fetchval(
         f"""
         WITH entry AS (
             INSERT INTO points_entry ({_ENTRY_COLUMNS})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15)
             RETURNING id
-        ), draws AS (
-            SELECT * FROM unnest($16::uuid[], $17::bigint[]) AS d(lot_id, points)
+        ), moves AS (
+            SELECT * FROM unnest($16::uuid[], $17::bigint[]) AS m(lot_id, points)
         ), allocation AS (
             INSERT INTO points_allocation (program_id, entry_id, lot_id, points)
-            SELECT $1, entry.id, draws.lot_id, -draws.points FROM entry, draws
+            SELECT $1, entry.id, moves.lot_id, moves.points FROM entry, moves
         ), lots AS (
-            UPDATE points_lot l SET remaining = l.remaining - draws.points
-            FROM draws WHERE l.id = draws.lot_id
+            UPDATE points_lot l SET remaining = l.remaining + moves.points
+            FROM moves WHERE l.id = moves.lot_id
         )
         SELECT id FROM entry
         """,
         *_entry_args(entry),
-        [d.lot_id for d in draws],
-        [d.points for d in draws],
+        [lot_id for lot_id, _ in moves],
+        [points for _, points in moves],
     )
     return entry_id
+
+
+async def drawn_by(conn: Connection, entry_id: int) -> tuple[list[tuple[UUID, int]], list[Lot]]:
+    """What a spend entry drew, (lot id, points) per lot in the order drawn, and those lots as they are now."""
+    rows = await conn.fetch(
+        """
+        SELECT l.id, l.points, l.remaining, l.state, l.available_at, l.expires_at, l.created_at, l.order_id,
+               -a.points AS drawn
+        FROM points_allocation a JOIN points_lot l ON l.id = a.lot_id
+        WHERE a.entry_id = $1 AND a.points < 0 ORDER BY a.id
+        """,
+        entry_id,
+    )
+    found = [dict(r) for r in rows]
+    drawn = [(r["id"], int(r.pop("drawn"))) for r in found]
+    return drawn, [Lot(**r) for r in found]
 
 
 async def insert_entry(conn: Connection, entry: NewEntry) -> int:

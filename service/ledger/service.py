@@ -126,28 +126,52 @@ async def credit(
     result.entries.append((entry_id, earn))
     result.events.append(_credit_event(topic, customer, earn, entry_id, state, available_at, expires_at))
     if settled:
-        settle = NewEntry(
-            customer.program_id,
-            customer.id,
-            "debt_settled",
-            -settled,
-            "clawback debt settled",
-            f"{plural_points(settled)} settled the debt left by an earlier refund of spent points",
+        await _settle_debt(
+            conn,
+            customer,
+            (domain.Draw(lot_id, settled, state),),
             now,
-            debt_change=-settled,
+            result,
             order_id=order_id,
             lot_id=lot_id,
         )
-        settle_id = await repository.insert_debit(conn, settle, (domain.Draw(lot_id, settled, state),))
-        result.entries.append((settle_id, settle))
-        result.debt_settled = settled
-        result.events.append(
-            Event(
-                "points.debt_settled",
-                {"customer": customer.external_id, "points": settled, "entry_id": settle_id},
-            )
-        )
     return result
+
+
+async def _settle_debt(
+    conn: Connection,
+    customer: Customer,
+    draws: tuple[domain.Draw, ...],
+    now: datetime,
+    result: LedgerResult,
+    *,
+    order_id: UUID | None = None,
+    lot_id: UUID | None = None,
+) -> None:
+    """Settle the customer's clawback debt with `draws` (points just credited or given back): a
+    `debt_settled` entry out of those lots, added to `result`. The caller updates the cached balance."""
+    settled = sum(d.points for d in draws)
+    settle = NewEntry(
+        customer.program_id,
+        customer.id,
+        "debt_settled",
+        -settled,
+        "clawback debt settled",
+        f"{plural_points(settled)} settled the debt left by an earlier refund of spent points",
+        now,
+        debt_change=-settled,
+        order_id=order_id,
+        lot_id=lot_id,
+    )
+    settle_id = await repository.insert_debit(conn, settle, draws)
+    result.entries.append((settle_id, settle))
+    result.debt_settled = settled
+    result.events.append(
+        Event(
+            "points.debt_settled",
+            {"customer": customer.external_id, "points": settled, "entry_id": settle_id},
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +261,13 @@ async def credit_many(
     return result
 
 
+async def lock(conn: Connection, customer: Customer, now: datetime) -> repository.Balance:
+    """Take the customer's ledger mutex (their balance row, made if need be) until commit: what another
+    feature holds while it decides on the customer's points (a redemption's limits, a code's state), so it
+    and every ledger change of the customer happen one after the other. The cached figures as they are."""
+    return await repository.lock_balance(conn, customer.program_id, customer.id, now)
+
+
 def lock_sql(customer_param: str) -> str:
     """A query that takes the customer's ledger mutex (their balance row) until commit, for another feature
     to put in a statement of its own (one round trip fewer). The ledger makes the row with the customer's
@@ -273,7 +304,7 @@ async def debit(
         raise InsufficientPoints(
             f"{plural_points(points)} requested, only {exc.available} available",
             field="points",
-            extra={"available": exc.available},
+            extra={"available": exc.available, "shortfall": points - exc.available},
         ) from exc
     entry = NewEntry(
         customer.program_id,
@@ -293,6 +324,70 @@ async def debit(
         [(entry_id, entry)],
         [Event(topic, {"customer": customer.external_id, "points": -points, "entry_id": entry_id})],
     )
+
+
+@dataclass(slots=True)
+class GivenBack:
+    result: LedgerResult
+    returned: int  # points back in their lots (less any debt they settled)
+    forfeited: int  # points whose lot had passed its expiry date: not given back
+    entry_id: int | None  # the entry that gave them back (None: nothing went back)
+
+
+async def give_back(
+    conn: Connection,
+    customer: Customer,
+    spend_entry_id: int,
+    *,
+    reason: str,
+    explanation: str,
+    now: datetime,
+    topic: str,
+    details: Any = None,
+) -> GivenBack:
+    """Give back what a spend entry took, into the very lots it came from with their own expiry dates
+    (domain.plan_give_back: points whose lot has lapsed meanwhile are forfeited, as they would have expired
+    unspent). An outstanding clawback debt is settled from them first, like from any credit."""
+    balance = await repository.lock_balance(conn, customer.program_id, customer.id, now)
+    spent, lots = await repository.drawn_by(conn, spend_entry_id)
+    plan = domain.plan_give_back(spent, lots, now)
+    if plan.forfeited:
+        explanation += (
+            f"; {plural_points(plan.forfeited)} had passed their expiry date and are not given back"
+        )
+        details = {**(details or {}), "forfeited_expired": plan.forfeited}
+    result = LedgerResult()
+    if not plan.moves:
+        return GivenBack(result, 0, plan.forfeited, None)
+    entry = NewEntry(
+        customer.program_id,
+        customer.id,
+        "redeem_return",
+        plan.returned,
+        reason,
+        explanation,
+        now,
+        details=details,
+    )
+    entry_id = await repository.insert_moves(conn, entry, [(m.lot_id, m.points) for m in plan.moves])
+    result.entries.append((entry_id, entry))
+    result.events.append(
+        Event(
+            topic,
+            {
+                "customer": customer.external_id,
+                "points": plan.returned,
+                "forfeited_expired": plan.forfeited,
+                "entry_id": entry_id,
+                "explanation": explanation,
+            },
+        )
+    )
+    settled = domain.debt_settlement(balance.debt, plan.returned)
+    if settled:
+        await _settle_debt(conn, customer, plan.first(settled), now, result)
+    await repository.update_balance(conn, customer.id, now, available=plan.returned - settled, debt=-settled)
+    return GivenBack(result, plan.returned - settled, plan.forfeited, entry_id)
 
 
 async def reverse(

@@ -28,6 +28,10 @@ class MessageType:
     quiet_hours: bool = True
     # About one order: without it (gone since) the message fails rather than go out half empty.
     needs_order: bool = False
+    # Sends a code (a redemption): without one the message fails; once the code is no longer open
+    # (`open_code`: used, cancelled or expired since) it is not sent.
+    needs_code: bool = False
+    open_code: bool = False
 
     @property
     def allowed_names(self) -> frozenset[str]:
@@ -35,6 +39,10 @@ class MessageType:
 
 
 _ORDER = frozenset({"order"})
+# A code Encore issued (a redemption): the code as shown, the reward (`name`, `description` in the
+# message's locale) and the last day it can be used (`expires_on`, null: no end). The messages that can
+# carry a reward have them too (null without a code: the journey step gave none).
+_CODE = frozenset({"code", "reward", "expires_on"})
 # What the points of an order or a credit mean today: `customer.points` can be spent now,
 # `pending_points` (all of the customer's) wait for the return window, and this order's (or credit's)
 # points can be spent from `points_available_on` (a date in the customer's time zone; null: already).
@@ -92,25 +100,41 @@ MESSAGE_TYPES: dict[str, MessageType] = {
             "repeat_invitation",
             "marketing",
             "Invitation for returning customers (an event, early access, a gift)",
-            frozenset({"offer", "reward_points", "orders_count"}),
+            frozenset({"offer", "reward_points", "orders_count"}) | _CODE,
         ),
         MessageType(
             "first_order_anniversary",
             "marketing",
             "Anniversary of the first order",
-            frozenset({"years", "first_order_on", "orders_count", "reward_points"}),
+            frozenset({"years", "first_order_on", "orders_count", "reward_points"}) | _CODE,
         ),
         MessageType(
             "win_back",
             "marketing",
             "No order for a while (optionally with a reward)",
-            frozenset({"days_since_last_order", "last_order_on", "reward_points"}),
+            frozenset({"days_since_last_order", "last_order_on", "reward_points"}) | _CODE,
         ),
         MessageType(
             "birthday",
             "marketing",
             "Birthday greeting (optionally with a reward)",
-            frozenset({"reward_points"}),
+            frozenset({"reward_points"}) | _CODE,
+        ),
+        MessageType(
+            "reward_issued",
+            "transactional",
+            "The code of a reward (redeemed for points, or given by a journey step)",
+            _CODE,
+            quiet_hours=False,
+            needs_code=True,
+        ),
+        MessageType(
+            "code_expiring",
+            "transactional",
+            "An unused code expires soon (7 days before)",
+            _CODE | {"days"},
+            needs_code=True,
+            open_code=True,
         ),
     )
 }
@@ -169,6 +193,8 @@ def sample_context(
         "first_order_on": _years_before(today, years_back),
         "days_since_last_order": days_back,
         "last_order_on": today - timedelta(days=days_back),
+        "code": "SHOP-7KQ2-M9XD-4RTA-HW3C",
+        "reward": {"name": "EUR 5 off", "description": "EUR 5 off your next order of EUR 25 or more."},
     }
     return {name: values[name] for name in MESSAGE_TYPES[message_type].variables}
 

@@ -20,6 +20,8 @@ MessageTypeKey = Literal[
     "first_order_anniversary",
     "win_back",
     "birthday",
+    "reward_issued",
+    "code_expiring",
 ]
 MessageStatus = Literal["queued", "deferred", "sent", "failed", "suppressed"]
 HttpsUrl = Annotated[str, Meta(max_length=2000, pattern=r"^https?://\S+$")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from time import thread_time
 from typing import Any
@@ -42,7 +42,7 @@ from service.messaging.schemas import (
     TemplateVersionList,
     TemplateVersionOut,
 )
-from service.messaging.variables import customer_vars, message_vars
+from service.messaging.variables import code_source, customer_vars, message_vars
 from service.outbox.service import Event, emit
 from service.programs import service as programs
 
@@ -574,6 +574,15 @@ class BatchFacts:
     tiers: dict[UUID, dict[str, dict[str, Any]]]
     recent: dict[UUID, list[datetime]]
     overrides: dict[tuple[UUID, str, str], dict[str, Any]]
+    redemptions: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+
+
+def _redemption_shown(row: dict[str, Any]) -> UUID | None:
+    """The code (redemption) a message sends, if its type shows one and its trigger or step had one."""
+    if "code" not in MESSAGE_TYPES[row["message_type"]].variables:
+        return None
+    source = code_source(row["context"])
+    return UUID(str(source["redemption_id"])) if source and source.get("redemption_id") else None
 
 
 def _order_shown(row: dict[str, Any]) -> UUID | None:
@@ -587,6 +596,7 @@ async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: dat
     program_ids = list({r["program_id"] for r in rows})
     customer_ids = list({r["customer_id"] for r in rows})
     order_ids = list({order_id for r in rows if (order_id := _order_shown(r)) is not None})
+    redemption_ids = list({code for r in rows if (code := _redemption_shown(r)) is not None})
     settings = await repository.settings_of(conn, program_ids)
     longest_cap = max((s.marketing_cap_days for s in settings.values()), default=7)
     needs_tiers = any(r["message_type"].startswith("tier_") for r in rows)
@@ -597,6 +607,7 @@ async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: dat
         tiers=await repository.tier_definitions(conn, program_ids) if needs_tiers else {},
         recent=await repository.recent_marketing(conn, customer_ids, now - timedelta(days=longest_cap)),
         overrides=await repository.overrides(conn, program_ids),
+        redemptions=await repository.redemptions(conn, redemption_ids),
     )
 
 
@@ -724,6 +735,7 @@ def prepare_isolated(
 def _facts_of(facts: BatchFacts, row: dict[str, Any]) -> BatchFacts:
     """What one message needs of its batch's facts (a process is handed only that)."""
     program, customer, order = row["program_id"], row["customer_id"], _order_shown(row)
+    code = _redemption_shown(row)
     return BatchFacts(
         settings={program: facts.settings[program]},
         recipients={customer: facts.recipients[customer]} if customer in facts.recipients else {},
@@ -731,6 +743,7 @@ def _facts_of(facts: BatchFacts, row: dict[str, Any]) -> BatchFacts:
         tiers={program: facts.tiers[program]} if program in facts.tiers else {},
         recent={customer: list(facts.recent.get(customer, []))},
         overrides={k: v for k, v in facts.overrides.items() if k[0] == program},
+        redemptions={code: facts.redemptions[code]} if code in facts.redemptions else {},
     )
 
 
@@ -763,9 +776,17 @@ def _render(
     context = row["context"]
     order_id = _order_shown(row)
     order = facts.orders.get(order_id) if order_id is not None else None
+    redemption_id = _redemption_shown(row)
+    redemption = facts.redemptions.get(redemption_id) if redemption_id is not None else None
+    kind = MESSAGE_TYPES[message_type]
+    if kind.open_code and redemption is not None and redemption["status"] != "issued":
+        reason = f"the code is {redemption['status']}"  # used, cancelled or expired since the trigger
+        return Prepared(row, {"id": row["id"], "status": "suppressed", "reason": reason})
     try:
-        if order is None and MESSAGE_TYPES[message_type].needs_order:
+        if order is None and kind.needs_order:
             raise LookupError("the message's order is gone")
+        if kind.needs_code and redemption_id is None:
+            raise LookupError("the message has no code to send")
         template = (
             compiled_override(saved)
             if saved
@@ -780,6 +801,8 @@ def _render(
             settings,
             zone,
             now,
+            locale=choice.template_locale,
+            redemption=redemption,
         )
         variables["customer"] = customer_vars(customer)
         variables["program"] = {"name": customer["program_name"], "url": settings.shop_url}

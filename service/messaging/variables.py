@@ -92,6 +92,51 @@ def tier_vars(ref: dict[str, Any] | None, definition: dict[str, Any] | None) -> 
     }
 
 
+def localized(texts: Any, locale: str | None) -> str | None:
+    """A text given per locale ({"en": ..., "lv": ...}) in `locale`, else in English, else in any."""
+    if texts is None or isinstance(texts, str):
+        return texts or None
+    for key in (locale, "en"):
+        if key and texts.get(key):
+            return str(texts[key])
+    return next((str(text) for text in texts.values() if text), None)
+
+
+def code_source(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The code a message sends: the one its journey step attached (`redemption`), else the one its
+    trigger was about (a `redemption.*` event). Both carry `redemption_id`, `code`, `reward`, `expires_at`."""
+    attached = context.get("redemption")
+    if attached:
+        return dict(attached)
+    event = context.get("event") or {}
+    return dict(event) if event.get("redemption_id") else None
+
+
+def code_vars(
+    source: dict[str, Any] | None,
+    redemption: dict[str, Any] | None,
+    locale: str | None,
+    zone: ZoneInfo,
+) -> dict[str, Any]:
+    """`code`, `reward` and `expires_on` of a code; `redemption` is its row as loaded at send time (the
+    reward's name and description per locale), `source` what the trigger or the step recorded."""
+    source = source or {}
+    row = redemption or {}
+    reward = source.get("reward") or {}
+    code = row.get("code") or source.get("code")
+    if not code:
+        return {"code": None, "reward": None, "expires_on": None}
+    expires_at = row["expires_at"] if "expires_at" in row else source.get("expires_at")
+    return {
+        "code": code,
+        "reward": {
+            "name": localized(row.get("name") or reward.get("name"), locale),
+            "description": localized(row.get("description") or reward.get("description"), locale),
+        },
+        "expires_on": _local_date(expires_at, zone),
+    }
+
+
 def years_between(start: date, end: date) -> int:
     return end.year - start.year - ((end.month, end.day) < (start.month, start.day))
 
@@ -105,8 +150,13 @@ def message_vars(
     settings: MessagingSettings,
     zone: ZoneInfo,
     now: datetime,
+    *,
+    locale: str | None = None,
+    redemption: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The variables of one message type (catalogue.MESSAGE_TYPES[...].variables)."""
+    """The variables of one message type (catalogue.MESSAGE_TYPES[...].variables). `locale` is the
+    template's (texts given per locale, such as a reward's name, are taken in it); `redemption` the row
+    of the code the message sends, if it sends one."""
     event: dict[str, Any] = context.get("event") or {}
     today = now.astimezone(zone).date()
     first_order = _local_date(customer.get("first_order_at"), zone)
@@ -158,8 +208,10 @@ def message_vars(
             "downgrade_on": _local_date(event.get("downgrade_at"), zone) or today,
             "keep": keep_vars,
         }
+    # The marketing messages that can carry a reward: points, or a code their step gave.
+    gift = code_vars(code_source(context), redemption, locale, zone)
     if message_type == "repeat_invitation":
-        return {"offer": context.get("offer"), "reward_points": reward, "orders_count": orders_count}
+        return {"offer": context.get("offer"), "reward_points": reward, "orders_count": orders_count, **gift}
     if message_type == "first_order_anniversary":
         start = first_order or today
         return {
@@ -167,10 +219,22 @@ def message_vars(
             "first_order_on": start,
             "orders_count": orders_count,
             "reward_points": reward,
+            **gift,
         }
     if message_type == "win_back":
         last = last_order or today
-        return {"days_since_last_order": (today - last).days, "last_order_on": last, "reward_points": reward}
+        return {
+            "days_since_last_order": (today - last).days,
+            "last_order_on": last,
+            "reward_points": reward,
+            **gift,
+        }
     if message_type == "birthday":
-        return {"reward_points": reward}
+        return {"reward_points": reward, **gift}
+    if message_type in ("reward_issued", "code_expiring"):
+        values = gift
+        if message_type == "code_expiring":
+            values["expires_on"] = expires_on = values["expires_on"] or today
+            values["days"] = max((expires_on - today).days, 0)
+        return values
     raise ValueError(f"unknown message type {message_type!r}")

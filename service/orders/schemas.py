@@ -51,6 +51,9 @@ class OrderIn(QuoteIn, kw_only=True, forbid_unknown_fields=True):
 
     external_id: ExternalId
     placed_at: Happened
+    # Reward codes used on the order: each is applied (marked used with the order) or refused with its
+    # reason in the answer; the order is recorded either way.
+    codes: Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=20)] = []
 
 
 class OrderLineOut(Struct, kw_only=True):

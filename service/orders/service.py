@@ -170,6 +170,14 @@ async def get_order(conn: Connection, program_id: UUID, external_id: str) -> Ord
     return order_out(order, await repository.get_lines(conn, order["id"]))
 
 
+async def find(conn: Connection, program_id: UUID, external_id: str) -> tuple[UUID, OrderOut] | None:
+    """The order's id and the order, or None when the program has no such order."""
+    order = await repository.get_order(conn, program_id, external_id)
+    if order is None:
+        return None
+    return order["id"], order_out(order, await repository.get_lines(conn, order["id"]))
+
+
 def _priced_lines(rows: list[dict[str, Any]]) -> list[domain.PricedLine]:
     fields = domain.PricedLine.__dataclass_fields__
     return [domain.PricedLine(**{k: v for k, v in row.items() if k in fields}) for row in rows]
@@ -195,6 +203,7 @@ class RefundRecorded:
     refund: dict[str, Any]  # as stored: external_id, amounts, lines, created_at, ...
     plan: domain.RefundPlan | None
     by_lines: bool
+    fully_refunded: bool = False  # this refund left nothing of the order unrefunded
 
 
 async def record_refund(
@@ -253,7 +262,7 @@ async def record_refund(
         plan.amount,
         plan.shipping_amount,
         plan.points,
-        domain.fully_refunded(plan.updated),
+        fully_refunded := domain.fully_refunded(plan.updated),
     )
     written = {
         "id": refund_id,
@@ -265,7 +274,7 @@ async def record_refund(
         "lines": refund_lines,
         "created_at": now,
     }
-    return RefundRecorded(order, written, plan, lines is not None)
+    return RefundRecorded(order, written, plan, lines is not None, fully_refunded)
 
 
 async def record_refund_debt(conn: Connection, refund_id: UUID, debt: int) -> None:

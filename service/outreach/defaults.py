@@ -65,4 +65,10 @@ DEFAULT_JOURNEYS: tuple[JourneyIn, ...] = (
         "first_order_anniversary",
         "first_order_anniversary",
     ),
+    _one_message(
+        "reward_issued", "A reward's code, sent when it is issued", "reward_issued", "reward_issued"
+    ),
+    _one_message(
+        "code_expiring", "An unused code expiring soon (7 days before)", "code_expiring", "code_expiring"
+    ),
 )

@@ -33,6 +33,12 @@ def find_cycle(journeys: Mapping[str, str | None]) -> list[str] | None:
     return None
 
 
+# Message types that show a code, and the triggers that give their message one (a step's own reward
+# gives a code to every type that shows one).
+CODE_MESSAGE_TYPES = tuple(key for key, kind in MESSAGE_TYPES.items() if "code" in kind.variables)
+_CODE_TRIGGERS = {"reward_issued": ("reward_issued", "code_expiring"), "code_expiring": ("code_expiring",)}
+
+
 def problems(journey: JourneyIn) -> list[tuple[str, str]]:
     """(field, problem) pairs the schema cannot express."""
     found: list[tuple[str, str]] = []
@@ -47,6 +53,30 @@ def problems(journey: JourneyIn) -> list[tuple[str, str]]:
         found.append(("trigger.journey", f"journey {journey.key!r} cannot follow itself (a cycle)"))
     if len(set(journey.exit_on)) != len(journey.exit_on):
         found.append(("exit_on", "an exit condition is listed twice"))
+    for index, step in enumerate(journey.steps):
+        kind = MESSAGE_TYPES[step.message_type]
+        if step.reward is not None and "code" not in kind.variables:
+            found.append(
+                (
+                    f"steps[{index}].reward",
+                    f"a {step.message_type} message does not show a code: "
+                    f"send the reward with one that does ({', '.join(CODE_MESSAGE_TYPES)})",
+                )
+            )
+        elif (
+            kind.needs_code and step.reward is None and trigger.kind not in _CODE_TRIGGERS[step.message_type]
+        ):
+            found.append(
+                (
+                    f"steps[{index}].message_type",
+                    f"a {step.message_type} message sends a code: "
+                    + (
+                        "attach a reward to the step (reward) or trigger the journey on reward_issued"
+                        if step.message_type == "reward_issued"
+                        else "the journey's trigger is code_expiring"
+                    ),
+                )
+            )
     return found
 
 

@@ -5,7 +5,8 @@ for entries and on (journey, customer, step, trigger) for messages make a rerun 
   into the enabled journeys they trigger; the journeys are an outbox consumer with a position of their
   own (service/outbox/consumers.py), moved in the statement that enters the customers.
 - `enter_scheduled`: inactivity, birthdays, first-order anniversaries and the repeat-customer segment.
-- `advance`: due steps become queued messages (with their reward), or the customer exits (and why).
+- `advance`: due steps become queued messages (with their reward: points, or a code given at no cost),
+  or the customer exits (and why).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import msgspec
+import structlog
 
 from service.core import db
 from service.core.db import Connection, json_value
+from service.core.errors import Problem
 from service.ledger import service as ledger
 from service.messaging import service as messaging
 from service.messaging.catalogue import MESSAGE_TYPES
@@ -25,6 +29,11 @@ from service.outbox import consumers
 from service.outbox.service import emit
 from service.outreach import domain
 from service.outreach.schemas import StepIn
+from service.programs import service as programs
+from service.programs.service import Program
+from service.rewards import service as rewards
+
+log = structlog.get_logger("encore.journeys")
 
 CHUNK = 5_000
 # Outbox topic -> trigger kind.
@@ -36,6 +45,8 @@ TRIGGERS = {
     "tier.downgrade_warning": "tier_downgrade_warning",
     "points.expiring_soon": "points_expiring",
     "points.earned": "points_earned",
+    "redemption.created": "reward_issued",
+    "redemption.expiring_soon": "code_expiring",
 }
 
 
@@ -85,6 +96,8 @@ _ENTER_FROM_EVENTS = f"""
         JOIN journey j ON j.program_id = b.program_id AND j.enabled AND j.deleted_at IS NULL
              AND j.trigger_kind = ($2::jsonb ->> b.topic) AND b.created_at > j.enabled_at
              AND (j.trigger_kind <> 'event' OR j.definition -> 'trigger' ->> 'event_type' = b.payload ->> 'type')
+             -- A code a journey step gave goes out in that step's own message.
+             AND (b.topic <> 'redemption.created' OR b.payload ->> 'source' IS DISTINCT FROM 'journey')
     ), entered AS ({_enroll(_EVENT_ENTRIES, "$1")} RETURNING 1)
     SELECT {consumers.COUNTS}, (SELECT count(*) FROM entered) AS entered
 """
@@ -191,6 +204,7 @@ class AdvanceReport:
     exited: int = 0
     completed: int = 0
     rewarded_points: int = 0
+    rewarded_codes: int = 0
 
     @property
     def rows(self) -> int:
@@ -248,6 +262,7 @@ async def _advance_chunk(
     messages: list[dict[str, Any]] = []
     moves: list[dict[str, Any]] = []
     rewards: dict[str, tuple[dict[str, Any], int, str]] = {}
+    codes: dict[str, tuple[dict[str, Any], UUID]] = {}  # dedupe key -> (row, reward): codes to give
     for row in rows:
         definition = json_value(row["definition"])
         steps = [msgspec.convert(s, StepIn) for s in definition["steps"]]
@@ -300,6 +315,8 @@ async def _advance_chunk(
                 "context": context,
             }
         )
+        if step.reward is not None:
+            codes[dedupe] = (row, step.reward)
         if step.reward_points:
             rewards[dedupe] = (
                 row,
@@ -316,6 +333,13 @@ async def _advance_chunk(
                 "exit_reason": None,
             }
         )
+    if codes:
+        given = await _give_codes(conn, codes, now)
+        for message in messages:
+            code = given.get(message["dedupe_key"])
+            if code is not None:
+                message["context"]["redemption"] = code
+        report.rewarded_codes += len(given)
     queued = await messaging.queue(conn, messages, now)
     await conn.execute(
         """
@@ -339,6 +363,51 @@ async def _advance_chunk(
     report.queued += len(queued)
     report.exited += sum(1 for m in moves if m["status"] == "exited")
     report.completed += len(completed)
+
+
+async def _give_codes(
+    conn: Connection, codes: dict[str, tuple[dict[str, Any], UUID]], now: datetime
+) -> dict[str, dict[str, Any]]:
+    """The steps' rewards as codes at no cost, deduped on the message's dedupe key (a step given before
+    gives nothing again: its message was queued then, and is not again). A reward that cannot be given
+    (paused, out of stock, gone) is logged and the message goes without a code. Each grant in a
+    savepoint: a refused one leaves nothing behind. Returns dedupe key -> what the message shows."""
+    loaded: dict[UUID, Program] = {}
+    given: dict[str, dict[str, Any]] = {}
+    for dedupe_key, (row, reward_id) in codes.items():
+        program_id = row["program_id"]
+        if program_id not in loaded:
+            loaded[program_id] = await programs.load(conn, program_id)
+        customer = ledger.Customer(program_id, row["customer_id"], row["external_id"])
+        try:
+            async with conn.transaction():
+                granted = await rewards.grant(
+                    conn,
+                    loaded[program_id],
+                    customer,
+                    reward_id,
+                    source="journey",
+                    source_key=dedupe_key,
+                    now=now,
+                    actor="journey",
+                )
+        except Problem as problem:
+            log.warning(
+                "journey_reward_not_given",
+                journey=row["key"],
+                customer=row["external_id"],
+                reward=str(reward_id),
+                reason=problem.detail,
+            )
+            continue
+        if granted is not None:
+            given[dedupe_key] = {
+                "redemption_id": str(granted.redemption_id),
+                "code": granted.code,
+                "expires_at": granted.expires_at.isoformat() if granted.expires_at else None,
+                "reward": {"id": str(reward_id), "name": granted.reward_name},
+            }
+    return given
 
 
 async def _credit_reward(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
+from uuid import UUID
 
 from msgspec import Meta, Struct
 
@@ -22,13 +23,17 @@ TriggerKind = Literal[
     "first_order_anniversary",
     "repeat_customer",
     "journey_completed",
+    "reward_issued",
+    "code_expiring",
 ]
 ExitCondition = Literal["ordered_again", "refunded", "unsubscribed"]
 
 
 class TriggerIn(Struct, kw_only=True, forbid_unknown_fields=True):
     """What enters a customer: an event Encore records (order placed, a shop event such as
-    `order_delivered`, tier changes, points), a schedule (inactivity, birthday, first-order anniversary),
+    `order_delivered`, tier changes, points, a code issued (`reward_issued`: bought with points or given,
+    not one a journey step gave, which its own message sends) or an unused code expiring within 7 days
+    (`code_expiring`)), a schedule (inactivity, birthday, first-order anniversary),
     the repeat-customer segment (expected reorder moment passed), or another journey's completion."""
 
     kind: TriggerKind
@@ -54,6 +59,9 @@ class StepIn(Struct, kw_only=True, forbid_unknown_fields=True):
         None  # credited when the message is queued
     )
     offer: Annotated[str, Meta(max_length=500)] | None = None  # the invitation's offer text
+    # A reward of the program given as a code at no cost when the message is queued (once per step and
+    # trigger); its code and expiry go into the message (a type that shows a code).
+    reward: UUID | None = None
 
 
 class JourneyIn(Struct, kw_only=True, forbid_unknown_fields=True):

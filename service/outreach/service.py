@@ -89,6 +89,7 @@ async def _check(conn: Connection, program_id: UUID, journey: JourneyIn) -> None
     if found:
         field, problem = found[0]
         raise InvalidInput(problem, field=field)
+    await _check_rewards(conn, program_id, journey)
     rows = await conn.fetch(
         "SELECT key, definition -> 'trigger' ->> 'journey' AS after FROM journey "
         "WHERE program_id = $1 AND deleted_at IS NULL AND trigger_kind = 'journey_completed'",
@@ -109,6 +110,25 @@ async def _check(conn: Connection, program_id: UUID, journey: JourneyIn) -> None
         raise InvalidInput(
             f"journeys would follow each other in a loop: {' -> '.join(cycle)}", field="trigger.journey"
         )
+
+
+async def _check_rewards(conn: Connection, program_id: UUID, journey: JourneyIn) -> None:
+    """A step's reward is one of the program's (any state: an inactive one gives no code when the step
+    is due, and the message goes without it)."""
+    wanted = [(index, step.reward) for index, step in enumerate(journey.steps) if step.reward is not None]
+    if not wanted:
+        return
+    known = {
+        row["id"]
+        for row in await conn.fetch(
+            "SELECT id FROM reward WHERE program_id = $1 AND id = ANY($2::uuid[])",
+            program_id,
+            [reward for _, reward in wanted],
+        )
+    }
+    for index, reward in wanted:
+        if reward not in known:
+            raise InvalidInput(f"no reward {reward} in this program", field=f"steps[{index}].reward")
 
 
 async def _row(conn: Connection, program_id: UUID, key: str, *, lock: bool = False) -> dict[str, Any]:

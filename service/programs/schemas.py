@@ -21,6 +21,27 @@ class PointValue(Struct, kw_only=True):
     currency: str | UnsetType = UNSET
 
 
+CodePrefix = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=12,
+        pattern="^[A-Z0-9]+$",
+        description="Shown before every reward code, e.g. SHOP: SHOP-7KQ2-M9XD-4HTN-PB3W",
+    ),
+]
+
+
+class CodeSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """How the program's reward codes behave."""
+
+    prefix: CodePrefix | None = None
+    # A full refund of an order that used a code cancels that redemption: its points go back to their lots.
+    cancel_on_full_refund: bool = True
+    # A code that expires unused gives its points back (else the points spent on it are gone with it).
+    expiry_returns_points: bool = False
+
+
 class ProgramOut(Struct, kw_only=True):
     id: UUID
     name: str
@@ -31,6 +52,7 @@ class ProgramOut(Struct, kw_only=True):
     point_value: PointValue
     timezone: str
     event_types: list[str]  # custom event types rules can be triggered by, besides the built-in ones
+    codes: CodeSettings
     created_at: datetime
     updated_at: datetime
 
@@ -79,6 +101,7 @@ class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
     # Custom event types for POST /v1/events (signup, birthday, review_written, newsletter_signup,
     # social_follow and referral are always known).
     event_types: Annotated[list[EventTypeName], Meta(max_length=100)] | UnsetType = UNSET
+    codes: CodeSettings | UnsetType = UNSET  # replaced as a whole
 
 
 SCOPE_RULE = (

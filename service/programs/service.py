@@ -20,6 +20,7 @@ from service.programs import repository
 from service.programs.schemas import (
     ApiKeyCreated,
     ApiKeyOut,
+    CodeSettings,
     ExpiryChangeOut,
     PointValue,
     ProgramOut,
@@ -46,6 +47,9 @@ class Program:
     point_value_amount: int = 1
     point_value_points: int = 1
     tiers_revision: int = 0
+    code_prefix: str | None = None
+    cancel_redemption_on_full_refund: bool = True
+    code_expiry_returns_points: bool = False
 
     @property
     def zone(self) -> ZoneInfo:
@@ -68,6 +72,9 @@ def _program(row: dict[str, Any]) -> Program:
         row["point_value_amount"],
         row["point_value_points"],
         row["tiers_revision"],
+        row["code_prefix"],
+        row["cancel_redemption_on_full_refund"],
+        row["code_expiry_returns_points"],
     )
 
 
@@ -84,6 +91,11 @@ def _out(row: dict[str, Any]) -> ProgramOut:
         ),
         timezone=row["timezone"],
         event_types=list(row["event_types"]),
+        codes=CodeSettings(
+            prefix=row["code_prefix"],
+            cancel_on_full_refund=row["cancel_redemption_on_full_refund"],
+            expiry_returns_points=row["code_expiry_returns_points"],
+        ),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -198,6 +210,11 @@ async def update(
             )
         values["point_value_amount"] = point_value.amount
         values["point_value_points"] = point_value.points
+    if "codes" in changes:
+        codes: CodeSettings = patch.codes  # type: ignore[assignment]
+        values["code_prefix"] = codes.prefix
+        values["cancel_redemption_on_full_refund"] = codes.cancel_on_full_refund
+        values["code_expiry_returns_points"] = codes.expiry_returns_points
     if "timezone" in changes:
         _check_timezone(changes["timezone"], "timezone")
         values["timezone"] = changes["timezone"]

@@ -3,6 +3,7 @@ from piccolo.columns import (
     UUID,
     Array,
     BigInt,
+    Boolean,
     ForeignKey,
     Integer,
     Text,
@@ -34,6 +35,12 @@ class Program(Table, tablename="program"):
     tiers_revision = BigInt(default=0)
     # Custom event types the program declares (besides signup, birthday, review_written, ...).
     event_types = Array(base_column=Text(), default=list)
+    # Reward codes (migration 2026-12-05T09:00): an optional prefix before every code; whether a full
+    # refund of an order cancels the codes it used (their points back); whether a code that expires unused
+    # gives its points back.
+    code_prefix = Varchar(length=12, null=True, default=None)
+    cancel_redemption_on_full_refund = Boolean(default=True)
+    code_expiry_returns_points = Boolean(default=False)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
 

@@ -30,6 +30,7 @@ from service.ledger import jobs as ledger_jobs
 from service.messaging import jobs as message_jobs
 from service.outbox import jobs as outbox_jobs
 from service.outreach import jobs as outreach_jobs
+from service.rewards import jobs as reward_jobs
 from service.scheduler import runs
 from service.settings import Settings
 from service.tiers import jobs as tier_jobs
@@ -148,6 +149,17 @@ class Worker:
             result = await ledger_jobs.expiry_notices(clock.now())
             return Done(result.lots, _sweep_summary("expiry notices for", result))
 
+        async def expire_codes() -> Done:
+            result = await reward_jobs.expire_codes(clock.now())
+            return Done(
+                result.codes,
+                f"expired {_plural(result.codes, 'code')} past their date, in {_plural(result.chunks, 'chunk')}",
+            )
+
+        async def code_expiry_notices() -> Done:
+            codes = await reward_jobs.code_expiry_notices(clock.now())
+            return Done(codes, f"wrote redemption.expiring_soon for {_plural(codes, 'code')} (7 days ahead)")
+
         async def reevaluate_tiers() -> Done:
             result = await tier_jobs.reevaluate(clock.now())
             return Done(result.changed, tiers_summary(result))
@@ -166,6 +178,7 @@ class Worker:
             entered = await outreach_jobs.enter_from_events(clock.now())
             r = await outreach_jobs.advance(clock.now())
             reward = f", {r.rewarded_points} points rewarded" if r.rewarded_points else ""
+            reward += f", {_plural(r.rewarded_codes, 'code')} given" if r.rewarded_codes else ""
             return Done(
                 entered + r.rows,
                 f"{_plural(entered, 'customer')} entered journeys; {_plural(r.queued, 'message')} queued, "
@@ -217,6 +230,18 @@ class Worker:
                 s.expiry_notice_interval_seconds,
                 expiry_notices,
                 "write points.expiring_soon events 30 and 7 days before points expire (once each)",
+            ),
+            Job(
+                "rewards.expire",
+                s.expire_interval_seconds,
+                expire_codes,
+                "expire the unused codes past their date (points back only if the program says so)",
+            ),
+            Job(
+                "rewards.expiry_notices",
+                s.expiry_notice_interval_seconds,
+                code_expiry_notices,
+                "write redemption.expiring_soon events 7 days before an unused code expires (once each)",
             ),
             Job(
                 "tiers.reevaluate",

@@ -4,6 +4,7 @@ recent entries and messages."""
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from msgspec import Struct
 
@@ -35,6 +36,17 @@ class OrderSummary(Struct, kw_only=True):
     last_order_at: datetime | None
 
 
+class OpenCode(Struct, kw_only=True):
+    """A reward code the customer can still use."""
+
+    redemption_id: UUID
+    code: str
+    reward_id: UUID
+    name: str  # in the customer's locale, else English
+    kind: str
+    expires_at: datetime | None
+
+
 class CustomerStatus(Struct, kw_only=True):
     customer: CustomerOut
     points: PointsSummary
@@ -44,3 +56,4 @@ class CustomerStatus(Struct, kw_only=True):
     recent_entries: list[LedgerEntryOut]
     tier: CustomerTier | None  # null: the program has no tiers
     recent_messages: list[MessageOut]  # the last five, newest first (GET /v1/messages?customer= for all)
+    open_codes: list[OpenCode] = []  # reward codes issued and not used, cancelled or expired

@@ -14,9 +14,12 @@ from service.ledger.schemas import entry_out
 from service.messaging import service as messaging
 from service.orders import service as orders
 from service.programs.service import Program
+from service.rewards import domain as rewards_domain
+from service.rewards import service as rewards
 from service.status.schemas import (
     CustomerStatus,
     ExpiringPoints,
+    OpenCode,
     OrderSummary,
     PendingPoints,
     PointsSummary,
@@ -36,6 +39,7 @@ async def customer_status(
         ledger.status_lateral("c.id", RECENT_ENTRIES, "$3"),
         orders.customer_stats_lateral("c.id"),
         tiers.TIER_LATERAL,
+        rewards.open_codes_lateral("c.id", "$3"),
         params=(now,),
     )
     pending = msgspec.json.decode(row["pending_lots"] or "[]", type=list[PendingPoints])
@@ -55,4 +59,15 @@ async def customer_status(
         recent_entries=recent,
         tier=await tiers.standing_of(conn, program, row, now),
         recent_messages=await messaging.recent_for_customer(conn, program.id, row["id"]),
+        open_codes=[
+            OpenCode(
+                redemption_id=c["redemption_id"],
+                code=c["code"],
+                reward_id=c["reward_id"],
+                name=rewards_domain.localized(c["name"], row["locale"]) or "",
+                kind=c["kind"],
+                expires_at=None if c["expires_at"] is None else msgspec.convert(c["expires_at"], datetime),
+            )
+            for c in msgspec.json.decode(row["open_codes"] or "[]")
+        ],
     )

@@ -59,3 +59,20 @@ def tier_key_held_at(customer_id: str, at: str) -> str:
         WHERE x.customer_id = {customer_id} AND x.created_at < {at}
           AND x.change IN ('upgrade', 'downgrade', 'manual', 'moved')
         ORDER BY x.id DESC LIMIT 1)"""
+
+
+# On the customer row `c`: the rank of the tier held, as `tier_rank` (NULL: none) — what a reward's
+# minimum tier is compared with.
+TIER_RANK_LATERAL = """
+    LEFT JOIN LATERAL (
+        SELECT (tr.definition ->> 'rank')::int AS tier_rank
+        FROM customer_tier ct JOIN tier tr ON tr.id = ct.tier_id
+        WHERE ct.customer_id = c.id
+    ) held_tier_rank ON true
+"""
+
+
+def tiers_select(program_id: str) -> str:
+    """A query of the program's tiers (deleted ones aside): key, name, rank."""
+    return f"""SELECT key, definition ->> 'name' AS name, (definition ->> 'rank')::int AS rank
+        FROM tier WHERE program_id = {program_id} AND deleted_at IS NULL"""

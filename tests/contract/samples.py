@@ -99,6 +99,20 @@ TEMPLATE = {
     "text": "{{ greeting }}\n\nHappy birthday!\n\n{{ signature }}",
     "html": "<p>{{ greeting }}</p><p>Happy birthday!</p>",
 }
+REWARD = {
+    "kind": "amount_off",
+    "name": {"en": "EUR 5 off", "ru": "5 EUR скидка"},
+    "description": {"en": "Five euros off your next order"},
+    "cost_points": 50,
+    "amount": {"amount": 500, "currency": "EUR"},
+    "min_order": {"amount": 1000, "currency": "EUR"},
+    "stock": 100,
+    "limit": {"count": 5, "period": "month"},
+    "code_valid_days": 30,
+    "starts_at": "2026-01-01T00:00:00Z",
+    "ends_at": "2027-01-01T00:00:00+02:00",
+    "image_url": "https://shop.example/five.png",
+}
 MESSAGING = {
     "from_email": "hello@shop.example",
     "from_name": "Demo Shop",
@@ -169,6 +183,19 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
     key = await _ok(
         await c.post("/v1/api-keys", json={"name": "robot", "scope": "read"}, headers={**h, **idempotency()})
     )
+    await _ok(
+        await c.post(
+            "/v1/customers/c-1/adjustments",
+            json={"points": 500, "reason": "seed"},
+            headers={**h, **idempotency()},
+        )
+    )
+    reward = await _ok(await c.post("/v1/rewards", json=REWARD, headers={**h, **idempotency()}))
+    redemption = await _ok(
+        await c.post(
+            "/v1/customers/c-1/redemptions", json={"reward_id": reward["id"]}, headers={**h, **idempotency()}
+        )
+    )
     messages = await _ok(await c.get("/v1/messages?customer=c-1", headers=h))
     assert messages["items"], "the thank-you should be queued"
     return Seeded(
@@ -181,6 +208,9 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             "key_id": key["id"],
             "email": "bounce@example.com",
             "token": "not-a-token",
+            "reward_id": reward["id"],
+            "redemption_id": redemption["id"],
+            "code": redemption["code"],
         }
     )
 
@@ -315,4 +345,21 @@ REQUESTS: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry"): (None, {}),
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): ({"overlap_seconds": 60}, {}),
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/test"): (None, {}),
+    ("GET", "/v1/rewards"): (None, {"status": "active"}),
+    ("POST", "/v1/rewards"): (REWARD, {}),
+    ("GET", "/v1/rewards/{reward_id}"): (None, {}),
+    ("PUT", "/v1/rewards/{reward_id}"): ({**REWARD, "cost_points": 60}, {}),
+    ("PATCH", "/v1/rewards/{reward_id}"): ({"status": "paused", "stock": 10}, {}),
+    ("DELETE", "/v1/rewards/{reward_id}"): (None, {}),
+    ("GET", "/v1/rewards/{reward_id}/versions"): (None, {}),
+    ("GET", "/v1/customers/{external_id}/rewards"): (None, {"locale": "ru"}),
+    ("POST", "/v1/customers/{external_id}/redemptions"): (
+        {"reward_id": "00000000-0000-4000-8000-000000000000"},
+        {},
+    ),
+    ("GET", "/v1/redemptions"): (None, {"customer": "c-1", "status": "issued", "limit": "10"}),
+    ("GET", "/v1/redemptions/{redemption_id}"): (None, {}),
+    ("POST", "/v1/redemptions/{redemption_id}/cancel"): ({"reason": "changed my mind"}, {}),
+    ("POST", "/v1/codes/{code}/validate"): (order("cart"), {}),
+    ("POST", "/v1/codes/{code}/use"): ({"order_external_id": "o-1"}, {}),
 }

@@ -94,6 +94,20 @@ OPERATIONS: dict[str, Permission] = {
     "PUT /v1/journeys/{key:str}": CONFIGURE,
     "PATCH /v1/journeys/{key:str}": CONFIGURE,
     "DELETE /v1/journeys/{key:str}": CONFIGURE,
+    "GET /v1/rewards": READ,
+    "POST /v1/rewards": CONFIGURE,
+    "GET /v1/rewards/{reward_id:str}": READ,
+    "PUT /v1/rewards/{reward_id:str}": CONFIGURE,
+    "PATCH /v1/rewards/{reward_id:str}": CONFIGURE,
+    "DELETE /v1/rewards/{reward_id:str}": CONFIGURE,
+    "GET /v1/rewards/{reward_id:str}/versions": READ,
+    "GET /v1/customers/{external_id:str}/rewards": READ,
+    "POST /v1/customers/{external_id:str}/redemptions": RECORD,
+    "GET /v1/redemptions": READ,
+    "GET /v1/redemptions/{redemption_id:str}": READ,
+    "POST /v1/redemptions/{redemption_id:str}/cancel": RECORD,
+    "POST /v1/codes/{code:str}/validate": READ,
+    "POST /v1/codes/{code:str}/use": RECORD,
 }
 
 

@@ -20,6 +20,7 @@ from service.ledger.domain import (
     lapsed,
     lot_dates,
     maturing,
+    plan_give_back,
     plan_reversal,
     plan_spend,
     spending_order,
@@ -310,6 +311,57 @@ def test_plan_reversal_forgives_expired_points_before_taking_other_points() -> N
     plan = plan_reversal([own, other], order, 100, forgivable=50)
     assert plan.draws == (Draw(own.id, 20, "available"), Draw(other.id, 30, "available"))
     assert (plan.forgiven, plan.debt) == (50, 0)
+
+
+@settings(max_examples=300)
+@given(
+    lots=lot_lists(),
+    data=st.data(),
+    now=st.integers(min_value=0, max_value=60),
+)
+def test_plan_give_back_returns_or_forfeits_exactly_what_was_spent(
+    lots: list[Lot], data: st.DataObject, now: int
+) -> None:
+    """What a cancelled redemption gives back: every point it drew either goes back into the lot it came
+    from or, the lot having passed its expiry date (swept or not), is forfeited."""
+    assume(lots)
+    drawn = data.draw(st.lists(st.sampled_from(lots), unique_by=lambda lot: lot.id, max_size=len(lots)))
+    spent = [(lot.id, data.draw(st.integers(min_value=0, max_value=500))) for lot in drawn]
+    at = day(now)
+    plan = plan_give_back(spent, lots, at)
+    by_id = {lot.id: lot for lot in lots}
+    total = sum(points for _, points in spent)
+    assert plan.returned + plan.forfeited == total
+    assert plan.returned == sum(m.points for m in plan.moves)
+    spent_by_lot = dict(spent)
+    for move in plan.moves:
+        lot = by_id[move.lot_id]
+        assert move.lot_id in spent_by_lot, "only to a lot that was drawn from"
+        assert move.points == spent_by_lot[move.lot_id] > 0, "all of what it drew"
+        assert lot.state != "expired" and not lapsed(lot, at), "a lapsed lot gets nothing"
+        assert move.state == lot.state
+    assert len({m.lot_id for m in plan.moves}) == len(plan.moves)
+    assert plan.forfeited == sum(
+        points for lot_id, points in spent if by_id[lot_id].state == "expired" or lapsed(by_id[lot_id], at)
+    )
+    # What settles a debt first: a prefix of the moves, never more than they hold.
+    for k in range(0, plan.returned + 2):
+        first = plan.first(k)
+        assert sum(m.points for m in first) == min(k, plan.returned)
+        assert all(m.points > 0 for m in first)
+        assert [m.lot_id for m in first] == [m.lot_id for m in plan.moves[: len(first)]]
+
+
+def test_plan_give_back_example() -> None:
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    lapsed_lot = Lot(UUID(int=1), 30, 0, "available", now - timedelta(days=40), now - timedelta(days=1), now)
+    swept = Lot(UUID(int=2), 10, 0, "expired", now - timedelta(days=90), now - timedelta(days=50), now)
+    held = Lot(UUID(int=3), 40, 20, "available", now - timedelta(days=10), now + timedelta(days=20), now)
+    plan = plan_give_back(
+        [(lapsed_lot.id, 30), (swept.id, 10), (held.id, 20)], [lapsed_lot, swept, held], now
+    )
+    assert plan.moves == (Draw(held.id, 20, "available"),)
+    assert (plan.returned, plan.forfeited) == (20, 40)
 
 
 # --- changing the programme's expiry period ----------------------------------------------------------

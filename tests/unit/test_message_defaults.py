@@ -229,3 +229,62 @@ def test_sample_dates_follow_from_the_clock_and_agree_with_the_counts(count: int
     thanks = catalogue.sample_context("order_thank_you", points=count, now=now, pending_days=14)
     assert thanks["points_available_on"] == date(2027, 3, 14) and thanks["order"]["placed_at"] == now
     assert catalogue.sample_context("order_thank_you", now=now, pending_days=0)["points_available_on"] is None
+
+
+def _code(message_type: str, days: int, **reward: Any) -> dict[str, Any]:
+    variables = rendering.sample_variables(message_type, 3)
+    variables.update(code="SHOP-7KQ2-M9XD-4RTA-HW3C", expires_on=date(2026, 3, 2) + timedelta(days=days))
+    variables["reward"] = {"name": "EUR 5 off", "description": None, **reward}
+    if message_type == "code_expiring":
+        variables["days"] = days
+    return variables
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_code_expiring_today_or_tomorrow_says_so_and_names_the_code(locale: str) -> None:
+    today = _render(locale, "code_expiring", _code("code_expiring", 0))
+    tomorrow = _render(locale, "code_expiring", _code("code_expiring", 1)).text
+    later = _render(locale, "code_expiring", _code("code_expiring", 6)).text
+    assert TODAY[locale] in today.text and TOMORROW[locale] not in today.text
+    assert TOMORROW[locale] in tomorrow and TODAY[locale] not in later and "6" in later
+    for out in (today.text, today.html):
+        assert "SHOP-7KQ2-M9XD-4RTA-HW3C" in out and "EUR 5 off" in out
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_issued_code_shows_its_reward_description_and_last_day(locale: str) -> None:
+    out = _render(locale, "reward_issued", _code("reward_issued", 30, description="Any order over EUR 25."))
+    assert (
+        "\nSHOP-7KQ2-M9XD-4RTA-HW3C\n" in out.text and "<strong>SHOP-7KQ2-M9XD-4RTA-HW3C</strong>" in out.html
+    )
+    assert "Any order over EUR 25." in out.text and "Any order over EUR 25." in out.html
+    assert "2026" in out.text, "the last day it can be used"
+    endless = _render(locale, "reward_issued", {**_code("reward_issued", 0), "expires_on": None})
+    assert "2026" not in endless.text.split("-- ")[0] and "None" not in endless.text
+
+
+GIFT_TYPES = ("repeat_invitation", "first_order_anniversary", "win_back", "birthday")
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("message_type", GIFT_TYPES)
+def test_a_reward_message_shows_the_code_its_step_gave_and_only_then(locale: str, message_type: str) -> None:
+    assert {"code", "reward", "expires_on"} <= MESSAGE_TYPES[message_type].variables
+    given = _render(locale, message_type, _code(message_type, 30))
+    assert (
+        "SHOP-7KQ2-M9XD-4RTA-HW3C" in given.text and "<strong>SHOP-7KQ2-M9XD-4RTA-HW3C</strong>" in given.html
+    )
+    assert "EUR 5 off" in given.text
+    none = {**_code(message_type, 30), "code": None, "reward": None, "expires_on": None}
+    plain = _render(locale, message_type, none)
+    assert (
+        "SHOP-" not in plain.text + plain.html and "EUR 5 off" not in plain.text and "None" not in plain.text
+    )
+
+
+def test_the_code_messages_are_transactional_and_send_a_code() -> None:
+    issued, expiring = MESSAGE_TYPES["reward_issued"], MESSAGE_TYPES["code_expiring"]
+    assert issued.category == expiring.category == "transactional"
+    assert issued.needs_code and expiring.needs_code and expiring.open_code and not issued.open_code
+    assert not issued.quiet_hours, "a code just bought goes at once, like the thank-you"
+    assert "days" in expiring.variables and "days" not in issued.variables
