@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from service.core.errors import InvalidInput
-from service.core.strict_input import INT64_MAX
+from service.core.strict_input import INT64_MAX, TIME_MAX, TIME_MIN
 
 
 def encode_cursor(last_id: int) -> str:
@@ -42,6 +42,9 @@ def decode_position(cursor: str | None) -> tuple[datetime, UUID] | None:
         parsed = datetime.fromisoformat(at)
         if kind != "at" or parsed.tzinfo is None:
             raise ValueError(raw)
+        parsed = parsed.astimezone(UTC)  # year 1 with +14:00 overflows here, not in PostgreSQL
+        if not TIME_MIN <= parsed <= TIME_MAX:
+            raise ValueError(raw)
         return parsed, UUID(row_id)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, OverflowError, UnicodeDecodeError) as exc:
         raise InvalidInput("the cursor is not one this API gave out", field="query:cursor") from exc

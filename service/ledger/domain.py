@@ -124,16 +124,22 @@ def plan_reversal(lots: Sequence[Lot], order_id: UUID, points: int, forgivable: 
 
 @dataclass(frozen=True, slots=True)
 class GiveBackPlan:
-    """Points a spend took, going back: `moves` put points back into the very lots they came from (each
-    with its own expiry date); `forfeited` are those whose lot has passed its expiry date meanwhile — they
-    would have expired had they never been spent, so they are not given back."""
+    """Points a spend took, going back into the very lots they came from (each with its own expiry date):
+    `moves` into lots still good; `lapsed` into lots that have passed their expiry date meanwhile, where
+    they expire at once — they would have expired had they never been spent. Written as an expiry of
+    their lot (not simply left out), a later refund of the order that earned them sees them as expired
+    and does not take them again."""
 
-    moves: tuple[Draw, ...]  # points (> 0) to put back into each lot
-    forfeited: int
+    moves: tuple[Draw, ...]  # points (> 0) back into lots still good
+    lapsed: tuple[Draw, ...] = ()  # points (> 0) back into lapsed lots, expiring at once
 
     @property
     def returned(self) -> int:
         return sum(m.points for m in self.moves)
+
+    @property
+    def forfeited(self) -> int:
+        return sum(m.points for m in self.lapsed)
 
     def first(self, points: int) -> tuple[Draw, ...]:
         """`points` of what goes back, from the first lots on (what settles a debt)."""
@@ -150,19 +156,19 @@ class GiveBackPlan:
 
 def plan_give_back(spent: Sequence[tuple[UUID, int]], lots: Sequence[Lot], now: datetime) -> GiveBackPlan:
     """Give back what a spend drew: `spent` is (lot id, points drawn) per lot; `lots` those lots as they are
-    now. A lot past its expiry date (swept or not) keeps nothing of it: those points are forfeited."""
+    now. A lot past its expiry date (swept or not) keeps nothing of it: those points expire at once."""
     by_id = {lot.id: lot for lot in lots}
     moves: list[Draw] = []
-    forfeited = 0
+    gone: list[Draw] = []
     for lot_id, points in spent:
         if points <= 0:
             continue
         lot = by_id[lot_id]
         if lot.state == "expired" or lapsed(lot, now):
-            forfeited += points
+            gone.append(Draw(lot_id, points, lot.state))
         else:
             moves.append(Draw(lot_id, points, lot.state))
-    return GiveBackPlan(tuple(moves), forfeited)
+    return GiveBackPlan(tuple(moves), tuple(gone))
 
 
 def debt_settlement(debt: int, credited: int) -> int:

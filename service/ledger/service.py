@@ -268,6 +268,14 @@ async def lock(conn: Connection, customer: Customer, now: datetime) -> repositor
     return await repository.lock_balance(conn, customer.program_id, customer.id, now)
 
 
+async def lock_all(conn: Connection, customers: list[Customer], now: datetime) -> None:
+    """`lock` for several customers at once, in customer order (the order the ledger's sweeps take):
+    what a job that changes many customers' points in one transaction takes before it takes anything
+    else a single request takes after its customer's lock (a limited reward's row), so no cycle forms."""
+    for customer in sorted({c.id: c for c in customers}.values(), key=lambda c: c.id):
+        await repository.lock_balance(conn, customer.program_id, customer.id, now)
+
+
 def lock_sql(customer_param: str) -> str:
     """A query that takes the customer's ledger mutex (their balance row) until commit, for another feature
     to put in a statement of its own (one round trip fewer). The ledger makes the row with the customer's
@@ -346,30 +354,32 @@ async def give_back(
     details: Any = None,
 ) -> GivenBack:
     """Give back what a spend entry took, into the very lots it came from with their own expiry dates
-    (domain.plan_give_back: points whose lot has lapsed meanwhile are forfeited, as they would have expired
-    unspent). An outstanding clawback debt is settled from them first, like from any credit."""
+    (domain.plan_give_back). Points whose lot has lapsed meanwhile go back into it and expire at once, as
+    they would have unspent: an `expire` entry of that lot (and its order) says so. An outstanding
+    clawback debt is settled from the points given back first, like from any credit."""
     balance = await repository.lock_balance(conn, customer.program_id, customer.id, now)
     spent, lots = await repository.drawn_by(conn, spend_entry_id)
     plan = domain.plan_give_back(spent, lots, now)
+    result = LedgerResult()
+    if not plan.moves and not plan.lapsed:
+        return GivenBack(result, 0, 0, None)
     if plan.forfeited:
         explanation += (
-            f"; {plural_points(plan.forfeited)} had passed their expiry date and are not given back"
+            f"; {plural_points(plan.forfeited)} of them had passed their expiry date and expire again"
         )
         details = {**(details or {}), "forfeited_expired": plan.forfeited}
-    result = LedgerResult()
-    if not plan.moves:
-        return GivenBack(result, 0, plan.forfeited, None)
     entry = NewEntry(
         customer.program_id,
         customer.id,
         "redeem_return",
-        plan.returned,
+        plan.returned + plan.forfeited,
         reason,
         explanation,
         now,
         details=details,
     )
-    entry_id = await repository.insert_moves(conn, entry, [(m.lot_id, m.points) for m in plan.moves])
+    moves = [(m.lot_id, m.points) for m in (*plan.moves, *plan.lapsed)]
+    entry_id = await repository.insert_moves(conn, entry, moves)
     result.entries.append((entry_id, entry))
     result.events.append(
         Event(
@@ -383,6 +393,30 @@ async def give_back(
             },
         )
     )
+    by_id = {lot.id: lot for lot in lots}
+    for gone in plan.lapsed:
+        lot = by_id[gone.lot_id]
+        on = "" if lot.expires_at is None else f" on {lot.expires_at:%Y-%m-%d}"
+        expired = NewEntry(
+            customer.program_id,
+            customer.id,
+            "expire",
+            -gone.points,
+            "points expired",
+            f"{plural_points(gone.points)} given back from a cancelled redemption had expired{on}",
+            now,
+            order_id=lot.order_id,
+            lot_id=lot.id,
+        )
+        expired_id = await repository.insert_moves(conn, expired, [(lot.id, -gone.points)])
+        result.entries.append((expired_id, expired))
+    if plan.lapsed:
+        result.events.append(
+            Event(
+                "points.expired",
+                {"customer": customer.external_id, "points": plan.forfeited, "lots": len(plan.lapsed)},
+            )
+        )
     settled = domain.debt_settlement(balance.debt, plan.returned)
     if settled:
         await _settle_debt(conn, customer, plan.first(settled), now, result)

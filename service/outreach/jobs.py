@@ -334,6 +334,16 @@ async def _advance_chunk(
             }
         )
     if codes:
+        # Every ledger lock this chunk takes, first and in customer order: a grant of a limited reward
+        # takes its row, which a redemption takes after its own customer's lock (see ledger.lock_all).
+        await ledger.lock_all(
+            conn,
+            [
+                ledger.Customer(r["program_id"], r["customer_id"], r["external_id"])
+                for r in [*(row for row, _ in codes.values()), *(row for row, _, _ in rewards.values())]
+            ],
+            now,
+        )
         given = await _give_codes(conn, codes, now)
         for message in messages:
             code = given.get(message["dedupe_key"])

@@ -201,8 +201,8 @@ class RedemptionController(Controller):
         guards=[requires(Permission.RECORD)],
         status_code=200,
         summary="Cancel an unused code: its points go back to the lots they came from",
-        description="Points go back with their original expiry; points whose lot has expired meanwhile are "
-        "not given back (they would have expired unspent). Stock and limits are restored. Cancelling a "
+        description="Points go back with their original expiry; points whose lot has expired meanwhile "
+        "expire again at once (they would have expired unspent). Stock and limits are restored. Cancelling a "
         "cancelled code again answers it as it is; a used or expired one is a 409. The body is optional.",
         opt={**problems(404, 409), **optional_body()},
     )

@@ -17,6 +17,7 @@ ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_BITS = 80  # 16 characters of 5 bits
 GROUP = 4
 MAX_CODE_LENGTH = 64
+MAX_VALUE = 1_000_000_000_000  # the most money a code is worth, in minor units (as an order's amounts)
 
 
 def new_code(prefix: str | None, random_bits: Callable[[int], int] = secrets.randbits) -> str:
@@ -222,6 +223,10 @@ def variable_cost(d: Mapping[str, Any], points: int | None) -> int:
         raise VariablePoints(f"at least {low} points for this reward")
     if high is not None and points > int(high):
         raise VariablePoints(f"at most {high} points for this reward")
+    if points // step * int(d["step_amount"]["amount"]) > MAX_VALUE:
+        raise VariablePoints(
+            f"{points} points would be worth more than a code can be (at most {MAX_VALUE} minor units)"
+        )
     return points
 
 

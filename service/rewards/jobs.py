@@ -3,8 +3,8 @@
 
 - `expire_codes`: in chunks of due codes, one transaction per chunk, each code through
   `service.expire` (it takes the customer's ledger lock, gives the points back only when the program
-  says so, and writes `redemption.expired`); a chunk's codes go in customer order, as the ledger's
-  sweeps lock balances, so two sweeps never deadlock.
+  says so, and writes `redemption.expired`); a chunk takes its customers' ledger locks first, in
+  customer order as the ledger's sweeps do, so it deadlocks with neither them nor a redemption.
 - `code_expiry_notices`: set-based, like the ledger's expiry notices: each code marks its notice
   (`expiry_notice = 7`) in the statement that writes its `redemption.expiring_soon` event, once.
 """
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from service.core import db
+from service.ledger import service as ledger
 from service.outbox.service import insert_events
 from service.programs import service as programs
 from service.programs.service import Program
@@ -51,6 +52,13 @@ async def expire_codes(now: datetime, chunk_size: int = 1_000) -> ExpiryResult:
             if not rows:
                 return result
             after = (rows[-1]["expires_at"], rows[-1]["id"])
+            # Every customer's ledger lock first, in order: expiring a code of a limited reward takes its
+            # row, which a redemption takes after its own customer's lock (see ledger.lock_all).
+            await ledger.lock_all(
+                conn,
+                [ledger.Customer(r["program_id"], r["customer_id"], "") for r in rows],
+                now,
+            )
             for row in sorted(rows, key=lambda r: (r["customer_id"], r["id"])):
                 program = loaded.get(row["program_id"])
                 if program is None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import msgspec
 
 from service.core.db import Connection, json_value
@@ -196,8 +197,20 @@ def _redemption(row: Any) -> dict[str, Any]:
     return found
 
 
+class RewardGone(Exception):
+    """The reward was deleted while a code of it was being issued."""
+
+
 async def insert_redemption(conn: Connection, values: dict[str, Any]) -> bool:
-    """A new code; False when its code or its source key is taken already (nothing written)."""
+    """A new code; False when its code or its source key is taken already (nothing written). Raises
+    RewardGone when the reward was deleted meanwhile (a delete only ever removes a reward with no codes)."""
+    try:
+        return await _insert_redemption(conn, values)
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise RewardGone from exc
+
+
+async def _insert_redemption(conn: Connection, values: dict[str, Any]) -> bool:
     inserted = await conn.fetchval(
         """
         INSERT INTO redemption (id, program_id, customer_id, reward_id, reward_version, code, code_key, status,

@@ -461,7 +461,11 @@ async def _issue(
     for _ in range(3):  # 80 random bits: a clash is all but impossible, and then a new code is drawn
         values["code"] = domain.new_code(program.code_prefix)
         values["code_key"] = domain.code_key(values["code"])
-        if await repository.insert_redemption(conn, values):
+        try:
+            inserted = await repository.insert_redemption(conn, values)
+        except repository.RewardGone as exc:
+            raise _unknown_reward(reward_id, field) from exc
+        if inserted:
             break
         if source_key is not None and await repository.source_taken(conn, program.id, source_key):
             return None
@@ -771,6 +775,9 @@ async def use(
         if order is None:
             raise NotFound(f"no order {order_external_id!r} in this program", field="order_external_id")
         order_id, out = order
+        if out.status == "refunded":
+            # Its codes were cancelled by that refund, or would have been: a use now would spend for nothing.
+            raise Refused("code-not-applicable", "this order was refunded in full", field="order_external_id")
         facts = cart_facts(
             out.customer_external_id,
             out.currency,

@@ -146,11 +146,60 @@ async def test_cancel_after_a_lot_lapsed_forfeits_just_those_points(api: Api, cl
     cancelled = await api.client.post(f"/v1/redemptions/{body['id']}/cancel", headers=api.headers())
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["points_returned"] == 20
-    entry = cancelled.json()["entries"][0]
-    assert entry["points"] == 20 and entry["details"]["forfeited_expired"] == 30
-    assert "30 points had passed their expiry date" in entry["explanation"]
+    returned, expired = cancelled.json()["entries"]
+    # All 50 go back to their lots; the 30 of the lapsed lot expire again at once, as an expiry of it.
+    assert returned["points"] == 50 and returned["details"]["forfeited_expired"] == 30
+    assert "30 points of them had passed their expiry date and expire again" in returned["explanation"]
+    assert expired["kind"] == "expire" and expired["points"] == -30
     assert await available(api) == 40
     verify_ledger(api.client)
+
+
+async def test_points_that_lapsed_on_a_cancelled_code_are_not_taken_twice_by_a_refund(
+    api: Api, clock: FrozenClock
+) -> None:
+    await api.client.patch(
+        "/v1/program", json={"points_expire_after_days": 30, "pending_days": 0}, headers=api.headers()
+    )
+    assert (await api.order("o-1")).status_code == 201  # 90 points, available at once
+    ninety = await reward(api, cost_points=90)
+    body = (await redeem(api, ninety["id"])).json()
+    clock.advance(timedelta(days=31))  # the order's lot has lapsed
+    cancelled = await api.client.post(f"/v1/redemptions/{body['id']}/cancel", headers=api.headers())
+    assert cancelled.json()["points_returned"] == 0
+    refund = await api.client.post(
+        "/v1/orders/o-1/refunds", json={"external_id": "r-1", "amount": 9000}, headers=api.headers()
+    )
+    assert refund.status_code == 201, refund.text
+    assert refund.json()["debt_recorded"] == 0  # the 90 had expired: forgiven, not owed
+    assert (await api.status())["points"]["debt"] == 0
+    verify_ledger(api.client)
+
+
+async def test_a_code_cannot_be_used_on_an_order_refunded_in_full(api: Api) -> None:
+    await earn(api, 100)
+    five = await reward(api)
+    made = (await redeem(api, five["id"])).json()
+    assert (await api.order("o-1")).status_code == 201
+    refund = await api.client.post(
+        "/v1/orders/o-1/refunds", json={"external_id": "r-1", "amount": 9000}, headers=api.headers()
+    )
+    assert refund.status_code == 201
+    used = await api.client.post(
+        f"/v1/codes/{made['code']}/use", json={"order_external_id": "o-1"}, headers=api.headers()
+    )
+    assert used.status_code == 409 and used.json()["type"].endswith("code-not-applicable")
+    assert fetch(api.client, "SELECT status FROM redemption")[0]["status"] == "issued"
+
+
+async def test_a_cursor_with_a_time_beyond_the_calendar_is_refused(api: Api) -> None:
+    import base64
+
+    for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        raw = f"at:{at}|00000000-0000-0000-0000-000000000000".encode()
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        listed = await api.client.get(f"/v1/redemptions?cursor={cursor}", headers=api.headers())
+        assert listed.status_code == 422 and listed.json()["field"] == "query:cursor", listed.text
 
 
 async def test_a_code_at_checkout_is_applied_once(api: Api) -> None:

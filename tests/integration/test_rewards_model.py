@@ -401,33 +401,44 @@ class Rewards(RuleBasedStateMachine):
                JOIN points_lot l ON l.id = a.lot_id WHERE a.entry_id = $1 AND a.points < 0""",
             row["entry_id"],
         )
-        if row["return_entry_id"] is None:
-            forfeited = int(row["points"])
-            back: dict[UUID, int] = {}
-            assert row["points_returned"] == 0
-        else:
-            entry = await conn.fetchrow(
-                "SELECT kind, points, details FROM points_entry WHERE id = $1", row["return_entry_id"]
+        if row["return_entry_id"] is None:  # nothing was spent on it (a code given at no cost)
+            assert row["points"] == 0 and row["points_returned"] == 0 and not drawn
+            return
+        entry = await conn.fetchrow(
+            "SELECT kind, points, details, created_at FROM points_entry WHERE id = $1", row["return_entry_id"]
+        )
+        assert entry is not None and entry["kind"] == "redeem_return"
+        forfeited = int((json_value(entry["details"]) or {}).get("forfeited_expired", 0))
+        assert entry["points"] == row["points_returned"] + forfeited == row["points"], (row, forfeited)
+        back = {
+            r["lot_id"]: int(r["points"])
+            for r in await conn.fetch(
+                "SELECT lot_id, points FROM points_allocation WHERE entry_id = $1", row["return_entry_id"]
             )
-            assert entry is not None and entry["kind"] == "redeem_return"
-            assert entry["points"] == row["points_returned"]
-            forfeited = int((json_value(entry["details"]) or {}).get("forfeited_expired", 0))
-            back = {
-                r["lot_id"]: int(r["points"])
-                for r in await conn.fetch(
-                    "SELECT lot_id, points FROM points_allocation WHERE entry_id = $1", row["return_entry_id"]
-                )
-            }
-        assert row["points_returned"] + forfeited == row["points"], (row, forfeited)
+        }
         self.notes.add(
             f"{status}{' after use' if row['used_at'] else ''}, {'some' if forfeited else 'none'} forfeited"
         )
-        # Lot by lot: each lot gets back what it gave, unless it had lapsed when the code closed.
-        expected = {
-            d["lot_id"]: int(d["points"]) for d in drawn if d["expires_at"] is None or d["expires_at"] > at
+        # Lot by lot: every lot gets back what it gave; one that had lapsed when the code closed loses it
+        # again at once, by an `expire` entry of that lot (so a refund of its order sees it as expired).
+        assert back == {d["lot_id"]: int(d["points"]) for d in drawn}, (back, drawn)
+        lapsed = {
+            d["lot_id"]: int(d["points"])
+            for d in drawn
+            if d["expires_at"] is not None and d["expires_at"] <= at
         }
-        assert back == expected, (back, expected)
-        assert forfeited == sum(int(d["points"]) for d in drawn) - sum(expected.values())
+        expired_again = {
+            r["lot_id"]: -int(r["points"])
+            for r in await conn.fetch(
+                # Written right after the return entry, one per lapsed lot, in the same transaction.
+                """SELECT lot_id, points FROM points_entry WHERE kind = 'expire'
+                   AND id > $1 AND id <= $1 + $2""",
+                row["return_entry_id"],
+                len(lapsed),
+            )
+        }
+        assert expired_again == lapsed, (expired_again, lapsed)
+        assert forfeited == sum(lapsed.values())
 
 
 def test_rewards_keep_the_ledger_invariants(client: AsyncTestClient[Litestar]) -> None:
