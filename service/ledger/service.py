@@ -302,9 +302,12 @@ async def debit(
     topic: str,
     actor: str | None = None,
     details: Any = None,
+    locked: bool = False,
 ) -> LedgerResult:
-    """Spend `points` from available lots, FIFO by expiry. Never overdraws: raises InsufficientPoints."""
-    await repository.lock_balance(conn, customer.program_id, customer.id, now)
+    """Spend `points` from available lots, FIFO by expiry. Never overdraws: raises InsufficientPoints.
+    `locked`: the caller holds the customer's ledger lock already (`lock`, in this transaction)."""
+    if not locked:
+        await repository.lock_balance(conn, customer.program_id, customer.id, now)
     lots = await repository.open_lots(conn, customer.id)
     try:
         draws = domain.plan_spend(lots, points, now)

@@ -14,7 +14,10 @@ from service.core.db import Connection, json_value
 from service.tiers.published import tiers_select
 
 REWARD_FIELDS = """r.id, r.program_id, r.version, r.status, r.definition, r.stock_left, r.used, r.created_at,
-    r.updated_at, (SELECT count(*) FROM redemption x WHERE x.reward_id = r.id AND x.status <> 'cancelled') AS issued"""
+    r.updated_at"""
+# How many codes a reward has issued (cancelled ones aside), for the catalogue's own answers only: the
+# redemption path never counts them (the count grows with every code).
+ISSUED = "(SELECT count(*) FROM redemption x WHERE x.reward_id = r.id AND x.status <> 'cancelled') AS issued"
 
 
 def _reward(row: Any) -> dict[str, Any]:
@@ -47,8 +50,7 @@ async def insert_reward(
             INSERT INTO reward_version (reward_id, version, definition, created_at)
             SELECT id, 1, definition, created_at FROM r
         )
-        SELECT {REWARD_FIELDS.replace("(SELECT count(*) FROM redemption x WHERE x.reward_id = r.id AND x.status <> 'cancelled')", "0::bigint")}
-        FROM r
+        SELECT {REWARD_FIELDS}, 0::bigint AS issued FROM r
         """,
         reward_id,
         program_id,
@@ -62,19 +64,24 @@ async def insert_reward(
 
 
 async def get_reward(
-    conn: Connection, program_id: UUID, reward_id: UUID, *, lock: bool = False
+    conn: Connection, program_id: UUID, reward_id: UUID, *, lock: bool = False, issued: bool = False
 ) -> dict[str, Any] | None:
+    """The reward (`issued`: with its count of codes, for an answer about the reward itself)."""
+    columns = f"{REWARD_FIELDS}, {ISSUED}" if issued else REWARD_FIELDS
     row = await conn.fetchrow(
-        f"SELECT {REWARD_FIELDS} FROM reward r WHERE r.id = $1 AND r.program_id = $2 {'FOR UPDATE' if lock else ''}",
+        f"SELECT {columns} FROM reward r WHERE r.id = $1 AND r.program_id = $2 {'FOR UPDATE' if lock else ''}",
         reward_id,
         program_id,
     )
     return None if row is None else _reward(row)
 
 
-async def list_rewards(conn: Connection, program_id: UUID, status: str | None) -> list[dict[str, Any]]:
+async def list_rewards(
+    conn: Connection, program_id: UUID, status: str | None, *, issued: bool = False
+) -> list[dict[str, Any]]:
+    columns = f"{REWARD_FIELDS}, {ISSUED}" if issued else REWARD_FIELDS
     rows = await conn.fetch(
-        f"""SELECT {REWARD_FIELDS} FROM reward r
+        f"""SELECT {columns} FROM reward r
         WHERE r.program_id = $1 AND ($2::text IS NULL OR r.status = $2) ORDER BY r.created_at, r.id""",
         program_id,
         status,

@@ -147,7 +147,8 @@ async def create(conn: Connection, program: Program, data: RewardIn, now: dateti
 
 
 async def _row(conn: Connection, program_id: UUID, reward_id: UUID, *, lock: bool = False) -> dict[str, Any]:
-    row = await repository.get_reward(conn, program_id, reward_id, lock=lock)
+    # Locked: about to change it (no answer from this row); else the answer counts its codes.
+    row = await repository.get_reward(conn, program_id, reward_id, lock=lock, issued=not lock)
     if row is None:
         raise _unknown_reward(reward_id)
     return row
@@ -199,7 +200,7 @@ async def get(conn: Connection, program_id: UUID, reward_id: UUID) -> RewardOut:
 
 
 async def list_all(conn: Connection, program_id: UUID, status: str | None) -> list[RewardOut]:
-    return [_reward_out(row) for row in await repository.list_rewards(conn, program_id, status)]
+    return [_reward_out(row) for row in await repository.list_rewards(conn, program_id, status, issued=True)]
 
 
 async def versions(conn: Connection, program_id: UUID, reward_id: UUID) -> list[RewardVersionOut]:
@@ -434,6 +435,7 @@ async def _issue(
             now=now,
             topic="points.redeemed",
             actor=actor,
+            locked=True,
             details={
                 "redemption_id": str(redemption_id),
                 "reward_id": str(reward_id),
@@ -471,7 +473,8 @@ async def _issue(
             return None
     else:
         raise RuntimeError("could not draw a free code")
-    await repository.mark_used(conn, reward_id)
+    if not reward["used"]:
+        await repository.mark_used(conn, reward_id)
     row = {
         **values,
         "status": "issued",
