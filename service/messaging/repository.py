@@ -305,27 +305,3 @@ async def queue(conn: Connection, messages: list[dict[str, Any]], now: datetime)
         now,
     )
     return [row["dedupe_key"] for row in rows]
-
-
-async def redemptions(conn: Connection, redemption_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
-    """The codes a batch's messages send: the code, its state and date, and the reward's name and
-    description per locale as of the version it was issued from."""
-    if not redemption_ids:
-        return {}
-    rows = await conn.fetch(
-        """
-        SELECT r.id, r.code, r.status, r.expires_at,
-               coalesce(v.definition -> 'name', r.discount -> 'name') AS name, v.definition -> 'description' AS description
-        FROM redemption r
-        LEFT JOIN reward w ON w.id = r.reward_id
-        LEFT JOIN reward_version rv ON rv.reward_id = r.reward_id AND rv.version = r.reward_version
-        CROSS JOIN LATERAL (SELECT coalesce(rv.definition, CASE WHEN w.version = r.reward_version THEN w.definition END)
-                            AS definition) v
-        WHERE r.id = ANY($1::uuid[])
-        """,
-        redemption_ids,
-    )
-    return {
-        r["id"]: {**dict(r), "name": json_value(r["name"]), "description": json_value(r["description"])}
-        for r in rows
-    }

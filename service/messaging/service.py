@@ -45,6 +45,7 @@ from service.messaging.schemas import (
 from service.messaging.variables import code_source, customer_vars, message_vars
 from service.outbox.service import Event, emit
 from service.programs import service as programs
+from service.rewards import service as rewards
 
 # A program's templates get this much render CPU per batch (a message at most bounds.MAX_CPU_SECONDS);
 # its other messages wait a little, so one program's slow template cannot hold another's mail.
@@ -607,7 +608,7 @@ async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: dat
         tiers=await repository.tier_definitions(conn, program_ids) if needs_tiers else {},
         recent=await repository.recent_marketing(conn, customer_ids, now - timedelta(days=longest_cap)),
         overrides=await repository.overrides(conn, program_ids),
-        redemptions=await repository.redemptions(conn, redemption_ids),
+        redemptions=await rewards.codes_shown(conn, redemption_ids),
     )
 
 

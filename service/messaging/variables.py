@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from service.messaging.schemas import MessagingSettings
+from service.rewards.domain import localized
 
 
 def first_name(name: str | None) -> str | None:
@@ -90,16 +91,6 @@ def tier_vars(ref: dict[str, Any] | None, definition: dict[str, Any] | None) -> 
         "free_shipping": bool(benefits.get("free_shipping")),
         "perks": list(benefits.get("perks") or []),
     }
-
-
-def localized(texts: Any, locale: str | None) -> str | None:
-    """A text given per locale ({"en": ..., "lv": ...}) in `locale`, else in English, else in any."""
-    if texts is None or isinstance(texts, str):
-        return texts or None
-    for key in (locale, "en"):
-        if key and texts.get(key):
-            return str(texts[key])
-    return next((str(text) for text in texts.values() if text), None)
 
 
 def code_source(context: dict[str, Any]) -> dict[str, Any] | None:

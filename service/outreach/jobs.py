@@ -261,7 +261,7 @@ async def _advance_chunk(
 ) -> None:
     messages: list[dict[str, Any]] = []
     moves: list[dict[str, Any]] = []
-    rewards: dict[str, tuple[dict[str, Any], int, str]] = {}
+    point_rewards: dict[str, tuple[dict[str, Any], int, str]] = {}
     codes: dict[str, tuple[dict[str, Any], UUID]] = {}  # dedupe key -> (row, reward): codes to give
     for row in rows:
         definition = json_value(row["definition"])
@@ -318,7 +318,7 @@ async def _advance_chunk(
         if step.reward is not None:
             codes[dedupe] = (row, step.reward)
         if step.reward_points:
-            rewards[dedupe] = (
+            point_rewards[dedupe] = (
                 row,
                 step.reward_points,
                 f"journey {row['key']} step {index + 1}: {step.message_type}",
@@ -340,7 +340,7 @@ async def _advance_chunk(
             conn,
             [
                 ledger.Customer(r["program_id"], r["customer_id"], r["external_id"])
-                for r in [*(row for row, _ in codes.values()), *(row for row, _, _ in rewards.values())]
+                for r in [*(row for row, _ in codes.values()), *(row for row, _, _ in point_rewards.values())]
             ],
             now,
         )
@@ -365,8 +365,8 @@ async def _advance_chunk(
     completed = [m["id"] for m in moves if m["status"] == "completed"]
     if completed:
         await conn.execute(_enroll(_FOLLOWING_ENTRIES, "$2"), completed, now)
-    for dedupe_key in queued:  # rewards only for messages this run queued: a rerun credits nothing twice
-        reward = rewards.get(dedupe_key)
+    for dedupe_key in queued:  # points only for messages this run queued: a rerun credits nothing twice
+        reward = point_rewards.get(dedupe_key)
         if reward is not None:
             await _credit_reward(conn, *reward, now)
             report.rewarded_points += reward[1]

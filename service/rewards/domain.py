@@ -131,15 +131,19 @@ def reward_currency(d: Mapping[str, Any]) -> str | None:
     return None
 
 
-def localized(texts: Mapping[str, str], locale: str | None) -> str | None:
-    """The text for `locale` (its language), else English, else the first given."""
-    if not texts:
-        return None
+def localized(texts: Mapping[str, str] | str | None, locale: str | None) -> str | None:
+    """A text given per locale ({"en": ..., "lv": ...}) in `locale`'s language, else in English, else in
+    any (empty texts skipped); a plain string is the text in every locale."""
+    if texts is None or isinstance(texts, str):
+        return texts or None
     language = (locale or "en").split("-", 1)[0].lower()
-    return texts.get(language) or texts.get("en") or next(iter(texts.values()))
+    for key in (language, "en"):
+        if texts.get(key):
+            return str(texts[key])
+    return next((str(text) for text in texts.values() if text), None)
 
 
-def headline(d: Mapping[str, Any], points: int | None = None) -> str:
+def headline(d: Mapping[str, Any]) -> str:
     """The reward in words, as the ledger explains a redemption: 'EUR 5.00 off', '10% off'."""
     name = localized(d["name"], "en")
     return name or d["kind"].replace("_", " ")
@@ -187,6 +191,29 @@ def refusal(s: Standing, now: datetime) -> tuple[Refusal, str] | None:
     return None
 
 
+# How the customer's view names a refusal (a storefront shows states, not problem types).
+CATALOGUE_STATES: dict[Refusal, str] = {
+    "reward-inactive": "reward_inactive",
+    "tier-too-low": "tier_locked",
+    "customer-in-debt": "customer_in_debt",
+    "out-of-stock": "out_of_stock",
+    "limit-reached": "limit_reached",
+}
+
+
+def catalogue_state(s: Standing, now: datetime, available: int, cost: int) -> tuple[str, str | None, int]:
+    """What a customer sees of a reward: its state, a note in words and the points missing (0 unless
+    `points_missing`)."""
+    refused = refusal(s, now)
+    if refused is not None:
+        slug, detail = refused
+        return CATALOGUE_STATES[slug], f"{s.min_tier_name} and above" if slug == "tier-too-low" else detail, 0
+    if available < cost:
+        missing = cost - available
+        return "points_missing", f"{missing} more point{'s' if missing != 1 else ''}", missing
+    return "available", None, 0
+
+
 def period_start(period: str, now: datetime, zone: ZoneInfo) -> datetime | None:
     """Where the limit's calendar period began (in the program's zone), None for `ever`."""
     local = now.astimezone(zone)
@@ -209,11 +236,19 @@ class VariablePoints(ValueError):
     """A points_for_discount redemption off its step or bounds; `str` says why."""
 
 
+def least_cost(d: Mapping[str, Any]) -> int:
+    """The fewest points a redemption of the reward spends: its cost, or a variable reward's minimum (one
+    step unless it says more)."""
+    if d["kind"] == "points_for_discount":
+        return int(d.get("min_points") or d["points_step"])
+    return int(d["cost_points"])
+
+
 def variable_cost(d: Mapping[str, Any], points: int | None) -> int:
     """The points a points_for_discount redemption spends: `points` as asked (a multiple of the step
     within the bounds). Raises VariablePoints."""
     step = int(d["points_step"])
-    low = int(d.get("min_points") or step)
+    low = least_cost(d)
     high = d.get("max_points")
     if points is None:
         raise VariablePoints(f"say how many points to spend: a multiple of {step} from {low}")
@@ -233,7 +268,7 @@ def variable_cost(d: Mapping[str, Any], points: int | None) -> int:
 def most_points_now(d: Mapping[str, Any], available: int) -> int | None:
     """A points_for_discount reward: the most the customer can spend on it now (None: not even the minimum)."""
     step = int(d["points_step"])
-    low = int(d.get("min_points") or step)
+    low = least_cost(d)
     high = d.get("max_points")
     top = available if high is None else min(available, int(high))
     top -= top % step
@@ -326,6 +361,18 @@ def code_state(status: str, expires_at: datetime | None, now: datetime) -> NotAp
     if status == "expired" or (expires_at is not None and expires_at <= now):
         return NotApplied("code-expired", "this code has expired")
     return None
+
+
+def check(
+    status: str,
+    expires_at: datetime | None,
+    discount: Mapping[str, Any],
+    owner: str,
+    cart: CartFacts,
+    now: datetime,
+) -> Applied | NotApplied:
+    """Whether a code can be used at all, then what it takes off this cart (`apply`)."""
+    return code_state(status, expires_at, now) or apply(discount, owner, cart)
 
 
 def apply(discount: Mapping[str, Any], owner_external_id: str, cart: CartFacts) -> Applied | NotApplied:

@@ -262,15 +262,6 @@ async def get_redemption(conn: Connection, program_id: UUID, redemption_id: UUID
     return None if row is None else _redemption(row)
 
 
-async def by_code(conn: Connection, program_id: UUID, key: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        f"SELECT {REDEMPTION_FIELDS} FROM {REDEMPTION_FROM} WHERE d.program_id = $1 AND d.code_key = $2",
-        program_id,
-        key,
-    )
-    return None if row is None else _redemption(row)
-
-
 async def by_codes(conn: Connection, program_id: UUID, keys: list[str]) -> dict[str, dict[str, Any]]:
     rows = await conn.fetch(
         f"""SELECT d.code_key, {REDEMPTION_FIELDS} FROM {REDEMPTION_FROM}
@@ -391,3 +382,24 @@ def open_codes_select(customer_id: str, now: str) -> str:
         WHERE d.customer_id = {customer_id} AND d.status = 'issued'
           AND (d.expires_at IS NULL OR d.expires_at > {now})
     """
+
+
+async def codes_shown(conn: Connection, redemption_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """The codes messages send: each code, its state and date, and its reward's name and description per
+    locale as of the version it was issued from (every version has its row in reward_version)."""
+    if not redemption_ids:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT d.id, d.code, d.status, d.expires_at,
+               coalesce(v.definition -> 'name', d.discount -> 'name') AS name, v.definition -> 'description' AS description
+        FROM redemption d
+        LEFT JOIN reward_version v ON v.reward_id = d.reward_id AND v.version = d.reward_version
+        WHERE d.id = ANY($1::uuid[])
+        """,
+        redemption_ids,
+    )
+    return {
+        r["id"]: {**dict(r), "name": json_value(r["name"]), "description": json_value(r["description"])}
+        for r in rows
+    }

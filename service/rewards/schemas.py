@@ -208,9 +208,6 @@ class RedemptionList(Struct, kw_only=True):
     next_cursor: str | None
 
 
-CodeRefusal = Literal["code-used", "code-expired", "code-cancelled", "code-not-applicable"]
-
-
 class CodeCheckOut(Struct, kw_only=True):
     """What the code takes off this cart."""
 

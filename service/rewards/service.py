@@ -269,16 +269,9 @@ async def catalogue(
         since = None if limit is None else domain.period_start(limit["period"], now, program.zone)
         used = sum(1 for rid, at in times if rid == reward["id"] and (since is None or at >= since))
         standing = _standing(reward, tiers, customer, held.debt, used)
-        refused = domain.refusal(standing, now)
         variable = d["kind"] == "points_for_discount"
-        cost = int(d.get("min_points") or d["points_step"]) if variable else int(d["cost_points"])
-        state, note, missing = "available", None, 0
-        if refused is not None:
-            state = refused[0].replace("-", "_").replace("tier_too_low", "tier_locked")
-            note = f"{standing.min_tier_name} and above" if refused[0] == "tier-too-low" else refused[1]
-        elif held.available < cost:
-            state, missing = "points_missing", cost - held.available
-            note = f"{missing} more point{'s' if missing != 1 else ''}"
+        cost = domain.least_cost(d)
+        state, note, missing = domain.catalogue_state(standing, now, held.available, cost)
         items.append(
             CatalogueItem(
                 reward_id=reward["id"],
@@ -342,7 +335,7 @@ def _redemption_out(row: Mapping[str, Any], entries: Sequence[LedgerEntryOut] = 
     )
 
 
-def _event_payload(row: Mapping[str, Any], reward_name: Mapping[str, str] | None = None) -> dict[str, Any]:
+def _event_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     discount = row["discount"]
     return {
         "customer": row["customer_external_id"],
@@ -351,7 +344,7 @@ def _event_payload(row: Mapping[str, Any], reward_name: Mapping[str, str] | None
         "reward": {
             "id": str(row["reward_id"]),
             "version": row["reward_version"],
-            "name": dict(reward_name or discount["name"]),
+            "name": dict(discount["name"]),
             "kind": discount["kind"],
         },
         "points": int(row["points"]),
@@ -367,7 +360,6 @@ def _event_payload(row: Mapping[str, Any], reward_name: Mapping[str, str] | None
 class Issued:
     row: dict[str, Any]  # as `repository.get_redemption` reads it
     result: ledger.LedgerResult
-    events: list[Event]
 
 
 async def _issue(
@@ -487,9 +479,8 @@ async def _issue(
         "return_entry_id": None,
         "points_returned": 0,
     }
-    events = [*result.events, Event("redemption.created", _event_payload(row))]
-    await emit(conn, program.id, events, now)
-    return Issued(row, result, events)
+    await emit(conn, program.id, [*result.events, Event("redemption.created", _event_payload(row))], now)
+    return Issued(row, result)
 
 
 async def redeem(
@@ -702,16 +693,22 @@ def cart_facts(
 
 async def _by_code(conn: Connection, program_id: UUID, code: str) -> dict[str, Any]:
     key = domain.code_key(code)
-    row = None if key is None else await repository.by_code(conn, program_id, key)
+    row = None if key is None else (await repository.by_codes(conn, program_id, [key])).get(key)
     if row is None:
         raise _unknown_code()
     return row
 
 
-def _checked(row: Mapping[str, Any], cart: domain.CartFacts, now: datetime) -> domain.Applied:
-    state = domain.code_state(row["status"], row["expires_at"], now) or domain.apply(
-        row["discount"], row["customer_external_id"], cart
+def _state(
+    row: Mapping[str, Any], cart: domain.CartFacts, now: datetime
+) -> domain.Applied | domain.NotApplied:
+    return domain.check(
+        row["status"], row["expires_at"], row["discount"], row["customer_external_id"], cart, now
     )
+
+
+def _checked(row: Mapping[str, Any], cart: domain.CartFacts, now: datetime) -> domain.Applied:
+    state = _state(row, cart, now)
     if isinstance(state, domain.NotApplied):
         raise Refused(state.reason, state.detail, field="path:code")
     return state
@@ -836,9 +833,7 @@ async def apply_to_order(
         if row is None:
             results.append(CodeResult(code=code, result="not-found", detail="no such code in this program"))
             continue
-        state = domain.code_state(row["status"], row["expires_at"], now) or domain.apply(
-            row["discount"], row["customer_external_id"], cart
-        )
+        state = _state(row, cart, now)
         if isinstance(state, domain.NotApplied):
             results.append(
                 CodeResult(
@@ -893,6 +888,12 @@ async def list_redemptions(
         items=[_redemption_out(row) for row in rows],
         next_cursor=encode_position(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
     )
+
+
+async def codes_shown(conn: Connection, redemption_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """For messages that send a code: by redemption id, the code, its status and expiry, and its reward's
+    name and description per locale (the version it was issued from)."""
+    return await repository.codes_shown(conn, redemption_ids)
 
 
 def open_codes_lateral(customer_id: str, now: str) -> str:
