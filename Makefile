@@ -12,7 +12,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: help setup run serve worker migrate test unit integration bench openapi lint fmt clean
+.PHONY: help setup run serve worker migrate stripe-stub test unit integration bench openapi lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ serve: $(STAMP) ## serve the API without a demo program (migrations applied firs
 
 worker: $(STAMP) ## run only the worker (outbox dispatch, webhook delivery, ledger sweeps)
 	$(VENV)/bin/encore worker
+
+stripe-stub: $(STAMP) ## a local Stripe stand-in on 127.0.0.1:12111 for trying the Stripe integration without an account
+	$(VENV)/bin/python -m tests.support.stripe_local --port 12111 --sessions docs/stripe/sessions.json
 
 migrate: $(STAMP) ## apply the Piccolo migrations
 	$(VENV)/bin/encore migrate

@@ -21,6 +21,11 @@
 11. rewards: redemptions on 16 connections with distinct customers (ratio to orders), one hot customer on
    16 connections (req/s, p99, nothing overdrawn) and code validations (ratio to hello), on the API server
    (bench/rewards.py); BENCH_REWARDS=0 skips it. Run alone, it measures hello and orders too.
+12. stripe: BENCH_STRIPE_CHECKOUTS (2,000) signed checkout.session.completed events processed into orders by
+   `encore worker` (line items from the tests' Stripe stub, run in this process; the API server gets
+   ENCORE_STRIPE_API_BASE = the stub), as a ratio to orders, and the webhook endpoint's accept rate (verify
+   and store) on 16 connections, as a ratio to hello (bench/stripe.py); BENCH_STRIPE=0 skips it. Run alone,
+   it measures hello and orders too.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -33,8 +38,9 @@ them, failure or not.
 
 Groups: `make bench ONLY=foundation` (or BENCH_ONLY=...) runs one group of phases alone; several are
 comma-separated (`ONLY=foundation,rules`). foundation = pgbench, hello, orders, status (1-4); previews (10);
-rules (7); tiers (8); rewards (11, with hello and orders); sweeps (5); messaging (9); webhooks (6). Unset:
-every group. A group's own skip variable (BENCH_RULES=0, ...) still skips it.
+rules (7); tiers (8); rewards (11, with hello and orders); stripe (12, with hello and orders); sweeps (5);
+messaging (9); webhooks (6). Unset: every group. A group's own skip variable (BENCH_RULES=0, ...) still
+skips it.
 
 Environment: BENCH_SECONDS (30), BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_WORKERS (uvicorn workers, 2),
 BENCH_CLIENT (raw | aiohttp), BENCH_ENFORCE=1 to exit 1 when a target is missed. Results:
@@ -91,6 +97,7 @@ import uvloop
 from yarl import URL
 
 from bench import messaging, previews, rewards, rules, sweeps, tiers, webhooks
+from bench import stripe as stripe_bench
 from bench.load import PhaseResult, Request, run_phase
 
 T = TypeVar("T")
@@ -111,7 +118,7 @@ TARGET_STATUS_PER_HELLO = 0.3
 BUSY_MACHINE_CORES = 0.25  # background load above this makes a run noisy
 
 
-GROUPS = ("foundation", "previews", "rules", "tiers", "rewards", "sweeps", "messaging", "webhooks")
+GROUPS = ("foundation", "previews", "rules", "tiers", "rewards", "stripe", "sweeps", "messaging", "webhooks")
 
 
 def selected_groups(raw: str) -> frozenset[str]:
@@ -638,6 +645,8 @@ class Run:
     messaging: dict[str, Any] | None = None  # bench.messaging: render sweep and SMTP delivery
     previews: dict[str, Any] | None = None  # bench.previews: /healthz while hostile previews run
     rewards: dict[str, Any] | None = None  # bench.rewards: redemptions, a hot customer, code validations
+    stripe: dict[str, Any] | None = None  # bench.stripe: checkouts into orders, webhook accepts
+    stripe_stub: Any = None  # bench.stripe's Stripe stub (the API server's ENCORE_STRIPE_API_BASE)
 
     def http_phase(
         self,
@@ -703,6 +712,8 @@ class Run:
             out["tiers_daily_reevaluation_seconds"] = self.tiers_reevaluation["ratio"]
         if self.rewards is not None:
             out.update({f"rewards_{k}": v for k, v in self.rewards["ratios"].items()})
+        if self.stripe is not None:
+            out.update({f"stripe_{k}": v for k, v in self.stripe["ratios"].items()})
         if self.previews is not None:
             busy = self.previews["busy"]["max_ms"]
             out["healthz_max_ms_during_hostile_previews"] = {
@@ -795,6 +806,9 @@ class Run:
         if self.rewards is not None:
             lines.append("")
             lines.append(rewards.format_results(self.rewards))
+        if self.stripe is not None:
+            lines.append("")
+            lines.append(stripe_bench.format_results(self.stripe))
         if self.messaging is not None:
             lines.append("")
             lines.append(messaging.format_results(self.messaging))
@@ -839,6 +853,7 @@ class Run:
             "messaging": self.messaging,
             "previews": self.previews,
             "rewards": self.rewards,
+            "stripe": self.stripe,
             "error": self.error,
             "table": table,
         }
@@ -879,8 +894,9 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         run_async(lambda: drop_database(server_url, pgbench_db))
         databases.remove(pgbench_db)
 
-    if cfg.runs("foundation") or cfg.runs("rewards", "BENCH_REWARDS"):
-        # 2. hello: the HTTP ceiling (the rewards group's validations are a ratio to it).
+    if cfg.runs("foundation") or cfg.runs("rewards", "BENCH_REWARDS") or cfg.runs("stripe", "BENCH_STRIPE"):
+        # 2. hello: the HTTP ceiling (the rewards group's validations and the stripe group's accepts are
+        # ratios to it).
         hello = start_uvicorn("hello", ["bench.hello_app:app"], base_env, cfg.workers)
         servers.append(hello)
         try:
@@ -897,6 +913,7 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
             ("rules", "BENCH_RULES"),
             ("tiers", "BENCH_TIERS"),
             ("rewards", "BENCH_REWARDS"),
+            ("stripe", "BENCH_STRIPE"),
         )
     ):
         execute_offline(run, server_url, tag, databases, base_env)
@@ -915,6 +932,10 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         .strip()
         .splitlines()[-1]
     )["api_key"]
+    if cfg.runs("stripe", "BENCH_STRIPE"):
+        # The Stripe API the server (and the stripe group's worker) talks to: the tests' stub, here.
+        run.stripe_stub = stripe_bench.start_stub()
+        api_env["ENCORE_STRIPE_API_BASE"] = run.stripe_stub.url
     api = start_uvicorn("api", ["--factory", "service.app:app_from_env"], api_env, cfg.workers)
     servers.append(api)
     try:
@@ -936,9 +957,15 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         if cfg.runs("rewards", "BENCH_REWARDS"):
             print("rewards: redemptions, one hot customer, code validations ...", flush=True)
             run.rewards = rewards.measure(run, api, api_env, api_url, api_key, tag)
+        # 12. Stripe: checkouts into orders by the worker against orders, webhook accepts against hello.
+        if cfg.runs("stripe", "BENCH_STRIPE"):
+            print("stripe: checkouts into orders by the worker, webhook accepts ...", flush=True)
+            run.stripe = stripe_bench.measure(run, api, api_env, api_url, api_key, tag)
     finally:
         stop_server(api)
         run.server_logs["api"] = _log_info(api)
+        if run.stripe_stub is not None:
+            run.stripe_stub.stop()
 
     print("ledger verify ...", flush=True)
     verify = subprocess.run(

@@ -47,6 +47,7 @@ from service.rules.controller import RuleController
 from service.scheduler.controller import SystemJobsController
 from service.settings import Settings
 from service.status.controller import CustomerStatusController
+from service.stripe.controller import StripeController, StripeWebhookController
 from service.system.controller import healthz, metrics, readyz
 from service.tiers.controller import CustomerTierController, TierController
 from service.webhooks.controller import WebhookEndpointController
@@ -165,6 +166,8 @@ def create_app(
             CustomerRewardController,
             RedemptionController,
             CodeController,
+            StripeController,
+            StripeWebhookController,
         ],
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),

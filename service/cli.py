@@ -1,5 +1,5 @@
 """`encore run | serve | worker | migrate | programs create|add-key | jobs list|run | ledger mature|expire|notices|verify |
-codes expire|notices | tiers reevaluate | webhooks listen | secrets new-key|rotate | openapi`."""
+codes expire|notices | stripe replay|sign | tiers reevaluate | webhooks listen | secrets new-key|rotate | openapi`."""
 
 from __future__ import annotations
 
@@ -453,6 +453,73 @@ def codes_notices(now: datetime | None) -> None:
     click.echo(_run_job("rewards.expiry_notices", now))
 
 
+@main.group("stripe")
+def stripe_group() -> None:
+    """The Stripe integration: replay a saved event, sign one for a local test."""
+
+
+@stripe_group.command("replay")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--program", "program_id", required=True, help="the program's id")
+def stripe_replay(file: Path, program_id: str) -> None:
+    """Feed a saved Stripe event (its JSON, as Stripe sent it or as the Dashboard shows it) through the
+    path a received one takes: stored once (no signature: this is you, not the network), then processed
+    at once as the worker would. An event the program has already is not processed twice; its state is
+    shown (`POST /v1/stripe/events/{id}/retry` processes a failed one again)."""
+    from service.core.clock import SystemClock
+    from service.scheduler.worker import new_worker_id
+    from service.stripe import inbound
+    from service.stripe import service as stripe
+
+    settings = Settings.from_env()
+    body = file.read_bytes()
+    try:
+        program = UUID(program_id)
+        event = stripe.parse_saved(body)
+    except ValueError:
+        raise click.BadParameter("not a program id", param_hint="--program") from None
+    except Exception as exc:
+        raise click.ClickException(f"{file}: {getattr(exc, 'detail', exc)}") from None
+    clock = SystemClock()
+
+    async def work() -> str:
+        async with db.transaction() as conn:
+            received = await stripe.replay(conn, program, event, body, clock.now())
+        if not received.duplicate and received.status == "received":
+            await inbound.Processor(settings, clock, new_worker_id()).run(ids=[received.id], limit=1)
+        async with db.connection() as conn:
+            shown = await stripe.get_event(conn, program, received.id)
+        again = " (stored before: not processed again)" if received.duplicate else ""
+        said = shown.outcome or shown.last_error or ""
+        return f"{event.type} {event.id}: {shown.status}{again}" + (f": {said}" if said else "")
+
+    try:
+        click.echo(_run_db(settings, work))
+    except Exception as exc:
+        if hasattr(exc, "detail"):
+            raise click.ClickException(str(exc.detail)) from None
+        raise
+
+
+@stripe_group.command("sign")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--secret", envvar="ENCORE_STRIPE_WEBHOOK_SECRET", required=True, help="the webhook signing secret"
+)
+def stripe_sign(file: Path, secret: str) -> None:
+    """Print the `Stripe-Signature` header Stripe would send with this body now (for trying the webhook
+    locally: post the file with it within five minutes)."""
+    import time
+
+    import stripe
+
+    click.echo(
+        stripe.WebhookSignature.generate_signature_header(
+            file.read_text(), secret, timestamp=int(time.time())
+        )
+    )
+
+
 @main.group()
 def tiers() -> None:
     """VIP tiers."""
@@ -547,12 +614,13 @@ def secrets_rotate(batch: int) -> None:
     locked transactions: safe while the API and the worker run (restart them with the new key first),
     and idempotent. Exits 1, naming each, when a value opens with none of the keys."""
     from service.core import idempotency, secrets
+    from service.stripe import repository as stripe
     from service.webhooks import repository as webhooks
 
     settings = Settings.from_env()
     box = _secret_box(settings)
-    # Every store of encrypted values (the Stripe keys will be one more).
-    stores = [webhooks.SEALED_SECRETS, idempotency.SEALED_RESPONSES]
+    # Every store of encrypted values.
+    stores = [webhooks.SEALED_SECRETS, stripe.SEALED_SECRETS, idempotency.SEALED_RESPONSES]
 
     async def work() -> list[secrets.Resealed]:
         return [await secrets.reseal(store, box.rotate, batch=batch) for store in stores]

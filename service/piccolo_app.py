@@ -22,6 +22,7 @@ from service.programs.tables import ApiKey, Program
 from service.rewards.tables import Redemption, Reward, RewardVersion
 from service.rules.tables import CustomerEvent, Rule, RuleUsage, RuleVersion
 from service.scheduler.tables import JobRun
+from service.stripe.tables import StripeCode, StripeConnection, StripeEvent, StripePayment, StripeRefund
 from service.tiers.tables import CustomerTier, Tier, TierChange
 from service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 
@@ -62,6 +63,11 @@ APP_CONFIG = AppConfig(
         Reward,
         RewardVersion,
         Redemption,
+        StripeConnection,
+        StripeEvent,
+        StripePayment,
+        StripeRefund,
+        StripeCode,
     ],
     migration_dependencies=[],
     commands=[],

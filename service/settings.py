@@ -111,6 +111,17 @@ class Settings:
     # spaces; the first encrypts, all decrypt (`encore secrets rotate`). Unset: a development key made once
     # in data_dir/encryption.key, shared by the API and the worker, with a warning.
     encryption_keys: tuple[str, ...] = ()
+    # Stripe: the API's base address (unset: Stripe's own; tests and the README's walk-through point it
+    # at a local stand-in), and how often the worker processes received events and syncs codes.
+    stripe_api_base: str | None = None
+    stripe_interval_seconds: float = 1.0
+    stripe_batch_size: int = 100
+    stripe_concurrency: int = 16  # events (or codes) a worker has at Stripe at once, outside transactions
+    # A claimed event or code is another worker's again after this: longer than the worker's other leases,
+    # as a run may wait on Stripe (20 s a call, the SDK's own retries) for several rounds of its batch.
+    stripe_lease_seconds: float = 300.0
+    # Stripe's webhooks per program a minute (its own limit: Stripe sends bursts from a few addresses).
+    rate_limit_per_stripe_program: int = 60_000
 
     @classmethod
     def from_env(cls) -> Settings:

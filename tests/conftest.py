@@ -24,6 +24,7 @@ from service.core import db
 from service.core.clock import FrozenClock
 from service.settings import Settings
 from tests.support.logscan import leaks_in
+from tests.support.stripe_stub import StripeStub
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,8 +126,21 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture(scope="session")
-def app(database_url: str, clock: FrozenClock) -> Litestar:
-    return create_app(settings_for(database_url), clock=clock)
+def stripe_api() -> Iterator[StripeStub]:
+    """One local Stripe API for the session (the app's ENCORE_STRIPE_API_BASE); `stripe_stub` resets it."""
+    with StripeStub() as stub:
+        yield stub
+
+
+@pytest.fixture
+def stripe_stub(stripe_api: StripeStub) -> StripeStub:
+    stripe_api.reset()
+    return stripe_api
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, clock: FrozenClock, stripe_api: StripeStub) -> Litestar:
+    return create_app(settings_for(database_url, stripe_api_base=stripe_api.url), clock=clock)
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:

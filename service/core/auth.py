@@ -50,7 +50,14 @@ def scopes_with(permission: Permission) -> tuple[Scope, ...]:
 
 
 # Paths served without a key (patterns, as the authentication middleware takes them).
-PUBLIC_PATHS = ["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/v1/unsubscribe/"]
+PUBLIC_PATHS = [
+    "^/healthz",
+    "^/readyz",
+    "^/metrics",
+    "^/schema",
+    "^/v1/unsubscribe/",
+    "^/v1/stripe/webhooks/",  # the signature is the authentication
+]
 
 
 @dataclass(frozen=True, slots=True)

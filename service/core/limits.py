@@ -14,6 +14,8 @@ minute lets N requests through at once after a quiet minute, then one every 60/N
   without a lookup);
 - on routes without a key (the unsubscribe pages, /schema), per client address, method and route, and
   per program where the path names one (`program_id`; an unsubscribe link names none);
+- Stripe's webhooks (`/v1/stripe/webhooks/{program_id}`), per program against a limit of their own
+  (ENCORE_RATE_LIMIT_PER_STRIPE_PROGRAM): Stripe sends a sale's bursts from a handful of addresses;
 - /healthz, /readyz and /metrics are not limited.
 A request with more than one Authorization header is answered 400, on any path: authentication reads the
 first, so a second one could otherwise pick a count of its own.
@@ -54,6 +56,7 @@ MAX_KEYS = 100_000
 HEAD_ALLOWANCE = 16_384
 _NS = 1_000_000_000
 _PUBLIC = re.compile("|".join(PUBLIC_PATHS))
+STRIPE_WEBHOOKS = "/v1/stripe/webhooks/"
 _JSON = msgspec.json.Encoder()
 log = structlog.get_logger("encore.http")
 
@@ -136,13 +139,18 @@ class RequestLimits:
             if settings.rate_limit_per_address
             else None
         )
+        self.per_stripe_program = (
+            RateLimiter(settings.rate_limit_per_stripe_program, clock=clock)
+            if settings.rate_limit_per_stripe_program
+            else None
+        )
         # Built once per limit, not per answer.
         self._fixed = {
             id(limiter): (
                 (b"ratelimit-limit", str(limiter.limit).encode()),
                 (b"ratelimit-policy", f"{limiter.limit};w={limiter.period_seconds}".encode()),
             )
-            for limiter in (self.per_key, self.per_address)
+            for limiter in (self.per_key, self.per_address, self.per_stripe_program)
             if limiter is not None
         }
 
@@ -180,7 +188,10 @@ class RequestLimits:
             client = scope.get("client")
             address = client[0] if client else ""
             key: Hashable
-            if _PUBLIC.match(path):
+            if path.startswith(STRIPE_WEBHOOKS):
+                limiter, whose = self.per_stripe_program, "to this program's Stripe webhook"
+                key = ("stripe", scope.get("path_params", {}).get("program_id"))
+            elif _PUBLIC.match(path):
                 limiter, whose = self.per_address, "from this address to this page"
                 program = scope.get("path_params", {}).get("program_id")
                 key = (address, scope["method"], scope.get("path_template", path), program)

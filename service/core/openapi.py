@@ -53,6 +53,7 @@ PROBLEM_DESCRIPTIONS = {
     422: "A field, parameter or header is not valid, or an unknown query parameter was sent (`field` names it)",
     429: "Too many requests with this key (or from this address, without a key): wait `Retry-After` seconds",
     431: "The request's headers are larger than the limit (in all, or one of them: `field` names it)",
+    503: "A service Encore asks on the way (Stripe) could not be reached: nothing changed, try again",
 }
 _RATE_HEADERS = {
     "Retry-After": "Seconds until a request is allowed again",

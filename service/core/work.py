@@ -219,6 +219,12 @@ async def _after(work: Work[Any]) -> None:
         await after_commit()
 
 
+async def committed(work: Work[Any]) -> None:
+    """Run what `work` registered for after its commit: for a caller outside a request (the worker) that
+    built its own `Work` and has just committed its transaction."""
+    await _after(work)
+
+
 # The answer is sent as the JSON already encoded (once: the same bytes are stored for replays), so its
 # content is bytes, not the T the handler declares for the OpenAPI document; Response[Any] says so.
 def _answer(encoded: bytes, status_code: int) -> Response[Any]:

@@ -5,12 +5,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from service.core.db import Connection
 
 # The customer's own columns; what other features know of a customer (points, tier, order stats) they
 # add as LATERAL fragments on `c.id`.
 CUSTOMER_FIELDS = """id, program_id, external_id, email, name, locale, birthday, timezone, marketing_consent,
-    transactional_consent, created_at, updated_at"""
+    transactional_consent, stripe_customer_id, created_at, updated_at"""
 PROFILE_COLUMNS = (
     "email",
     "name",
@@ -19,7 +21,12 @@ PROFILE_COLUMNS = (
     "timezone",
     "marketing_consent",
     "transactional_consent",
+    "stripe_customer_id",
 )
+
+
+class StripeCustomerTaken(Exception):
+    """Another customer of the program holds this Stripe customer id."""
 
 
 async def upsert(
@@ -47,21 +54,26 @@ async def upsert(
         # the KEY SHARE a ledger insert's foreign key check takes — an order waiting for the ledger lock
         # while an adjustment holding it waits for the customer row is a deadlock.
         updates = "updated_at = customer.updated_at"
-    row = await conn.fetchrow(
-        f"""
-        WITH c AS (
-            INSERT INTO customer (id, {insert_columns})
-            VALUES (gen_random_uuid(), $1, $2{", " + placeholders if columns else ""}, {now_param}, {now_param})
-            ON CONFLICT (program_id, external_id) DO UPDATE SET {updates}
-            RETURNING {CUSTOMER_FIELDS}, (xmax = 0) AS created
+    try:
+        row = await conn.fetchrow(
+            f"""
+            WITH c AS (
+                INSERT INTO customer (id, {insert_columns})
+                VALUES (gen_random_uuid(), $1, $2{", " + placeholders if columns else ""}, {now_param}, {now_param})
+                ON CONFLICT (program_id, external_id) DO UPDATE SET {updates}
+                RETURNING {CUSTOMER_FIELDS}, (xmax = 0) AS created
+            )
+            SELECT * FROM c {" ".join(laterals)}
+            """,
+            program_id,
+            external_id,
+            *values,
+            now,
         )
-        SELECT * FROM c {" ".join(laterals)}
-        """,
-        program_id,
-        external_id,
-        *values,
-        now,
-    )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "customer_stripe":
+            raise StripeCustomerTaken from exc
+        raise
     assert row is not None
     data = dict(row)
     created = bool(data.pop("created"))
@@ -101,3 +113,25 @@ async def withdraw_consent(conn: Connection, customer_id: UUID, scope: str, now:
         scope,
         now,
     )
+
+
+async def find_by_stripe_customer(
+    conn: Connection, program_id: UUID, stripe_customer_id: str
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {CUSTOMER_FIELDS} FROM customer WHERE program_id = $1 AND stripe_customer_id = $2",
+        program_id,
+        stripe_customer_id,
+    )
+    return None if row is None else dict(row)
+
+
+async def find_by_email(conn: Connection, program_id: UUID, email: str) -> dict[str, Any] | None:
+    """The customer with this e-mail address, whatever its case (the oldest, should several share it)."""
+    row = await conn.fetchrow(
+        f"""SELECT {CUSTOMER_FIELDS} FROM customer WHERE program_id = $1 AND lower(email) = lower($2)
+            ORDER BY created_at, id LIMIT 1""",
+        program_id,
+        email,
+    )
+    return None if row is None else dict(row)

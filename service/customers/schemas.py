@@ -5,7 +5,7 @@ from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from service.core.fields import Email
+from service.core.fields import Email, matching
 
 # The shape only; profile_changes keeps locales CLDR knows, in their canonical BCP 47 form.
 Locale = Annotated[
@@ -19,6 +19,10 @@ Locale = Annotated[
     ),
 ]
 TimeZone = Annotated[str, Meta(min_length=1, max_length=64)]
+# Unique in the program: a Stripe checkout of this Stripe customer earns for this customer.
+StripeCustomerId = Annotated[
+    str, matching(r"^cus_[A-Za-z0-9]{1,250}$", "a Stripe customer id such as cus_NffrFeUfNV2Hib")
+]
 
 
 class CustomerProfile(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +35,7 @@ class CustomerProfile(Struct, kw_only=True, forbid_unknown_fields=True):
     timezone: TimeZone | UnsetType | None = UNSET
     marketing_consent: bool | UnsetType = UNSET
     transactional_consent: bool | UnsetType = UNSET  # false: unsubscribed from every email
+    stripe_customer_id: StripeCustomerId | UnsetType | None = UNSET
 
 
 class CustomerOut(Struct, kw_only=True):
@@ -42,5 +47,6 @@ class CustomerOut(Struct, kw_only=True):
     timezone: str | None
     marketing_consent: bool
     transactional_consent: bool
+    stripe_customer_id: str | None
     created_at: datetime
     updated_at: datetime

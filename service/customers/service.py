@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from service.core.db import Connection
-from service.core.errors import InvalidInput, NotFound
+from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.locales import canonical as canonical_locale
 from service.customers import repository
 from service.customers.schemas import CustomerOut, CustomerProfile
@@ -82,7 +82,13 @@ async def upsert(
     now: datetime,
     *laterals: str,
 ) -> tuple[dict[str, Any], bool, list[Event]]:
-    row, created = await repository.upsert(conn, program_id, external_id, changes, now, *laterals)
+    try:
+        row, created = await repository.upsert(conn, program_id, external_id, changes, now, *laterals)
+    except repository.StripeCustomerTaken:
+        raise Conflict(
+            f"another customer of this program has stripe_customer_id {changes.get('stripe_customer_id')!r}",
+            field="stripe_customer_id",
+        ) from None
     events: list[Event] = []
     if created or changes:
         topic = "customer.created" if created else "customer.updated"
@@ -123,3 +129,17 @@ def check_external_id(external_id: str) -> None:
 async def withdraw_consent(conn: Connection, customer_id: UUID, scope: str, now: datetime) -> None:
     """An unsubscribe: `marketing` stops marketing messages, `all` every message."""
     await repository.withdraw_consent(conn, customer_id, scope, now)
+
+
+async def find_for_payment(
+    conn: Connection, program_id: UUID, *, stripe_customer_id: str | None, email: str | None
+) -> dict[str, Any] | None:
+    """The customer a payment belongs to when the shop did not say: the one holding this Stripe customer
+    id, else the one with this e-mail address (case-insensitive); None if neither."""
+    if stripe_customer_id:
+        found = await repository.find_by_stripe_customer(conn, program_id, stripe_customer_id)
+        if found is not None:
+            return found
+    if email:
+        return await repository.find_by_email(conn, program_id, email)
+    return None

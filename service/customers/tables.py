@@ -22,5 +22,6 @@ class Customer(Table, tablename="customer"):
     # the law requires (migration 2026-11-25T09:00).
     transactional_consent = Boolean(default=True)
     unsubscribed_at = Timestamptz(null=True, default=None)
+    stripe_customer_id = Varchar(length=255, null=True, default=None)  # unique per program
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())

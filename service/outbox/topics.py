@@ -27,6 +27,8 @@ TOPICS: frozenset[str] = frozenset(
         "redemption.created",
         "redemption.expired",
         "redemption.expiring_soon",
+        "redemption.stripe_failed",
+        "redemption.synced",
         "redemption.used",
         "rule.budget_exhausted",
         "tier.downgrade_warning",

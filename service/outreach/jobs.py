@@ -32,6 +32,7 @@ from service.outreach.schemas import StepIn
 from service.programs import service as programs
 from service.programs.service import Program
 from service.rewards import service as rewards
+from service.stripe.published import held_for_stripe
 
 log = structlog.get_logger("encore.journeys")
 
@@ -46,6 +47,7 @@ TRIGGERS = {
     "points.expiring_soon": "points_expiring",
     "points.earned": "points_earned",
     "redemption.created": "reward_issued",
+    "redemption.synced": "reward_issued",  # a code Stripe was to have first: now it has (see stripe.outbound)
     "redemption.expiring_soon": "code_expiring",
 }
 
@@ -71,8 +73,9 @@ def _enroll(entries: str, now: str) -> str:
 # what an event starts is due from when it is seen, never held back to a simulated date.
 _EVENT_ENTRIES = """
     SELECT m.program_id, m.journey_id, c.id AS customer_id,
-           CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order') ELSE 'event:' || m.id END
-               AS trigger_key,
+           CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order')
+                WHEN m.topic IN ('redemption.created', 'redemption.synced') THEN 'redemption:' || (m.payload ->> 'redemption_id')
+                ELSE 'event:' || m.id END AS trigger_key,
            jsonb_build_object('event', m.payload, 'order_id', o.id) AS context,
            least(m.created_at, $1::timestamptz) AS anchor_at, m.definition
     FROM matches m
@@ -97,7 +100,10 @@ _ENTER_FROM_EVENTS = f"""
              AND j.trigger_kind = ($2::jsonb ->> b.topic) AND b.created_at > j.enabled_at
              AND (j.trigger_kind <> 'event' OR j.definition -> 'trigger' ->> 'event_type' = b.payload ->> 'type')
              -- A code a journey step gave goes out in that step's own message.
-             AND (b.topic <> 'redemption.created' OR b.payload ->> 'source' IS DISTINCT FROM 'journey')
+             AND (b.topic NOT IN ('redemption.created', 'redemption.synced')
+                  OR b.payload ->> 'source' IS DISTINCT FROM 'journey')
+             -- A code on its way to Stripe is announced by its redemption.synced.
+             AND NOT (b.topic = 'redemption.created' AND {held_for_stripe("b")})
     ), entered AS ({_enroll(_EVENT_ENTRIES, "$1")} RETURNING 1)
     SELECT {consumers.COUNTS}, (SELECT count(*) FROM entered) AS entered
 """

@@ -799,6 +799,25 @@ async def use(
     return _redemption_out(used)
 
 
+async def used_at_payment(
+    conn: Connection, program: Program, code: str, order_external_id: str | None, now: datetime
+) -> str:
+    """A code a payment provider has applied (Stripe took its promotion code: the discount is given, the
+    code spent there) is used here too, whatever the cart or the customer the order was recorded for: a
+    code is used once, wherever. Answers what became of it ("used", or why it was not: already used,
+    cancelled or expired in Encore meanwhile)."""
+    found = await _by_code(conn, program.id, code)
+    row = await _locked_redemption(conn, program.id, found["id"], now)
+    order_id = None
+    if order_external_id is not None:
+        order = await orders.find(conn, program.id, order_external_id)
+        order_id = None if order is None else order[0]
+    if row["status"] != "issued":
+        return f"{row['status']} already"
+    used = await _mark_used(conn, program, row, order_id, None, now)
+    return "used" if used is not None else "used already"
+
+
 def check_codes(codes: Sequence[str]) -> None:
     """Before an order is written: the same code twice is a mistake in the request (422)."""
     seen: set[str] = set()
@@ -869,6 +888,12 @@ async def get_redemption(conn: Connection, program_id: UUID, redemption_id: UUID
     if row is None:
         raise NotFound(f"no redemption {redemption_id} in this program", field="path:redemption_id")
     return _redemption_out(row)
+
+
+async def event_payload(conn: Connection, program_id: UUID, redemption_id: UUID) -> dict[str, Any] | None:
+    """A redemption as its events carry it, for a feature that announces it (Stripe's `redemption.synced`)."""
+    row = await repository.get_redemption(conn, program_id, redemption_id)
+    return None if row is None else _event_payload(row)
 
 
 async def list_redemptions(

@@ -33,6 +33,8 @@ from service.outreach import jobs as outreach_jobs
 from service.rewards import jobs as reward_jobs
 from service.scheduler import runs
 from service.settings import Settings
+from service.stripe import inbound as stripe_inbound
+from service.stripe import outbound as stripe_outbound
 from service.tiers import jobs as tier_jobs
 from service.webhooks import jobs as webhook_jobs
 
@@ -189,15 +191,46 @@ class Worker:
             entered = await outreach_jobs.enter_scheduled(clock.now())
             return Done(entered, f"{_plural(entered, 'customer')} entered scheduled journeys")
 
+        stripe_events = stripe_inbound.Processor(s, clock, self.worker_id)
+        stripe_codes = stripe_outbound.Syncer(s, clock, self.worker_id)
+
+        async def process_stripe_events() -> Done:
+            c = stripe_inbound.Counts()
+            while True:  # until nothing is due (the run budget bounds a flood)
+                started = time.monotonic()
+                run = await stripe_events.run()
+                c.add(run)
+                if (
+                    run.claimed < s.stripe_batch_size
+                    or time.monotonic() - started > s.worker_run_budget_seconds
+                ):
+                    break
+            return Done(
+                c.claimed,
+                f"{_plural(c.claimed, 'Stripe event')}: {c.processed} processed, {c.waiting} waiting, "
+                f"{c.failed} failed, {c.ignored} ignored"
+                + (f", {c.lost} left to another worker" if c.lost else ""),
+            )
+
+        async def sync_stripe_codes() -> Done:
+            queued = await stripe_outbound.queue(clock.now())
+            r = await stripe_codes.run()
+            return Done(
+                queued + r.created + r.encore_only + r.deactivated + r.failed,
+                f"{_plural(queued, 'code')} queued for Stripe; {r.created} promotion codes created, "
+                f"{r.encore_only} Encore-only, {r.deactivated} deactivated, {r.retrying} to retry, {r.failed} failed",
+            )
+
         async def housekeeping() -> Done:
             now = clock.now()
             keys = await idempotency.forget_older_than(now - timedelta(days=s.idempotency_retention_days))
             events = await outbox_jobs.prune(now - timedelta(days=s.outbox_retention_days))
             job_runs = await runs.prune(now - timedelta(hours=s.job_run_retention_hours))
+            stripe_events = await stripe_inbound.prune(now - timedelta(days=s.outbox_retention_days))
             return Done(
-                keys + events + job_runs,
-                f"forgot {_plural(keys, 'idempotency key')}, {_plural(events, 'consumed event')} "
-                f"and {_plural(job_runs, 'job run')}",
+                keys + events + job_runs + stripe_events,
+                f"forgot {_plural(keys, 'idempotency key')}, {_plural(events, 'consumed event')}, "
+                f"{_plural(stripe_events, 'Stripe event')} and {_plural(job_runs, 'job run')}",
             )
 
         return [
@@ -268,10 +301,22 @@ class Worker:
                 "send the messages that are due (SMTP, or .eml files under the data dir), guardrails first",
             ),
             Job(
+                "stripe.events",
+                s.stripe_interval_seconds,
+                process_stripe_events,
+                "process the events Stripe sent: paid checkouts into orders, refunds and lost disputes reversed",
+            ),
+            Job(
+                "stripe.codes",
+                s.stripe_interval_seconds,
+                sync_stripe_codes,
+                "make new codes Stripe promotion codes (then announce them); deactivate closed ones",
+            ),
+            Job(
                 "housekeeping",
                 s.housekeeping_interval_seconds,
                 housekeeping,
-                "forget what is past retention: idempotency keys, events every consumer is done with, job runs",
+                "forget what is past retention: idempotency keys, events every consumer is done with, Stripe events, job runs",
             ),
             Job(
                 "metrics",

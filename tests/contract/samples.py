@@ -13,6 +13,11 @@ from typing import Any
 from service.core.clock import FrozenClock
 from service.outreach import jobs as outreach
 from tests.conftest import START, Api, idempotency, in_app, iso
+from tests.support.stripe_stub import API_KEY as STRIPE_KEY
+from tests.support.stripe_stub import WEBHOOK_SECRET as STRIPE_SECRET
+from tests.support.stripe_stub import event as stripe_event
+from tests.support.stripe_stub import fixture as stripe_fixture
+from tests.support.stripe_stub import signed_event
 
 WHEN = iso(START - timedelta(hours=1))
 CUSTOMER = {
@@ -196,6 +201,18 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             "/v1/customers/c-1/redemptions", json={"reward_id": reward["id"]}, headers={**h, **idempotency()}
         )
     )
+    stripe_connection = {"api_key": STRIPE_KEY, "webhook_secret": STRIPE_SECRET}
+    await _ok(await c.put("/v1/stripe/connection", json=stripe_connection, headers=h))
+    body, signature = signed_event(
+        stripe_event("customer.created", stripe_fixture("customer")), STRIPE_SECRET
+    )
+    received = await _ok(
+        await c.post(
+            f"/v1/stripe/webhooks/{api.program_id}",
+            content=body,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )
+    )
     messages = await _ok(await c.get("/v1/messages?customer=c-1", headers=h))
     assert messages["items"], "the thank-you should be queued"
     return Seeded(
@@ -211,6 +228,8 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             "reward_id": reward["id"],
             "redemption_id": redemption["id"],
             "code": redemption["code"],
+            "program_id": api.program_id,
+            "event_id": received["id"],
         }
     )
 
@@ -362,4 +381,20 @@ REQUESTS: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {
     ("POST", "/v1/redemptions/{redemption_id}/cancel"): ({"reason": "changed my mind"}, {}),
     ("POST", "/v1/codes/{code}/validate"): (order("cart"), {}),
     ("POST", "/v1/codes/{code}/use"): ({"order_external_id": "o-1"}, {}),
+    ("PUT", "/v1/stripe/connection"): (
+        {
+            "api_key": STRIPE_KEY,
+            "webhook_secret": STRIPE_SECRET,
+            "create_orders": False,
+            "sku_metadata_key": "sku",
+        },
+        {},
+    ),
+    ("GET", "/v1/stripe/connection"): (None, {}),
+    ("DELETE", "/v1/stripe/connection"): (None, {}),
+    ("GET", "/v1/stripe/events"): (None, {"status": "ignored", "type": "customer.created", "limit": "10"}),
+    ("GET", "/v1/stripe/events/{event_id}"): (None, {}),
+    ("POST", "/v1/stripe/events/{event_id}/retry"): (None, {}),
+    # Without a signature: every walked variant is refused (400) and stores nothing.
+    ("POST", "/v1/stripe/webhooks/{program_id}"): ({"id": "evt_1", "type": "customer.created"}, {}),
 }

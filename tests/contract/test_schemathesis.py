@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.support.server import encore_serve
+from tests.support.stripe_stub import StripeStub
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = schemathesis.openapi.from_path(ROOT / "openapi" / "openapi.json")
@@ -41,7 +42,7 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def contract_server(database_url: str) -> Iterator[tuple[str, str]]:
+def contract_server(database_url: str, stripe_api: StripeStub) -> Iterator[tuple[str, str]]:
     created = subprocess.run(
         [
             sys.executable,
@@ -62,7 +63,7 @@ def contract_server(database_url: str) -> Iterator[tuple[str, str]]:
         check=True,
     )
     key = json.loads(created.stdout)["api_key"]
-    with encore_serve(database_url) as base:
+    with encore_serve(database_url, ENCORE_STRIPE_API_BASE=stripe_api.url) as base:
         yield base, key
 
 

@@ -108,6 +108,12 @@ OPERATIONS: dict[str, Permission] = {
     "POST /v1/redemptions/{redemption_id:str}/cancel": RECORD,
     "POST /v1/codes/{code:str}/validate": READ,
     "POST /v1/codes/{code:str}/use": RECORD,
+    "PUT /v1/stripe/connection": ADMINISTER,
+    "GET /v1/stripe/connection": ADMINISTER,
+    "DELETE /v1/stripe/connection": ADMINISTER,
+    "GET /v1/stripe/events": ADMINISTER,
+    "GET /v1/stripe/events/{event_id:str}": ADMINISTER,
+    "POST /v1/stripe/events/{event_id:str}/retry": ADMINISTER,
 }
 
 

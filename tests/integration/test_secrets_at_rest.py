@@ -264,7 +264,10 @@ async def test_a_secret_no_key_opens_fails_its_delivery_and_is_named_by_rotate(
     # The other endpoint's secret is rotated, and both creations' stored answers (creating takes an
     # Idempotency-Key, so each answer is kept, sealed with the key that still opens).
     assert "rotated 3 of 4 encrypted values" in result.stdout
-    assert "webhook endpoints: 1 of 2, stored idempotent answers: 2 of 2" in result.stdout
+    assert (
+        "webhook endpoints: 1 of 2, stripe connections: 0 of 0, stored idempotent answers: 2 of 2"
+        in result.stdout
+    )
     assert SecretBox((new,)).open(_stored(api, good.json()["id"])["secret"]) == OLD_BOX.open(before["secret"])
 
 

@@ -10,7 +10,7 @@ recording every request, and failing as scripted. Also: Stripe events, signed as
         session = await client.v1.checkout.sessions.retrieve_async("cs_1")
         stub.fail(500, times=2)  # the next two requests answer 500
 
-What it serves: GET /v1/checkout/sessions/{id} (`expand[]` of `line_items`, `total_details.breakdown`,
+What it serves: GET /v1/checkout/sessions (a list: what a key check asks), GET /v1/checkout/sessions/{id} (`expand[]` of `line_items`, `total_details.breakdown`,
 `customer`, `discounts.promotion_code`, ...), GET /v1/checkout/sessions/{id}/line_items (a list:
 `limit`, `starting_after`; `expand[]=data.price.product`), GET /v1/balance, GET /v1/account,
 POST /v1/coupons, GET /v1/coupons/{id}, POST /v1/promotion_codes, GET/POST /v1/promotion_codes/{id},
@@ -406,6 +406,17 @@ class StripeStub:
         with self.lock:
             self.failures.clear()
 
+    def reset(self) -> None:
+        """Forget every object, request, failure and idempotency key (a stub shared by many tests)."""
+        with self.lock:
+            self.requests.clear()
+            self.objects.clear()
+            self.line_items.clear()
+            self.failures.clear()
+            self._idempotent.clear()
+            self.refused_keys = {REFUSED_KEY}
+            self.livemode = False
+
     def refuse_key(self, key: str) -> None:
         with self.lock:
             self.refused_keys.add(key)
@@ -464,6 +475,8 @@ class StripeStub:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle's algorithm each answer waits ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, *_: Any) -> None:
                 pass
@@ -567,6 +580,15 @@ class StripeStub:
             if m.group(2):
                 return self._line_items(session_id, r.query, r.expand)
             return self._view(self.objects[session_id], r.expand, session_id=session_id)
+        if r.path == "/v1/checkout/sessions" and r.method == "GET":  # what a key check lists
+            sessions = [o for o in self.objects.values() if o.get("object") == "checkout.session"]
+            limit = _int(r.query.get("limit")) or 10
+            return {
+                "object": "list",
+                "data": [self._view(s, []) for s in sessions[:limit]],
+                "has_more": len(sessions) > limit,
+                "url": "/v1/checkout/sessions",
+            }
         if r.path == "/v1/balance" and r.method == "GET":
             return fixture("balance", livemode=self.livemode)
         if r.path == "/v1/account" and r.method == "GET":
@@ -575,6 +597,15 @@ class StripeStub:
             return self._create_coupon(r.form)
         if r.path == "/v1/promotion_codes" and r.method == "POST":
             return self._create_promotion_code(r.form)
+        if r.path == "/v1/promotion_codes" and r.method == "GET":  # filtered by `code`, as Stripe does
+            wanted = r.query.get("code")
+            codes = [
+                self._view(o, [])
+                for o in self.objects.values()
+                if o.get("object") == "promotion_code" and (wanted is None or o["code"] == wanted)
+            ]
+            limit = _int(r.query.get("limit")) or 10
+            return {"object": "list", "data": codes[:limit], "has_more": len(codes) > limit, "url": r.path}
         m = re.fullmatch(r"/v1/(coupons|promotion_codes|customers)/([^/]+)", r.path)
         if m:
             kind = {"coupons": "coupon", "promotion_codes": "promotion_code", "customers": "customer"}[
@@ -742,3 +773,39 @@ class StripeStub:
             obj["active"] = bool(_bool(form["active"]))
         if "metadata" in form:
             obj["metadata"] = {**obj.get("metadata", {}), **form["metadata"]}
+
+    # appended helpers (tests of the inbound side)
+
+    def update(self, id: str, **fields: Any) -> dict[str, Any]:
+        """Change top-level fields of an object the stub holds (a session paid later, ...); returns a copy."""
+        with self.lock:
+            self.objects[id].update(copy.deepcopy(fields))
+            return copy.deepcopy(self.objects[id])
+
+    def forget(self, id: str) -> None:
+        """Stripe no longer knows the object (and a session's line items): a 404 from now on."""
+        with self.lock:
+            self.objects.pop(id, None)
+            self.line_items.pop(id, None)
+
+    @contextmanager
+    def held(self, path: str) -> Iterator[tuple[threading.Event, threading.Event]]:
+        """The first request whose path matches `path` (re.search) waits, unanswered, until `release` is set
+        (or the block ends); `arrived` is set when it came. Other requests are answered meanwhile (a slow
+        Stripe for one caller)."""
+        arrived, release = threading.Event(), threading.Event()
+        answer = self._answer
+        taken = threading.Lock()
+
+        def held_answer(request: Request) -> tuple[int, dict[str, str], bytes]:
+            if re.search(path, request.path) and taken.acquire(blocking=False):
+                arrived.set()
+                release.wait(30)
+            return answer(request)
+
+        self._answer = held_answer  # type: ignore[method-assign]
+        try:
+            yield arrived, release
+        finally:
+            release.set()
+            del self._answer  # the method again
