@@ -11,7 +11,7 @@ key and webhook secret.
    one for a Stripe customer of its own, registered in the stub; their signed
    `checkout.session.completed` events posted to `POST /v1/stripe/webhooks/{program_id}` (16 at a time,
    each answered 200 "received"). The events are then parked (their next attempt moved a day ahead: the
-   bench's only write into a service table), BENCH_STRIPE_WORKERS (1) real `encore worker` processes
+   bench's only write into a service table), BENCH_STRIPE_WORKERS (2, as the API's uvicorn workers) real `encore worker` processes
    start (ENCORE_STRIPE_INTERVAL_SECONDS=0.1, the same environment as the API) and are left until every
    job has run once (their start-up sweeps over the earlier phases' outbox do not count), then one
    statement makes every event due and the clock starts. It stops when none is received or waiting: the
@@ -498,7 +498,7 @@ def measure(
     )
     webhook = f"{api.base}/v1/stripe/webhooks/{program_id}"
     count = int(harness._env_number("BENCH_STRIPE_CHECKOUTS", CHECKOUTS))
-    workers = int(harness._env_number("BENCH_STRIPE_WORKERS", 1))
+    workers = int(harness._env_number("BENCH_STRIPE_WORKERS", 2))  # as many as the API has processes
 
     # 1. Checkouts into orders by the worker.
     print(f"stripe: {count:,} checkouts of {LINES} lines into the stub, their signed events ...", flush=True)
