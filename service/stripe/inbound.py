@@ -432,7 +432,7 @@ async def _refunds(work: Work[programs.Program], event: dict[str, Any], obj: Map
     refunds = listed.get("data") if isinstance(listed, Mapping) else None
     pi = obj.get("payment_intent")
     if not refunds:  # not listed (or an empty list): the amount refunded so far, as one refund of what is new
-        payment = await _lock_payment(work, str(pi))
+        payment = await repository.lock_payment(work.conn, work.program.id, str(pi))
         before = 0 if payment is None else int(payment["refunded_amount"])
         amount = int(obj.get("amount_refunded") or 0) - before
         if amount <= 0:
@@ -450,22 +450,11 @@ async def _refunds(work: Work[programs.Program], event: dict[str, Any], obj: Map
     return "; ".join(said) or "ignored: no succeeded refund"
 
 
-async def _lock_payment(work: Work[programs.Program], payment_intent: str) -> dict[str, Any] | None:
-    """The payment, locked until commit, with what Stripe refunded of it so far. Read twice: a statement
-    that waited for the lock sees the refunds committed meanwhile in the locked row but not in its
-    sum (read committed takes the statement's snapshot before the wait); the second read, under the lock,
-    sees them all, so concurrent refunds of one payment are measured one after the other."""
-    conn, program = work.conn, work.program
-    if await repository.lock_payment(conn, program.id, payment_intent) is None:
-        return None
-    return await repository.lock_payment(conn, program.id, payment_intent)
-
-
 async def _order_of(work: Work[programs.Program], payment_intent: Any) -> tuple[dict[str, Any], Any]:
     conn, program = work.conn, work.program
     if not isinstance(payment_intent, str) or not payment_intent:
         raise Problem("the refund or dispute names no payment intent")
-    payment = await _lock_payment(work, payment_intent)
+    payment = await repository.lock_payment(conn, program.id, payment_intent)
     if payment is None:
         raise Wait(f"waiting for the checkout of payment intent {payment_intent}")
     found = await orders.find(conn, program.id, payment["order_external_id"])

@@ -315,18 +315,21 @@ async def record_payment(
 
 async def lock_payment(conn: Connection, program_id: UUID, payment_intent_id: str) -> dict[str, Any] | None:
     """The payment (locked until commit: its refunds are measured one at a time), with what Stripe
-    refunded of it so far."""
+    refunded of it so far. Two statements: one that waited for the lock would read the sum from its
+    snapshot taken before the wait (read committed), missing the refund the lock's holder committed."""
     row = await conn.fetchrow(
-        """
-        SELECT p.*, coalesce((SELECT sum(r.amount) FROM stripe_refund r
-                              WHERE r.program_id = p.program_id AND r.payment_intent_id = p.payment_intent_id), 0)
-                    AS refunded_amount
-        FROM stripe_payment p WHERE p.program_id = $1 AND p.payment_intent_id = $2 FOR UPDATE
-        """,
+        "SELECT * FROM stripe_payment WHERE program_id = $1 AND payment_intent_id = $2 FOR UPDATE",
         program_id,
         payment_intent_id,
     )
-    return None if row is None else dict(row)
+    if row is None:
+        return None
+    refunded = await conn.fetchval(
+        "SELECT coalesce(sum(amount), 0) FROM stripe_refund WHERE program_id = $1 AND payment_intent_id = $2",
+        program_id,
+        payment_intent_id,
+    )
+    return {**dict(row), "refunded_amount": int(refunded)}
 
 
 async def refund_seen(conn: Connection, program_id: UUID, refund_id: str) -> bool:
