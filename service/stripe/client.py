@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import stripe
 
+from service.core import db
+from service.core.secrets import CannotOpen, SecretBox
 from service.settings import Settings
+from service.stripe import repository
 
 # The SDK retries a connection error, a 409 and a 5xx itself, with the same Idempotency-Key; a 429 and
 # anything it gives up on come back to the worker, which retries later with backoff.
@@ -45,6 +50,42 @@ async def stripe_for(settings: Settings) -> AsyncIterator[Stripe]:
         yield made
     finally:
         await made.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    row: dict[str, Any]  # the stripe_connection row (its secrets still sealed)
+    api_key: str | None  # None: no key of ENCORE_ENCRYPTION_KEYS opens it
+    key_problem: str | None = None  # why, then
+
+
+class Connections:
+    """The programs' connections as a worker's run reads them: each read and its key opened once a run
+    (`clear` between runs). The box is made at the first use, not with the worker's job list (`encore
+    jobs list` makes one too)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._box: SecretBox | None = None
+        self._found: dict[UUID, Opened | None] = {}
+
+    def clear(self) -> None:
+        self._found.clear()
+
+    async def get(self, program_id: UUID) -> Opened | None:
+        if program_id not in self._found:
+            async with db.connection() as conn:
+                row = await repository.get_connection(conn, program_id)
+            opened = None
+            if row is not None:
+                if self._box is None:
+                    self._box = self._settings.secret_box()
+                try:
+                    opened = Opened(row, self._box.open(row["secret_key"]))
+                except CannotOpen as exc:
+                    opened = Opened(row, None, str(exc))
+            self._found[program_id] = opened
+        return self._found[program_id]
 
 
 def verifier() -> stripe.StripeClient:

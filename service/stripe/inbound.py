@@ -31,7 +31,7 @@ from service.core.db import Connection
 from service.core.errors import Conflict, Problem
 from service.core.fields import EMAIL_PATTERN
 from service.core.money import format_money
-from service.core.secrets import CannotOpen, SecretBox
+from service.core.secrets import CannotOpen
 from service.core.work import Work, committed
 from service.customers import service as customers
 from service.earning import inputs, pipeline
@@ -72,12 +72,6 @@ class Outcome:
     retry_in: timedelta | None = None  # waiting: when to try again
 
 
-@dataclass(slots=True)
-class _Connection:
-    row: dict[str, Any]
-    api_key: str | None  # None: the key could not be opened
-
-
 class Wait(Exception):
     """The event cannot be applied yet (its order is not there): try again later."""
 
@@ -91,17 +85,11 @@ class Processor:
     settings: Settings
     clock: Clock
     worker_id: str
-    # Made at the first run, not with the worker's job list (`encore jobs list` makes one too).
-    _box: SecretBox | None = None
-
-    @property
-    def box(self) -> SecretBox:
-        if self._box is None:
-            self._box = self.settings.secret_box()
-        return self._box
-
-    _connections: dict[UUID, _Connection | None] = field(default_factory=dict)
+    _connections: stripe_client.Connections = field(init=False)
     _errors: dict[UUID, str | None] = field(default_factory=dict)  # per program: the run's last failure
+
+    def __post_init__(self) -> None:
+        self._connections = stripe_client.Connections(self.settings)
 
     async def run(self, *, ids: list[UUID] | None = None, limit: int | None = None) -> Counts:
         """Claim the due events (or the events `ids`) and process them; returns what became of them."""
@@ -140,20 +128,6 @@ class Processor:
             return "reverse"
         return "record"
 
-    async def _connection(self, program_id: UUID) -> _Connection | None:
-        if program_id not in self._connections:
-            async with db.connection() as conn:
-                row = await repository.get_connection(conn, program_id)
-            found = None
-            if row is not None:
-                try:
-                    key: str | None = self.box.open(row["secret_key"])
-                except CannotOpen:
-                    key = None
-                found = _Connection(row, key)
-            self._connections[program_id] = found
-        return self._connections[program_id]
-
     async def _process(self, api: stripe_client.Stripe, event: dict[str, Any]) -> str:
         """One event: fetch, apply and record the result in one transaction; a failure's result in one of
         its own. Returns the status it ended in (`lost` when another worker has it now)."""
@@ -168,7 +142,7 @@ class Processor:
         obj: Mapping[str, Any] = (event["payload"].get("data") or {}).get("object") or {}
         act: domain.Act | None = None
         try:
-            found = await self._connection(program_id)
+            found = await self._connections.get(program_id)
             if found is None:
                 outcome = Outcome("failed", "", "this program has no Stripe connection any more")
                 return await self._finish(event, outcome)

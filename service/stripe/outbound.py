@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
@@ -33,7 +33,6 @@ from service.core import db
 from service.core.clock import Clock
 from service.core.db import Connection
 from service.core.errors import Problem
-from service.core.secrets import CannotOpen, SecretBox
 from service.customers import service as customers
 from service.outbox import consumers
 from service.outbox.service import Event, emit
@@ -101,14 +100,10 @@ class Syncer:
     settings: Settings
     clock: Clock
     worker_id: str
-    # Made at the first run, not with the worker's job list (`encore jobs list` makes one too).
-    _box: SecretBox | None = None
+    _connections: stripe_client.Connections = field(init=False)
 
-    @property
-    def box(self) -> SecretBox:
-        if self._box is None:
-            self._box = self.settings.secret_box()
-        return self._box
+    def __post_init__(self) -> None:
+        self._connections = stripe_client.Connections(self.settings)
 
     async def run(self) -> Synced:
         now = self.clock.now()
@@ -120,6 +115,7 @@ class Syncer:
         result = Synced()
         if not rows:
             return result
+        self._connections.clear()
         async with stripe_client.stripe_for(self.settings) as api:
             slots = asyncio.Semaphore(self.settings.stripe_concurrency)
 
@@ -136,9 +132,9 @@ class Syncer:
         program_id: UUID = row["program_id"]
         try:
             async with db.connection() as conn:
-                connection = await repository.get_connection(conn, program_id)
                 redemption = await rewards.get_redemption(conn, program_id, redemption_id)
                 customer = await customers.find(conn, program_id, redemption.customer_external_id)
+            connection = await self._connections.get(program_id)
             if connection is None:
                 if row["status"] == "synced":
                     raise _Permanent("the program has no Stripe connection any more")
@@ -149,10 +145,9 @@ class Syncer:
                     synced={"status": "encore_only", "reason": DISCONNECTED},
                 )
                 return "encore_only"
-            try:
-                client = api.client(self.box.open(connection["secret_key"]))
-            except CannotOpen as exc:
-                raise _Permanent(str(exc)) from None
+            if connection.api_key is None:
+                raise _Permanent(connection.key_problem or "")
+            client = api.client(connection.api_key)
             if row["status"] == "synced":  # a promotion code to deactivate
                 await client.v1.promotion_codes.update_async(
                     row["promotion_code_id"], params={"active": False}
