@@ -26,6 +26,8 @@
    ENCORE_STRIPE_API_BASE = the stub), as a ratio to orders, and the webhook endpoint's accept rate (verify
    and store) on 16 connections, as a ratio to hello (bench/stripe.py); BENCH_STRIPE=0 skips it. Run alone,
    it measures hello and orders too.
+13. gifts: orders with 20 active surprise-gift rules against none (alternating), the gifts given per 1,000
+   orders and each side's p99 (bench/gifts.py); BENCH_GIFTS=0 skips it.
 
 The API runs as in production (`uvicorn --factory service.app:app_from_env`, no reload, no access log) on a
 fresh database of the same PostgreSQL server as pgbench. Each HTTP phase keeps 16 connections busy for
@@ -39,8 +41,8 @@ them, failure or not.
 Groups: `make bench ONLY=foundation` (or BENCH_ONLY=...) runs one group of phases alone; several are
 comma-separated (`ONLY=foundation,rules`). foundation = pgbench, hello, orders, status (1-4); previews (10);
 rules (7); tiers (8); rewards (11, with hello and orders); stripe (12, with hello and orders); sweeps (5);
-messaging (9); webhooks (6). Unset: every group. A group's own skip variable (BENCH_RULES=0, ...) still
-skips it.
+messaging (9); webhooks (6); gifts (13). Unset: every group. A group's own skip variable (BENCH_RULES=0,
+...) still skips it.
 
 Environment: BENCH_SECONDS (30), BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_WORKERS (uvicorn workers, 2),
 BENCH_CLIENT (raw | aiohttp), BENCH_ENFORCE=1 to exit 1 when a target is missed. Results:
@@ -96,7 +98,7 @@ import msgspec
 import uvloop
 from yarl import URL
 
-from bench import messaging, previews, rewards, rules, sweeps, tiers, webhooks
+from bench import gifts, messaging, previews, rewards, rules, sweeps, tiers, webhooks
 from bench import stripe as stripe_bench
 from bench.load import PhaseResult, Request, run_phase
 
@@ -118,7 +120,18 @@ TARGET_STATUS_PER_HELLO = 0.3
 BUSY_MACHINE_CORES = 0.25  # background load above this makes a run noisy
 
 
-GROUPS = ("foundation", "previews", "rules", "tiers", "rewards", "stripe", "sweeps", "messaging", "webhooks")
+GROUPS = (
+    "foundation",
+    "previews",
+    "rules",
+    "tiers",
+    "rewards",
+    "stripe",
+    "sweeps",
+    "messaging",
+    "webhooks",
+    "gifts",
+)
 
 
 def selected_groups(raw: str) -> frozenset[str]:
@@ -646,6 +659,7 @@ class Run:
     previews: dict[str, Any] | None = None  # bench.previews: /healthz while hostile previews run
     rewards: dict[str, Any] | None = None  # bench.rewards: redemptions, a hot customer, code validations
     stripe: dict[str, Any] | None = None  # bench.stripe: checkouts into orders, webhook accepts
+    gifts: dict[str, Any] | None = None  # bench.gifts: earn with 20 gift rules vs none, gifts per 1,000
     stripe_stub: Any = None  # bench.stripe's Stripe stub (the API server's ENCORE_STRIPE_API_BASE)
 
     def http_phase(
@@ -714,6 +728,8 @@ class Run:
             out.update({f"rewards_{k}": v for k, v in self.rewards["ratios"].items()})
         if self.stripe is not None:
             out.update({f"stripe_{k}": v for k, v in self.stripe["ratios"].items()})
+        if self.gifts is not None:
+            out.update({f"gifts_{k}": v for k, v in self.gifts["ratios"].items()})
         if self.previews is not None:
             busy = self.previews["busy"]["max_ms"]
             out["healthz_max_ms_during_hostile_previews"] = {
@@ -809,6 +825,9 @@ class Run:
         if self.stripe is not None:
             lines.append("")
             lines.append(stripe_bench.format_results(self.stripe))
+        if self.gifts is not None:
+            lines.append("")
+            lines.append(gifts.format_results(self.gifts))
         if self.messaging is not None:
             lines.append("")
             lines.append(messaging.format_results(self.messaging))
@@ -854,6 +873,7 @@ class Run:
             "previews": self.previews,
             "rewards": self.rewards,
             "stripe": self.stripe,
+            "gifts": self.gifts,
             "error": self.error,
             "table": table,
         }
@@ -914,6 +934,7 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
             ("tiers", "BENCH_TIERS"),
             ("rewards", "BENCH_REWARDS"),
             ("stripe", "BENCH_STRIPE"),
+            ("gifts", "BENCH_GIFTS"),
         )
     ):
         execute_offline(run, server_url, tag, databases, base_env)
@@ -961,6 +982,10 @@ def execute(run: Run, server_url: str, tag: str, databases: list[str], servers: 
         if cfg.runs("stripe", "BENCH_STRIPE"):
             print("stripe: checkouts into orders by the worker, webhook accepts ...", flush=True)
             run.stripe = stripe_bench.measure(run, api, api_env, api_url, api_key, tag)
+        # 13. Surprise gifts: orders with 20 gift rules against none, on the same server.
+        if cfg.runs("gifts", "BENCH_GIFTS"):
+            print("gifts: orders with 20 gift rules against none ...", flush=True)
+            run.gifts = gifts.measure(run, api, api_env, api_url)
     finally:
         stop_server(api)
         run.server_logs["api"] = _log_info(api)

@@ -29,6 +29,7 @@ from service.core.strict_input import check_request
 from service.core.work import Runner
 from service.customers.controller import CustomerController
 from service.earning.controller import EventEarningController, OrderEarningController, SimulationController
+from service.gifts.controller import GiftController, GiftKeyController, GiftRuleController
 from service.ledger import service as ledger
 from service.ledger.controller import LedgerController
 from service.messaging.controller import MessagingController, UnsubscribeController
@@ -168,6 +169,9 @@ def create_app(
             CodeController,
             StripeController,
             StripeWebhookController,
+            GiftRuleController,
+            GiftController,
+            GiftKeyController,
         ],
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),

@@ -7,6 +7,7 @@ from piccolo.conf.apps import AppConfig
 
 from service.core.idempotency_table import IdempotencyKey
 from service.customers.tables import Customer
+from service.gifts.tables import Gift, GiftBudget, GiftRule, GiftRuleVersion
 from service.ledger.tables import CustomerBalance, PointsAllocation, PointsEntry, PointsLot
 from service.messaging.tables import (
     Message,
@@ -68,6 +69,10 @@ APP_CONFIG = AppConfig(
         StripePayment,
         StripeRefund,
         StripeCode,
+        GiftRule,
+        GiftRuleVersion,
+        GiftBudget,
+        Gift,
     ],
     migration_dependencies=[],
     commands=[],

@@ -104,6 +104,7 @@ class Settings:
     message_batch_size: int = 500
     journeys_interval_seconds: float = 30.0  # events into journeys, due steps into messages
     outreach_interval_seconds: float = 3600.0  # inactivity, birthdays, anniversaries, repeat customers
+    gifts_interval_seconds: float = 3600.0  # surprise gifts of birthdays and first-order anniversaries
     idempotency_retention_days: int = 7
     outbox_retention_days: int = 30
     job_run_retention_hours: int = 48

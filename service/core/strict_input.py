@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import msgspec
@@ -365,3 +365,19 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     # Request.json() returns what the scope holds, so the handler's `data` is this value (msgspec's
     # conversion passes an instance of the target type through).
     request._json = state.json = value
+
+
+T = TypeVar("T")
+
+
+def patched(stored: dict[str, Any], patch: msgspec.Struct, annotation: type[T]) -> tuple[T, dict[str, Any]]:
+    """A stored definition with a PATCH body's set fields over it, checked as `annotation` (a problem naming
+    the field otherwise), and the changes themselves."""
+    changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
+    merged = {**stored, **msgspec.to_builtins(changes)}
+    merged.pop("status", None)
+    try:
+        return msgspec.convert(merged, annotation), changes
+    except msgspec.ValidationError as exc:
+        problem = validation_problem(str(exc))
+        raise InvalidInput(problem["detail"], field=problem.get("field")) from exc

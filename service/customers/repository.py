@@ -135,3 +135,11 @@ async def find_by_email(conn: Connection, program_id: UUID, email: str) -> dict[
         email,
     )
     return None if row is None else dict(row)
+
+
+async def with_birthdays(conn: Connection, program_id: UUID) -> list[Any]:
+    """The program's customers who gave a birthday: id, birthday, created_at (for the gift simulation)."""
+    return await conn.fetch(
+        "SELECT id, birthday, created_at FROM customer WHERE program_id = $1 AND birthday IS NOT NULL",
+        program_id,
+    )

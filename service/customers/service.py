@@ -143,3 +143,20 @@ async def find_for_payment(
     if email:
         return await repository.find_by_email(conn, program_id, email)
     return None
+
+
+def birthdays_on(program_id: str, local_today: str) -> str:
+    """SELECT of the program's customers whose birthday is `local_today` (SQL expressions; a date in the
+    program's zone), as `customer_id`: a 29 February birthday is kept on the 28th in a year without one."""
+    return f"""
+        SELECT c.id AS customer_id FROM customer c
+        WHERE c.program_id = {program_id} AND c.birthday IS NOT NULL
+          AND (to_char(c.birthday, 'MM-DD') = to_char({local_today}, 'MM-DD')
+               OR (to_char(c.birthday, 'MM-DD') = '02-29' AND to_char({local_today}, 'MM-DD') = '02-28'
+                   AND extract(month FROM {local_today} + 1) = 3))
+    """
+
+
+async def with_birthdays(conn: Connection, program_id: UUID) -> list[Any]:
+    """The program's customers who gave a birthday: id, birthday, created_at."""
+    return await repository.with_birthdays(conn, program_id)

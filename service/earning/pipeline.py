@@ -27,6 +27,7 @@ from service.earning.schemas import (
     RefundOut,
     TierChanged,
 )
+from service.gifts import service as gifts
 from service.ledger import domain as ledger_domain
 from service.ledger import service as ledger
 from service.ledger.schemas import LedgerEntryOut, entry_out
@@ -41,9 +42,10 @@ from service.rules.conditions import LineFacts
 from service.rules.schemas import EventOut
 from service.tiers import service as tiers
 
-# What the rules read of the customer `c` besides its row, as LATERAL joins that the customer's upsert or
-# look-up returns in the same round trip: order stats (orders) and the tier (tiers).
-CUSTOMER_CONTEXT = (orders.customer_stats_lateral("c.id"), tiers.TIER_LATERAL)
+# What the rules and gift rules read of the customer `c` besides its row, as LATERAL joins that the
+# customer's upsert or look-up returns in the same round trip: order stats (orders), the tier (tiers) and
+# the gift items waiting for their next parcel (gifts).
+CUSTOMER_CONTEXT = (orders.customer_stats_lateral("c.id"), tiers.TIER_LATERAL, gifts.WAITING_LATERAL)
 
 
 def _record_problems_after(work: Work[Program], evaluation: rules_domain.Evaluation) -> None:
@@ -54,6 +56,37 @@ def _record_problems_after(work: Work[Program], evaluation: rules_domain.Evaluat
             await rules.record_problems(evaluation, now)
 
         work.after_commit(record)
+
+
+def _gift_problems_after(work: Work[Program], given: gifts.Given) -> None:
+    if given.problems:
+        problems, now = given.problems, work.now
+
+        async def record() -> None:
+            await gifts.record_problems(problems, now)
+
+        work.after_commit(record)
+
+
+async def _gifts_for(
+    work: Work[Program],
+    customer: ledger.Customer,
+    row: Any,
+    trigger: str,
+    key: str,
+    at: datetime,
+    label: str,
+) -> gifts.Given:
+    """The gift rules an occasion without a parcel triggers (a refund, a complaint, a detractor)."""
+    conn, program, now = work.conn, work.program, work.now
+    if not await gifts.triggered_by(conn, program, trigger):
+        return gifts.Given()
+    if row is None:
+        row = await customers.get(conn, program.id, customer.external_id, *gifts.CUSTOMER_CONTEXT)
+    occasion = gifts.occasion_of(row, trigger, key, at, label=label)
+    given = await gifts.decide(conn, program, customer, row, occasion, now)
+    _gift_problems_after(work, given)
+    return given
 
 
 async def _customer(
@@ -174,6 +207,30 @@ async def record_order(work: Work[Program], order: inputs.Order) -> OrderCreated
     )
     events.extend(credited.events)
     events.extend(earned.events)
+    surprises = await gifts.waiting_items(conn, customer, row, order_id)
+    given = await gifts.decide(
+        conn,
+        program,
+        customer,
+        row,
+        gifts.occasion_of(
+            row, "order", f"order:{order.external_id}", order.placed_at, (order.total_amount, order.currency)
+        ),
+        now,
+        order=gifts.OrderFacts(
+            order_id,
+            order.external_id,
+            order.placed_at,
+            order.total_amount,
+            order.currency,
+            [(line.sku, line.name, line.quantity, line.quantity * line.unit_amount) for line in order.lines],
+            available_at,
+            expires_at,
+        ),
+    )
+    _gift_problems_after(work, given)
+    surprises.extend(given.surprises)
+    events.extend(given.events)
     await emit(conn, program.id, events, now)
     spend = order.total_amount if order.currency == program.base_currency else 0
     lifted = await tiers.after_activity(
@@ -181,9 +238,11 @@ async def record_order(work: Work[Program], order: inputs.Order) -> OrderCreated
     )
     return OrderCreated(
         order=recorded,
-        entries=ledger.entry_views(credited, order_external_id=order.external_id),
+        entries=ledger.entry_views(credited, order_external_id=order.external_id)
+        + ledger.entry_views(given.entries, order_external_id=order.external_id),
         tier_change=_tier_changed(lifted),
         codes=codes,
+        surprises=surprises,
     )
 
 
@@ -265,6 +324,9 @@ async def refund_order(
     )
     if reversed_.debt_recorded:
         await orders.record_refund_debt(conn, refund_id, reversed_.debt_recorded)
+    # Gifts before the codes: a gift's budget row is taken before a reward's row, as on an order.
+    label = f"refund {refund.external_id} of order {order['external_id']}"
+    given = await _gifts_for(work, customer, None, "refund", f"refund:{refund_id}", now, label)
     if recorded.fully_refunded:  # the codes the order used are cancelled, their points given back
         await rewards.cancel_for_refunded_order(conn, program, order["id"], now)
     events = [
@@ -282,6 +344,7 @@ async def refund_order(
         ),
         *reversed_.events,
     ]
+    events.extend(given.events)
     await emit(conn, program.id, events, now)
     # Answered from what was just written; a replay reads the stored refund.
     written = {**recorded.refund, "debt_recorded": reversed_.debt_recorded}
@@ -326,6 +389,11 @@ async def record_event(work: Work[Program], event: inputs.Event) -> EventOut:
     events.append(recorded.event)
     events.extend(credited.events)
     events.extend(earned.events)
+    if event.type == "complaint":  # a gesture after something went wrong
+        given = await _gifts_for(
+            work, customer, row, "complaint", f"event:{recorded.id}", occurred_at, "complaint event"
+        )
+        events.extend(given.events)
     await emit(conn, program.id, events, now)
     if evaluation.awards:  # points earned may lift the customer's tier
         await tiers.after_activity(conn, program, row, now, "event", event.type)
@@ -340,3 +408,16 @@ async def record_event(work: Work[Program], event: inputs.Event) -> EventOut:
         awards=rules.awards_out(evaluation),
         entries=ledger.entry_views(credited),
     )
+
+
+async def record_detractor(work: Work[Program], customer_external_id: str, feedback_key: str) -> gifts.Given:
+    """A detractor's feedback (the feedback feature calls this in its transaction): the gift rules with the
+    `detractor` trigger decide, once per feedback (`feedback_key`, e.g. `feedback:<id>`)."""
+    conn, program, now = work.conn, work.program, work.now
+    row = await customers.get(
+        conn, program.id, customer_external_id, *gifts.CUSTOMER_CONTEXT, field="customer"
+    )
+    customer = ledger.customer_of(row)
+    given = await _gifts_for(work, customer, row, "detractor", feedback_key, now, "detractor feedback")
+    await emit(conn, program.id, given.events, now)
+    return given

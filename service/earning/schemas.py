@@ -6,6 +6,7 @@ from datetime import datetime
 
 from msgspec import Struct
 
+from service.gifts.schemas import SurpriseOut
 from service.ledger.schemas import LedgerEntryOut
 from service.orders.schemas import OrderOut
 from service.rewards.schemas import CodeResult
@@ -43,6 +44,9 @@ class OrderCreated(Struct, kw_only=True):
     entries: list[LedgerEntryOut]
     tier_change: TierChanged | None = None  # null: the order left the tier as it was
     codes: list[CodeResult] = []  # each code the order came with: applied, or why not
+    # Surprise gifts for this parcel: what a gift rule gave on this order, and items a gift without an
+    # order (a birthday) left waiting for it (`from_earlier`); with their pick instructions and note.
+    surprises: list[SurpriseOut] = []
 
 
 class RefundLineOut(Struct, kw_only=True):

@@ -47,6 +47,11 @@ _CODE = frozenset({"code", "reward", "expires_on"})
 # `pending_points` (all of the customer's) wait for the return window, and this order's (or credit's)
 # points can be spent from `points_available_on` (a date in the customer's time zone; null: already).
 _PENDING = frozenset({"pending_points", "points_available_on"})
+# A surprise gift (`gift`, from its gift.granted event): `rule_name`, `points` (null: none), `products`
+# (the physical items: name, sku, `in_parcel`: in this order's parcel, else with the next order; not
+# `items`, which a template would read as the dict's method), `note` (the personal note, already in
+# the customer's language; null: none) and `codes` (each code, reward and expires_on as above; the
+# first is also `code`/`reward`/`expires_on`). `order` is null for a gift without one (a birthday).
 MESSAGE_TYPES: dict[str, MessageType] = {
     t.key: t
     for t in (
@@ -136,6 +141,12 @@ MESSAGE_TYPES: dict[str, MessageType] = {
             needs_code=True,
             open_code=True,
         ),
+        MessageType(
+            "surprise",
+            "marketing",
+            "A surprise gift announced (points, a code, an item on its way, a personal note)",
+            frozenset({"gift", "order"}) | _CODE,
+        ),
     )
 }
 
@@ -195,6 +206,14 @@ def sample_context(
         "last_order_on": today - timedelta(days=days_back),
         "code": "SHOP-7KQ2-M9XD-4RTA-HW3C",
         "reward": {"name": "EUR 5 off", "description": "EUR 5 off your next order of EUR 25 or more."},
+    }
+    values["gift"] = {
+        "rule_name": "Third order thank-you",
+        "points": points,
+        "products": [{"name": "Enamel mug", "sku": "MUG-1", "in_parcel": True}],
+        # No name in it: a sample customer without one must not be named by the note either.
+        "note": "Thank you for choosing the Trail shoes. With love, the whole team",
+        "codes": [{"code": values["code"], "reward": values["reward"], "expires_on": values["expires_on"]}],
     }
     return {name: values[name] for name in MESSAGE_TYPES[message_type].variables}
 

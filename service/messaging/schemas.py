@@ -22,6 +22,7 @@ MessageTypeKey = Literal[
     "birthday",
     "reward_issued",
     "code_expiring",
+    "surprise",
 ]
 MessageStatus = Literal["queued", "deferred", "sent", "failed", "suppressed"]
 HttpsUrl = Annotated[str, Meta(max_length=2000, pattern=r"^https?://\S+$")]

@@ -93,14 +93,36 @@ def tier_vars(ref: dict[str, Any] | None, definition: dict[str, Any] | None) -> 
     }
 
 
+# The gifts of a gift.granted event that are codes (a redemption of cost 0 each).
+_CODE_GIFTS = ("reward", "free_shipping")
+
+
+def _gift_code_source(gift: dict[str, Any]) -> dict[str, Any]:
+    """A code gift of a gift.granted event in the shape of a `redemption.*` event's code."""
+    return {
+        "redemption_id": gift.get("redemption_id"),
+        "code": gift.get("code"),
+        "reward": {"name": gift.get("reward_name")},
+        "expires_at": gift.get("expires_at"),
+    }
+
+
+def _code_gifts(event: dict[str, Any]) -> list[dict[str, Any]]:
+    return [g for g in event.get("gifts") or () if isinstance(g, dict) and g.get("kind") in _CODE_GIFTS]
+
+
 def code_source(context: dict[str, Any]) -> dict[str, Any] | None:
     """The code a message sends: the one its journey step attached (`redemption`), else the one its
-    trigger was about (a `redemption.*` event). Both carry `redemption_id`, `code`, `reward`, `expires_at`."""
+    trigger was about (a `redemption.*` event, or a gift.granted event's first code gift). Each carries
+    `redemption_id`, `code`, `reward`, `expires_at`."""
     attached = context.get("redemption")
     if attached:
         return dict(attached)
     event = context.get("event") or {}
-    return dict(event) if event.get("redemption_id") else None
+    if event.get("redemption_id"):
+        return dict(event)
+    codes = _code_gifts(event)
+    return _gift_code_source(codes[0]) if codes else None
 
 
 def code_vars(
@@ -125,6 +147,36 @@ def code_vars(
             "description": localized(row.get("description") or reward.get("description"), locale),
         },
         "expires_on": _local_date(expires_at, zone),
+    }
+
+
+def gift_vars(
+    event: dict[str, Any], first_code: dict[str, Any], locale: str | None, zone: ZoneInfo
+) -> dict[str, Any]:
+    """`gift` of a surprise message, from its gift.granted event; `first_code` is the message's `code`,
+    `reward` and `expires_on` (as loaded at send time), which stand for the first code gift."""
+    gifts = [g for g in event.get("gifts") or () if isinstance(g, dict)]
+    points = sum(int(g.get("points") or 0) for g in gifts if g.get("kind") == "points")
+    codes = [
+        code_vars(_gift_code_source(g), None, locale, zone) for g in gifts if g.get("kind") in _CODE_GIFTS
+    ]
+    if codes and first_code.get("code") == codes[0]["code"]:  # not a code a journey step gave instead
+        codes[0] = dict(first_code)
+    note = next((str(g["text"]) for g in gifts if g.get("kind") == "note" and g.get("text")), None)
+    return {
+        "rule_name": event.get("rule_name"),
+        "points": points or None,
+        "products": [  # not "items": a template's gift.items would be the dict's method
+            {
+                "name": g.get("name") or g.get("sku"),
+                "sku": g.get("sku"),
+                "in_parcel": bool(g.get("in_parcel")),
+            }
+            for g in gifts
+            if g.get("kind") == "item"
+        ],
+        "note": note,
+        "codes": [c for c in codes if c["code"]],
     }
 
 
@@ -222,6 +274,13 @@ def message_vars(
         }
     if message_type == "birthday":
         return {"reward_points": reward, **gift}
+    if message_type == "surprise":
+        # No order: a gift whose trigger had none (a birthday), or one gone since.
+        return {
+            "gift": gift_vars(event, gift, locale, zone),
+            "order": order_vars(order) if order else None,
+            **gift,
+        }
     if message_type in ("reward_issued", "code_expiring"):
         values = gift
         if message_type == "code_expiring":

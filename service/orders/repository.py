@@ -211,22 +211,30 @@ async def apply_refund(
 
 
 async def replay_orders(
-    conn: Connection, program_id: UUID, start: datetime, end: datetime, base_currency: str, tier_sql: str
+    conn: Connection,
+    program_id: UUID,
+    start: datetime,
+    end: datetime,
+    base_currency: str,
+    tier_sql: str,
+    upgrade_sql: str = "NULL::timestamptz",
 ) -> list[Any]:
     """The orders placed in [start, end), oldest first, each with what its customer had ordered before it
-    (count, last order, spend in the base currency net of refunds) and `tier_sql` as `tier` (an expression
-    the tiers feature publishes on `h.customer_id` and `h.placed_at`): for simulations."""
+    (count, last order, spend in the base currency net of refunds) and `tier_sql` / `upgrade_sql` as `tier`
+    / `upgraded_at` (expressions the tiers feature publishes on `h.customer_id` and `h.placed_at`): for the
+    rules' and the gift rules' simulations."""
     await conn.execute("SET LOCAL work_mem = '64MB'")  # the sorts of 100,000 orders stay in memory
     return await conn.fetch(
         f"""
-        SELECT h.id, c.external_id AS customer_external_id, c.birthday, c.locale, c.marketing_consent,
+        SELECT h.id, h.external_id, h.customer_id, c.external_id AS customer_external_id, c.birthday, c.locale,
+               c.marketing_consent,
                c.created_at, h.currency, h.placed_at, h.total_amount, h.subtotal_amount, h.discount_amount,
                h.shipping_amount, h.eligible_amount, h.attributes::text AS attributes,
                h.order_count, h.last_order_at, h.lifetime_spend,
-               {tier_sql} AS tier
+               {tier_sql} AS tier, {upgrade_sql} AS upgraded_at
         FROM (
             -- Every earlier order of the period's customers, for the counts; the period's kept below.
-            SELECT o.id, o.customer_id, o.currency, o.placed_at, o.total_amount, o.subtotal_amount,
+            SELECT o.id, o.external_id, o.customer_id, o.currency, o.placed_at, o.total_amount, o.subtotal_amount,
                    o.discount_amount, o.shipping_amount, o.eligible_amount, o.attributes,
                    count(*) OVER w - 1 AS order_count,
                    lag(o.placed_at) OVER w AS last_order_at,
@@ -271,3 +279,56 @@ async def replay_lines(
         if len(order_lines) > 1:
             order_lines.sort()
     return {order_id: [line[1:] for line in order_lines] for order_id, order_lines in lines.items()}
+
+
+async def last_refund_at(
+    conn: Connection, customer_id: UUID, by: datetime, besides: UUID | None
+) -> datetime | None:
+    value: datetime | None = await conn.fetchval(
+        "SELECT max(r.created_at) FROM refund r JOIN orders o ON o.id = r.order_id "
+        "WHERE o.customer_id = $1 AND r.created_at <= $2 AND r.id IS DISTINCT FROM $3",
+        customer_id,
+        by,
+        besides,
+    )
+    return value
+
+
+# --- for the gift simulation (gifts.simulation) -----------------------------------------------------------
+
+
+async def refunds_between(conn: Connection, program_id: UUID, start: datetime, end: datetime) -> list[Any]:
+    """The refunds recorded in [start, end), oldest first: id, the order's customer_id, created_at."""
+    return await conn.fetch(
+        """
+        SELECT r.id, o.customer_id, r.created_at FROM refund r JOIN orders o ON o.id = r.order_id
+        WHERE r.program_id = $1 AND r.created_at >= $2 AND r.created_at < $3
+        ORDER BY r.created_at, r.id
+        """,
+        program_id,
+        start,
+        end,
+    )
+
+
+async def first_orders(conn: Connection, program_id: UUID, before: datetime) -> list[Any]:
+    """Each customer's first order placed before `before`: customer_id, first_at."""
+    return await conn.fetch(
+        """
+        SELECT customer_id, min(placed_at) AS first_at FROM orders
+        WHERE program_id = $1 AND placed_at < $2 GROUP BY customer_id
+        """,
+        program_id,
+        before,
+    )
+
+
+def customer_stats_before_lateral(customer_id: str, at: str) -> str:
+    """The customer's orders placed before `at` (SQL expressions) as `order_count` and `last_order_at`, a
+    LATERAL join: the customer as they were at a past moment."""
+    return f"""
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS order_count, max(o.placed_at) AS last_order_at
+        FROM orders o WHERE o.customer_id = {customer_id} AND o.placed_at < {at}
+    ) order_stats_at ON true
+    """

@@ -288,13 +288,57 @@ def customer_stats_lateral(customer_id: str) -> str:
 
 
 async def replay_orders(
-    conn: Connection, program_id: UUID, start: datetime, end: datetime, base_currency: str, tier_sql: str
+    conn: Connection,
+    program_id: UUID,
+    start: datetime,
+    end: datetime,
+    base_currency: str,
+    tier_sql: str,
+    upgrade_sql: str = "NULL::timestamptz",
 ) -> list[Any]:
-    """The period's orders with their customers' history before each (`tier_sql`: see the repository)."""
-    return await repository.replay_orders(conn, program_id, start, end, base_currency, tier_sql)
+    """The period's orders with their customers' history before each (`tier_sql`, `upgrade_sql`: see the
+    repository)."""
+    return await repository.replay_orders(conn, program_id, start, end, base_currency, tier_sql, upgrade_sql)
 
 
 async def replay_lines(
     conn: Connection, program_id: UUID, start: datetime, end: datetime
 ) -> dict[UUID, list[tuple[Any, ...]]]:
     return await repository.replay_lines(conn, program_id, start, end)
+
+
+async def last_refund_at(
+    conn: Connection, customer_id: UUID, by: datetime, *, besides: UUID | None = None
+) -> datetime | None:
+    """When the customer's latest refund recorded by `by` was, refund `besides` not counted (None: none)."""
+    return await repository.last_refund_at(conn, customer_id, by, besides)
+
+
+def first_order_anniversaries_on(program_id: str, local_today: str, timezone: str) -> str:
+    """SELECT of the program's customers whose first order was placed on this day of an earlier year
+    (`local_today` a date in the program's `timezone`; SQL expressions), as `customer_id`."""
+    return f"""
+        SELECT f.customer_id FROM (
+            SELECT o.customer_id, min(o.placed_at) AS first_at FROM orders o WHERE o.program_id = {program_id}
+            GROUP BY o.customer_id) f
+        WHERE to_char((f.first_at AT TIME ZONE {timezone})::date, 'MM-DD') = to_char({local_today}, 'MM-DD')
+          AND (f.first_at AT TIME ZONE {timezone})::date < {local_today}
+    """
+
+
+# --- for the gift simulation (gifts.simulation) -----------------------------------------------------------
+
+
+async def refunds_between(conn: Connection, program_id: UUID, start: datetime, end: datetime) -> list[Any]:
+    """The refunds recorded in [start, end), oldest first: id, customer_id, created_at."""
+    return await repository.refunds_between(conn, program_id, start, end)
+
+
+async def first_orders(conn: Connection, program_id: UUID, before: datetime) -> list[Any]:
+    """Each customer's first order placed before `before`: customer_id, first_at."""
+    return await repository.first_orders(conn, program_id, before)
+
+
+def customer_stats_before_lateral(customer_id: str, at: str) -> str:
+    """Order count and last order of the customer before `at` (SQL expressions), as a LATERAL join."""
+    return repository.customer_stats_before_lateral(customer_id, at)

@@ -10,6 +10,7 @@ TOPICS: frozenset[str] = frozenset(
         "customer.unsubscribed",
         "customer.updated",
         "event.recorded",
+        "gift.granted",
         "order.created",
         "order.refunded",
         "points.adjusted",

@@ -1,4 +1,5 @@
-"""Journeys every program starts with, all off until a marketer turns them on."""
+"""Journeys every program starts with, all off until a marketer turns them on, but `surprise`: it only
+sends what a gift rule asked for (a gift announced by message), so it is on from the start."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from service.messaging.schemas import MessageTypeKey
 from service.outreach.schemas import Delay, JourneyIn, StepIn, TriggerIn, TriggerKind
 
 
-def _one_message(key: str, name: str, trigger: TriggerKind, message_type: MessageTypeKey) -> JourneyIn:
+def _one_message(
+    key: str, name: str, trigger: TriggerKind, message_type: MessageTypeKey, *, enabled: bool = False
+) -> JourneyIn:
     """One message as soon as the trigger fires, unless the customer has unsubscribed."""
     return JourneyIn(
         key=key,
@@ -14,6 +17,7 @@ def _one_message(key: str, name: str, trigger: TriggerKind, message_type: Messag
         trigger=TriggerIn(kind=trigger),
         steps=[StepIn(message_type=message_type)],
         exit_on=["unsubscribed"],
+        enabled=enabled,
     )
 
 
@@ -71,4 +75,8 @@ DEFAULT_JOURNEYS: tuple[JourneyIn, ...] = (
     _one_message(
         "code_expiring", "An unused code expiring soon (7 days before)", "code_expiring", "code_expiring"
     ),
+    _one_message(
+        "surprise", "A surprise gift announced by message", "gift_granted", "surprise", enabled=True
+    ),
 )
+SURPRISE = next(j for j in DEFAULT_JOURNEYS if j.key == "surprise")

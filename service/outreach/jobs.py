@@ -1,9 +1,10 @@
 """Journey sweeps (worker jobs), set-based and idempotent: unique keys on (journey, customer, trigger)
 for entries and on (journey, customer, step, trigger) for messages make a rerun or a second worker a no-op.
 
-- `enter_from_events`: outbox events (order placed, shop events, tier changes, points) enter customers
-  into the enabled journeys they trigger; the journeys are an outbox consumer with a position of their
-  own (service/outbox/consumers.py), moved in the statement that enters the customers.
+- `enter_from_events`: outbox events (order placed, shop events, tier changes, points, codes, surprise
+  gifts announced by message) enter customers into the enabled journeys they trigger; the journeys are
+  an outbox consumer with a position of their own (service/outbox/consumers.py), moved in the statement
+  that enters the customers.
 - `enter_scheduled`: inactivity, birthdays, first-order anniversaries and the repeat-customer segment.
 - `advance`: due steps become queued messages (with their reward: points, or a code given at no cost),
   or the customer exits (and why).
@@ -22,13 +23,17 @@ import structlog
 from service.core import db
 from service.core.db import Connection, json_value
 from service.core.errors import Problem
+from service.customers import service as customers
 from service.ledger import service as ledger
 from service.messaging import service as messaging
 from service.messaging.catalogue import MESSAGE_TYPES
+from service.orders import service as orders
 from service.outbox import consumers
 from service.outbox.service import emit
 from service.outreach import domain
+from service.outreach.defaults import SURPRISE
 from service.outreach.schemas import StepIn
+from service.outreach.service import definition_json
 from service.programs import service as programs
 from service.programs.service import Program
 from service.rewards import service as rewards
@@ -49,6 +54,7 @@ TRIGGERS = {
     "redemption.created": "reward_issued",
     "redemption.synced": "reward_issued",  # a code Stripe was to have first: now it has (see stripe.outbound)
     "redemption.expiring_soon": "code_expiring",
+    "gift.granted": "gift_granted",  # only a gift its rule announces by message (`announce`)
 }
 
 
@@ -75,6 +81,7 @@ _EVENT_ENTRIES = """
     SELECT m.program_id, m.journey_id, c.id AS customer_id,
            CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order')
                 WHEN m.topic IN ('redemption.created', 'redemption.synced') THEN 'redemption:' || (m.payload ->> 'redemption_id')
+                WHEN m.topic = 'gift.granted' THEN 'gift:' || (m.payload ->> 'gift_id')
                 ELSE 'event:' || m.id END AS trigger_key,
            jsonb_build_object('event', m.payload, 'order_id', o.id) AS context,
            least(m.created_at, $1::timestamptz) AS anchor_at, m.definition
@@ -99,9 +106,12 @@ _ENTER_FROM_EVENTS = f"""
         JOIN journey j ON j.program_id = b.program_id AND j.enabled AND j.deleted_at IS NULL
              AND j.trigger_kind = ($2::jsonb ->> b.topic) AND b.created_at > j.enabled_at
              AND (j.trigger_kind <> 'event' OR j.definition -> 'trigger' ->> 'event_type' = b.payload ->> 'type')
-             -- A code a journey step gave goes out in that step's own message.
+             -- A code a journey step gave goes out in that step's own message, a gift's code in the
+             -- gift's surprise message or its parcel.
              AND (b.topic NOT IN ('redemption.created', 'redemption.synced')
-                  OR b.payload ->> 'source' IS DISTINCT FROM 'journey')
+                  OR coalesce(b.payload ->> 'source', '') NOT IN ('journey', 'gift'))
+             -- A gift is announced by message only when its rule says so; else it stays a surprise.
+             AND (b.topic <> 'gift.granted' OR b.payload ->> 'announce' = 'message')
              -- A code on its way to Stripe is announced by its redemption.synced.
              AND NOT (b.topic = 'redemption.created' AND {held_for_stripe("b")})
     ), entered AS ({_enroll(_EVENT_ENTRIES, "$1")} RETURNING 1)
@@ -109,10 +119,30 @@ _ENTER_FROM_EVENTS = f"""
 """
 
 
+# The shipped `surprise` journey (on) for a program with a gift to announce by message that never had
+# one: its journeys may never have been read (which seeds the shipped ones), and gift rules sit below
+# outreach and cannot ask for it. On since the program began (no gift.granted event is older), so the
+# events that made it enter it. $1 key, $2 trigger kind, $3 definition, $4 now.
+_SEED_SURPRISE = f"""
+    INSERT INTO journey (id, program_id, key, version, enabled, trigger_kind, definition, enabled_at,
+                         created_at, updated_at)
+    SELECT gen_random_uuid(), p.id, $1::text, 1, true, $2::text, $3::jsonb, least(p.created_at, $4::timestamptz), $4, $4
+    FROM program p
+    WHERE p.id IN (SELECT o.program_id FROM outbox o
+                   WHERE o.topic = 'gift.granted' AND o.payload ->> 'announce' = 'message' AND {consumers.waiting(CONSUMER)})
+      AND NOT EXISTS (SELECT 1 FROM journey j WHERE j.program_id = p.id AND j.key = $1::text)
+    ON CONFLICT (program_id, key) WHERE deleted_at IS NULL DO NOTHING
+"""
+
+
 async def enter_from_events(now: datetime) -> int:
     """Events since each journey was turned on; returns the customers entered."""
     entered = 0
     triggers = msgspec.json.encode(TRIGGERS).decode()
+    async with db.transaction() as conn:
+        await conn.execute(
+            _SEED_SURPRISE, SURPRISE.key, SURPRISE.trigger.kind, definition_json(SURPRISE), now
+        )
     while True:
         async with db.transaction() as conn:
             row = await consumers.take(conn, CONSUMER, _ENTER_FROM_EVENTS, now, triggers)
@@ -132,20 +162,13 @@ _SCHEDULED = {
         WHERE s.placed_at <= $2::timestamptz - (j.definition -> 'trigger' ->> 'days')::int * interval '1 day'
           AND s.placed_at > $2::timestamptz - ((j.definition -> 'trigger' ->> 'days')::int + 30) * interval '1 day'
     """,
-    "birthday": """
-        SELECT c.id AS customer_id, 'birthday:' || extract(year FROM local_today)::int AS trigger_key, '{}'::jsonb AS context
-        FROM customer c
-        WHERE c.program_id = j.program_id AND c.birthday IS NOT NULL
-          AND to_char(c.birthday, 'MM-DD') = CASE
-              WHEN to_char(local_today, 'MM-DD') = '02-28' AND NOT (local_today + 1 = make_date(extract(year FROM local_today)::int, 2, 29))
-              THEN ANY (ARRAY['02-28', '02-29']) ELSE to_char(local_today, 'MM-DD') END
+    "birthday": f"""
+        SELECT b.customer_id, 'birthday:' || extract(year FROM local_today)::int AS trigger_key, '{{}}'::jsonb AS context
+        FROM ({customers.birthdays_on("j.program_id", "local_today")}) b
     """,
-    "first_order_anniversary": """
-        SELECT f.customer_id, 'anniversary:' || extract(year FROM local_today)::int AS trigger_key, '{}'::jsonb AS context
-        FROM (SELECT o.customer_id, min(o.placed_at) AS first_at FROM orders o WHERE o.program_id = j.program_id
-              GROUP BY o.customer_id) f
-        WHERE to_char((f.first_at AT TIME ZONE p.timezone)::date, 'MM-DD') = to_char(local_today, 'MM-DD')
-          AND (f.first_at AT TIME ZONE p.timezone)::date < local_today
+    "first_order_anniversary": f"""
+        SELECT f.customer_id, 'anniversary:' || extract(year FROM local_today)::int AS trigger_key, '{{}}'::jsonb AS context
+        FROM ({orders.first_order_anniversaries_on("j.program_id", "local_today", "p.timezone")}) f
     """,
     # Repeat customers whose expected reorder moment (last order + their own median interval, or the
     # journey's default without one) passed within the last 30 days.

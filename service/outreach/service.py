@@ -1,5 +1,5 @@
 """Journey use cases: the admin CRUD (checked: steps, exits, chains without loops) and the shipped
-defaults, seeded once per program and off until a marketer turns them on."""
+defaults, each seeded once per program (off until a marketer turns them on, but `surprise`)."""
 
 from __future__ import annotations
 
@@ -53,24 +53,41 @@ def _out(row: dict[str, Any]) -> JourneyOut:
     )
 
 
+_SHIPPED_KEYS = [journey.key for journey in DEFAULT_JOURNEYS]
+# Whether the program has had every shipped journey (a row with its key, deleted or not): one query on
+# every journey read, as before there was a journey shipped later than the others. A live one is found
+# in the unique index on live keys; only a key without one looks for a deleted row.
+_HAD_ALL = """SELECT NOT EXISTS (
+    SELECT 1 FROM unnest($2::text[]) AS shipped(key)
+    WHERE NOT EXISTS (SELECT 1 FROM journey j
+                      WHERE j.program_id = $1 AND j.key = shipped.key AND j.deleted_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM journey j
+                      WHERE j.program_id = $1 AND j.key = shipped.key AND j.deleted_at IS NOT NULL))"""
+
+
 async def ensure_defaults(conn: Connection, program_id: UUID, now: datetime) -> None:
-    """The shipped journeys, once: a program that has ever had a journey (even a deleted one) keeps its own."""
-    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM journey WHERE program_id = $1)", program_id):
+    """The shipped journeys, each once: a program gets those whose key it never had, and one that
+    deleted a shipped journey (or changed it) keeps its own. A journey shipped later (`surprise`) so
+    reaches programs that already had the others."""
+    if await conn.fetchval(_HAD_ALL, program_id, _SHIPPED_KEYS):
         return
     await conn.execute(
         "SELECT 1 FROM program WHERE id = $1 FOR UPDATE", program_id
     )  # two first calls: one seeds
-    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM journey WHERE program_id = $1)", program_id):
-        return
     for journey in DEFAULT_JOURNEYS:
-        await _insert(conn, program_id, journey, now)
+        await _insert(conn, program_id, journey, now, unless_had=True)
 
 
-async def _insert(conn: Connection, program_id: UUID, journey: JourneyIn, now: datetime) -> bool:
+async def _insert(
+    conn: Connection, program_id: UUID, journey: JourneyIn, now: datetime, *, unless_had: bool = False
+) -> bool:
+    """`unless_had`: not if the program ever had a journey with the key (a shipped one it deleted)."""
     inserted = await conn.fetchval(
         """
         INSERT INTO journey (id, program_id, key, version, enabled, trigger_kind, definition, enabled_at, created_at, updated_at)
-        VALUES ($1, $2, $3, 1, $4, $5, $6::jsonb, CASE WHEN $4 THEN $7::timestamptz END, $7, $7)
+        SELECT $1::uuid, $2::uuid, $3::text, 1, $4::boolean, $5::text, $6::jsonb,
+               CASE WHEN $4 THEN $7::timestamptz END, $7, $7
+        WHERE NOT ($8::boolean AND EXISTS (SELECT 1 FROM journey WHERE program_id = $2 AND key = $3))
         ON CONFLICT (program_id, key) WHERE deleted_at IS NULL DO NOTHING RETURNING id
         """,
         uuid4(),
@@ -80,6 +97,7 @@ async def _insert(conn: Connection, program_id: UUID, journey: JourneyIn, now: d
         journey.trigger.kind,
         definition_json(journey),
         now,
+        unless_had,
     )
     return inserted is not None
 

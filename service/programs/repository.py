@@ -10,7 +10,8 @@ from service.core.db import Connection
 
 PROGRAM_FIELDS = """id, name, base_currency, earn_rates, pending_days, points_expire_after_days,
     point_value_amount, point_value_points, timezone, rules_revision, tiers_revision, event_types,
-    code_prefix, cancel_redemption_on_full_refund, code_expiry_returns_points, created_at, updated_at"""
+    code_prefix, cancel_redemption_on_full_refund, code_expiry_returns_points, gift_key, gift_cooldown_days,
+    gifts_revision, created_at, updated_at"""
 
 
 def _program(row: Any) -> dict[str, Any]:
@@ -75,7 +76,7 @@ async def update_program(
         UPDATE program SET name = $2, earn_rates = $3::jsonb, pending_days = $4, points_expire_after_days = $5,
                point_value_amount = $6, point_value_points = $7, timezone = $8, updated_at = $9,
                event_types = $10, code_prefix = $11, cancel_redemption_on_full_refund = $12,
-               code_expiry_returns_points = $13
+               code_expiry_returns_points = $13, gift_cooldown_days = $14
         WHERE id = $1 RETURNING {PROGRAM_FIELDS}
         """,
         program_id,
@@ -91,6 +92,7 @@ async def update_program(
         values["code_prefix"],
         values["cancel_redemption_on_full_refund"],
         values["code_expiry_returns_points"],
+        values["gift_cooldown_days"],
     )
     assert row is not None
     return _program(row)
@@ -109,6 +111,11 @@ async def bump_rules_revision(conn: Connection, program_id: UUID, *, only_from: 
 async def bump_tiers_revision(conn: Connection, program_id: UUID) -> None:
     """Tell every API process its cached tier set (and the rules built on it) is stale."""
     await conn.execute("UPDATE program SET tiers_revision = tiers_revision + 1 WHERE id = $1", program_id)
+
+
+async def bump_gifts_revision(conn: Connection, program_id: UUID) -> None:
+    """Tell every API process its cached gift rules are stale."""
+    await conn.execute("UPDATE program SET gifts_revision = gifts_revision + 1 WHERE id = $1", program_id)
 
 
 async def count_programs(conn: Connection) -> int:

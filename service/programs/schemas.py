@@ -53,6 +53,7 @@ class ProgramOut(Struct, kw_only=True):
     timezone: str
     event_types: list[str]  # custom event types rules can be triggered by, besides the built-in ones
     codes: CodeSettings
+    gift_cooldown_days: int  # at most one surprise gift (or hold-out) per customer within this many days
     created_at: datetime
     updated_at: datetime
 
@@ -99,9 +100,12 @@ class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
     point_value: PointValue | UnsetType = UNSET
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
     # Custom event types for POST /v1/events (signup, birthday, review_written, newsletter_signup,
-    # social_follow and referral are always known).
+    # social_follow, referral and complaint are always known).
     event_types: Annotated[list[EventTypeName], Meta(max_length=100)] | UnsetType = UNSET
     codes: CodeSettings | UnsetType = UNSET  # replaced as a whole
+    # Surprise gifts: at most one per customer within this many days, across all gift rules (0: no
+    # cooldown). Surprises must stay surprising.
+    gift_cooldown_days: Annotated[int, Meta(ge=0, le=3650)] | UnsetType = UNSET
 
 
 SCOPE_RULE = (

@@ -50,6 +50,10 @@ class Program:
     code_prefix: str | None = None
     cancel_redemption_on_full_refund: bool = True
     code_expiry_returns_points: bool = False
+    name: str = ""
+    gift_key: str = ""  # the surprise gifts' dice key (shown to admins; see gifts.domain)
+    gift_cooldown_days: int = 90
+    gifts_revision: int = 0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -75,6 +79,10 @@ def _program(row: dict[str, Any]) -> Program:
         row["code_prefix"],
         row["cancel_redemption_on_full_refund"],
         row["code_expiry_returns_points"],
+        row["name"],
+        row["gift_key"],
+        row["gift_cooldown_days"],
+        row["gifts_revision"],
     )
 
 
@@ -96,6 +104,7 @@ def _out(row: dict[str, Any]) -> ProgramOut:
             cancel_on_full_refund=row["cancel_redemption_on_full_refund"],
             expiry_returns_points=row["code_expiry_returns_points"],
         ),
+        gift_cooldown_days=row["gift_cooldown_days"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -198,7 +207,7 @@ async def update(
         values["earn_rates"] = {code: str(rate) for code, rate in changes["earn_rates"].items()}
     if "event_types" in changes:
         values["event_types"] = sorted(set(changes["event_types"]))
-    for key in ("pending_days", "points_expire_after_days"):
+    for key in ("pending_days", "points_expire_after_days", "gift_cooldown_days"):
         if key in changes:
             values[key] = changes[key]
     if "point_value" in changes:
@@ -236,6 +245,10 @@ async def bump_rules_revision(conn: Connection, program_id: UUID, *, only_from: 
 
 async def bump_tiers_revision(conn: Connection, program_id: UUID) -> None:
     await repository.bump_tiers_revision(conn, program_id)
+
+
+async def bump_gifts_revision(conn: Connection, program_id: UUID) -> None:
+    await repository.bump_gifts_revision(conn, program_id)
 
 
 async def create_key(

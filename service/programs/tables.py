@@ -1,9 +1,12 @@
+from typing import Any
+
 from piccolo.columns import (
     JSONB,
     UUID,
     Array,
     BigInt,
     Boolean,
+    Column,
     ForeignKey,
     Integer,
     Text,
@@ -12,7 +15,26 @@ from piccolo.columns import (
 )
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.querystring import QueryString
 from piccolo.table import Table
+
+
+class GiftKey(Column):
+    """Each program's gift key, made by the database: 64 hex digits of SHA-256 over two random UUIDs
+    (244 random bits). Piccolo's Varchar takes no SQL default, hence a column type of its own."""
+
+    value_type = str
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.default = QueryString(
+            "encode(sha256((((gen_random_uuid())::text || (gen_random_uuid())::text))::bytea), 'hex'::text)"
+        )
+        kwargs.update({"default": self.default})
+        super().__init__(**kwargs)
+
+    @property
+    def column_type(self) -> str:
+        return "VARCHAR(64)"
 
 
 class Program(Table, tablename="program"):
@@ -41,6 +63,11 @@ class Program(Table, tablename="program"):
     code_prefix = Varchar(length=12, null=True, default=None)
     cancel_redemption_on_full_refund = Boolean(default=True)
     code_expiry_returns_points = Boolean(default=False)
+    # Surprise gifts (migration 2026-12-07T09:00): the dice's HMAC key (random per program, made by the
+    # database), the cooldown across all gift rules, and the revision the cached gift rules follow.
+    gift_key = GiftKey()
+    gift_cooldown_days = Integer(default=90)
+    gifts_revision = BigInt(default=0)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
 

@@ -199,6 +199,25 @@ async def get(conn: Connection, program_id: UUID, reward_id: UUID) -> RewardOut:
     return _reward_out(await _row(conn, program_id, reward_id))
 
 
+@dataclass(frozen=True, slots=True)
+class RewardValue:
+    """What another feature prices a reward given at no cost by: its kind, state and fixed value."""
+
+    kind: str
+    status: str
+    value: tuple[int, str] | None  # (amount, currency) fixed at issue; None: valued at use
+
+
+async def value_of(conn: Connection, program_id: UUID, reward_id: UUID) -> RewardValue | None:
+    """The reward's kind, state and fixed value (one read, no count of its codes); None if unknown."""
+    row = await repository.get_reward(conn, program_id, reward_id)
+    if row is None:
+        return None
+    d = row["definition"]
+    value = None if d["kind"] == "points_for_discount" else domain.issue_value(d, 0)
+    return RewardValue(d["kind"], row["status"], value)
+
+
 async def list_all(conn: Connection, program_id: UUID, status: str | None) -> list[RewardOut]:
     return [_reward_out(row) for row in await repository.list_rewards(conn, program_id, status, issued=True)]
 

@@ -259,3 +259,21 @@ async def insert_event(
         result,
         now,
     )
+
+
+async def events_between(
+    conn: Connection, program_id: UUID, type_: str, start: datetime, end: datetime
+) -> list[Any]:
+    """The program's events of one type that occurred in [start, end), oldest first: id, customer_id,
+    occurred_at (for the gift simulation)."""
+    return await conn.fetch(
+        """
+        SELECT id, customer_id, occurred_at FROM customer_event
+        WHERE program_id = $1 AND type = $2 AND occurred_at >= $3 AND occurred_at < $4
+        ORDER BY occurred_at, id
+        """,
+        program_id,
+        type_,
+        start,
+        end,
+    )

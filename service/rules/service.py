@@ -16,8 +16,9 @@ import structlog
 
 from service.core import db
 from service.core.db import Connection
-from service.core.errors import Conflict, InvalidInput, NotFound, validation_problem
+from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.money import is_currency
+from service.core.strict_input import patched
 from service.ledger import service as ledger
 from service.outbox.service import Event
 from service.programs import service as programs
@@ -50,6 +51,7 @@ BUILTIN_EVENT_TYPES = (
     "newsletter_signup",
     "social_follow",
     "referral",
+    "complaint",  # also a surprise-gift trigger (a gesture after something went wrong)
 )
 MAX_RATE = Decimal(1000)
 MAX_MULTIPLIER = Decimal(100)
@@ -299,14 +301,9 @@ async def update(
     """Change a rule. Once a rule has been active its versions are frozen: a change of what it awards
     makes the next version (entries keep naming the version that awarded them)."""
     row = await _row(conn, program.id, rule_id, lock=True)
-    changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
-    status = changes.pop("status", row["status"])
-    merged = {**row["definition"], **msgspec.to_builtins(changes)}
-    try:
-        definition = _normalised(msgspec.convert(merged, RuleDefinition), ZoneInfo(program.timezone))
-    except msgspec.ValidationError as exc:
-        problem = validation_problem(str(exc))
-        raise InvalidInput(problem["detail"], field=problem.get("field")) from exc
+    merged, changes = patched(row["definition"], patch, RuleDefinition)
+    status = changes.get("status", row["status"])
+    definition = _normalised(merged, ZoneInfo(program.timezone))
     if status == "draft" and row["published"]:
         raise InvalidInput("a rule that has been active cannot go back to draft; pause it", field="status")
     changed = msgspec.to_builtins(definition) != row["definition"]
@@ -723,3 +720,10 @@ async def record_problems(evaluation: domain.Evaluation, now: datetime) -> None:
     problems = sorted({(p.rule.id, p.error[:1000]) for p in evaluation.problems})
     async with db.transaction() as conn:
         await repository.record_problems(conn, problems, now)
+
+
+async def events_between(
+    conn: Connection, program_id: UUID, type_: str, start: datetime, end: datetime
+) -> list[Any]:
+    """The events of one type that occurred in [start, end), oldest first: id, customer_id, occurred_at."""
+    return await repository.events_between(conn, program_id, type_, start, end)

@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from service.core import db, idempotency
 from service.core.clock import Clock, SystemClock
+from service.gifts import jobs as gift_jobs
 from service.ledger import jobs as ledger_jobs
 from service.messaging import jobs as message_jobs
 from service.outbox import jobs as outbox_jobs
@@ -191,6 +192,15 @@ class Worker:
             entered = await outreach_jobs.enter_scheduled(clock.now())
             return Done(entered, f"{_plural(entered, 'customer')} entered scheduled journeys")
 
+        async def gift_occasions() -> Done:
+            r = await gift_jobs.occasions(clock.now())
+            failed = f", {_plural(r.problems, 'rule')} failed" if r.problems else ""
+            return Done(
+                r.customers,
+                f"{_plural(r.customers, 'customer')} decided for birthday and anniversary gifts: "
+                f"{r.granted} granted, {r.held_out} held out{failed}",
+            )
+
         stripe_events = stripe_inbound.Processor(s, clock, self.worker_id)
         stripe_codes = stripe_outbound.Syncer(s, clock, self.worker_id)
 
@@ -293,6 +303,12 @@ class Worker:
                 s.outreach_interval_seconds,
                 outreach,
                 "enter customers into scheduled journeys: inactivity, birthdays, anniversaries, reorders",
+            ),
+            Job(
+                "gifts.occasions",
+                s.gifts_interval_seconds,
+                gift_occasions,
+                "decide the surprise gifts of today's birthdays and first-order anniversaries (once each)",
             ),
             Job(
                 "messages.send",

@@ -76,3 +76,16 @@ def tiers_select(program_id: str) -> str:
     """A query of the program's tiers (deleted ones aside): key, name, rank."""
     return f"""SELECT key, definition ->> 'name' AS name, (definition ->> 'rank')::int AS rank
         FROM tier WHERE program_id = {program_id} AND deleted_at IS NULL"""
+
+
+def tier_upgraded_at(customer_id: str, at: str) -> str:
+    """A scalar subquery: when the customer `customer_id` last moved up before `at` (SQL expressions) — to a
+    tier from none, or to a tier of a higher rank — from the tier history, for replaying past orders (the
+    gift trigger `first_order_after_upgrade`). A change stamped at `at` itself is not counted, as in
+    `tier_key_held_at`."""
+    return f"""(SELECT x.created_at FROM tier_change x
+        JOIN tier t ON t.id = x.to_tier_id LEFT JOIN tier f ON f.id = x.from_tier_id
+        WHERE x.customer_id = {customer_id} AND x.created_at < {at}
+          AND x.change IN ('upgrade', 'downgrade', 'manual', 'moved')
+          AND (f.id IS NULL OR (t.definition ->> 'rank')::int > (f.definition ->> 'rank')::int)
+        ORDER BY x.id DESC LIMIT 1)"""

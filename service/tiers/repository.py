@@ -11,7 +11,7 @@ import msgspec
 from service.core.db import Connection
 from service.outbox.service import insert_events
 from service.tiers.domain import MetricKey
-from service.tiers.published import holding_columns
+from service.tiers.published import holding_columns, tier_upgraded_at
 
 TIER_FIELDS = "t.id, t.key, t.version, t.definition, t.created_at, t.updated_at"
 # How many customers hold the tier `t` (by the program's index on customer_tier: program, tier).
@@ -410,3 +410,10 @@ async def history(
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def upgraded_before(conn: Connection, customer_id: UUID, at: datetime) -> datetime | None:
+    value: datetime | None = await conn.fetchval(
+        f"SELECT {tier_upgraded_at('$1::uuid', '$2::timestamptz')}", customer_id, at
+    )
+    return value

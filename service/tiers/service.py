@@ -672,3 +672,8 @@ async def history(
     return TierHistory(
         items=items, next_cursor=encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
     )
+
+
+async def upgraded_before(conn: Connection, customer_id: UUID, at: datetime) -> datetime | None:
+    """When the customer last moved up (to a tier from none, or to a higher-ranked one) before `at`."""
+    return await repository.upgraded_before(conn, customer_id, at)

@@ -201,6 +201,9 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             "/v1/customers/c-1/redemptions", json={"reward_id": reward["id"]}, headers={**h, **idempotency()}
         )
     )
+    gift_rule = await _ok(
+        await c.post("/v1/gift-rules", json=gift_rule_body(reward["id"]), headers={**h, **idempotency()})
+    )
     stripe_connection = {"api_key": STRIPE_KEY, "webhook_secret": STRIPE_SECRET}
     await _ok(await c.put("/v1/stripe/connection", json=stripe_connection, headers=h))
     body, signature = signed_event(
@@ -230,8 +233,37 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             "code": redemption["code"],
             "program_id": api.program_id,
             "event_id": received["id"],
+            "gift_rule_id": gift_rule["id"],
         }
     )
+
+
+def gift_rule_body(reward_id: str) -> dict[str, Any]:
+    """A gift rule with one of every gift (the reward given as a code at no cost)."""
+    return {
+        "name": "Third order thank-you",
+        "trigger": {"kind": "nth_order", "n": 3, "repeat": False},
+        "gifts": [
+            {"kind": "points", "points": 200},
+            {"kind": "reward", "reward_id": reward_id},
+            {
+                "kind": "item",
+                "sku": "MUG-1",
+                "name": "Enamel mug",
+                "pick_note": "wrap it",
+                "cost": {"amount": 400, "currency": "EUR"},
+            },
+            {"kind": "note", "templates": {"en": "Dear {{ customer.first_name }}, enjoy {{ item.name }}!"}},
+        ],
+        "eligibility": {"tiers": ["gold"], "min_orders": 2, "no_refund_within_days": 30},
+        "probability": "0.5",
+        "holdout": "0.1",
+        "budget": {"amount": {"amount": 100000, "currency": "EUR"}, "period": "month"},
+        "announce": "parcel",
+        "priority": 5,
+        "description": "a small thank-you",
+        "status": "active",
+    }
 
 
 def path_values(path: str, seeded: Seeded) -> dict[str, str]:
@@ -395,6 +427,33 @@ REQUESTS: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {
     ("GET", "/v1/stripe/events"): (None, {"status": "ignored", "type": "customer.created", "limit": "10"}),
     ("GET", "/v1/stripe/events/{event_id}"): (None, {}),
     ("POST", "/v1/stripe/events/{event_id}/retry"): (None, {}),
+    ("GET", "/v1/gift-rules"): (None, {"status": "active"}),
+    ("POST", "/v1/gift-rules"): (
+        {
+            "name": "Birthday cupcake",
+            "trigger": {"kind": "birthday"},
+            "gifts": [
+                {"kind": "item", "sku": "CAKE", "name": "Cupcake", "cost": {"amount": 250, "currency": "EUR"}}
+            ],
+            "holdout": "0",
+            "status": "draft",
+        },
+        {},
+    ),
+    ("GET", "/v1/gift-rules/{gift_rule_id}"): (None, {}),
+    ("PATCH", "/v1/gift-rules/{gift_rule_id}"): ({"probability": "0.25", "description": "changed"}, {}),
+    ("DELETE", "/v1/gift-rules/{gift_rule_id}"): (None, {}),
+    ("GET", "/v1/gift-rules/{gift_rule_id}/versions"): (None, {}),
+    ("POST", "/v1/gift-rules/{gift_rule_id}/simulate"): (
+        {"from": "2026-02-01T00:00:00Z", "to": "2026-03-03T00:00:00Z"},
+        {},
+    ),
+    ("GET", "/v1/gift-rules/{gift_rule_id}/stats"): (None, {"version": "1"}),
+    ("GET", "/v1/gift-key"): (None, {}),
+    ("GET", "/v1/gifts"): (
+        None,
+        {"customer": "c-1", "order": "o-1", "outcome": "granted", "item_status": "waiting", "limit": "10"},
+    ),
     # Without a signature: every walked variant is refused (400) and stores nothing.
     ("POST", "/v1/stripe/webhooks/{program_id}"): ({"id": "evt_1", "type": "customer.created"}, {}),
 }

@@ -162,7 +162,9 @@ async def test_post_purchase_journey_in_russian_by_real_smtp(
     journeys = (await api.client.get("/v1/journeys", headers=api.headers())).json()["items"]
     keys = {j["key"]: j for j in journeys}
     assert {"post_purchase", "repeat_customer", "win_back", "expiry_reminder"} <= set(keys)
-    assert not any(j["enabled"] for j in journeys), "the shipped journeys start off"
+    # All but `surprise`, which sends only what a gift rule asked to announce by message.
+    assert not any(j["enabled"] for j in journeys if j["key"] != "surprise"), "the shipped journeys start off"
+    assert keys["surprise"]["enabled"] and keys["surprise"]["trigger"]["kind"] == "gift_granted"
     # An order before the journey is turned on never enters it.
     customer = {
         "external_id": "ivan",
@@ -977,3 +979,64 @@ async def test_a_hostile_draft_is_refused_naming_the_limit_and_nothing_is_saved(
         assert problem["field"] == "html" and problem["limit"] == limit
         assert "over the render limit" in problem["detail"]
     assert (await api.client.get("/v1/templates", headers=api.headers())).json()["items"] == []
+
+
+async def test_birthdays_and_first_order_anniversaries_enter_their_journeys(
+    api: Api, clock: FrozenClock
+) -> None:
+    """The scheduled triggers read the dates customers and orders publish (a 29 February birthday is kept
+    on the 28th in a year without one); each occasion enters once."""
+    await enable(api, "birthday")
+    await enable(api, "first_order_anniversary")
+    today = clock.now().date()
+    consent = {"marketing_consent": True}
+    await api.client.put(
+        "/v1/customers/born-today",
+        json={**consent, "birthday": today.replace(year=1990).isoformat()},
+        headers=api.headers(),
+    )
+    await api.client.put(
+        "/v1/customers/born-tomorrow",
+        json={**consent, "birthday": (today + timedelta(days=1)).replace(year=1990).isoformat()},
+        headers=api.headers(),
+    )
+    await order(
+        api,
+        "first-a-year-ago",
+        {"external_id": "loyal", **consent},
+        placed_at=iso(clock.now() - timedelta(days=365)),
+    )
+    run_journeys(api, clock)
+    run_journeys(api, clock)
+    rows = fetch(
+        api.client,
+        "SELECT c.external_id, e.trigger_key FROM journey_enrollment e JOIN customer c ON c.id = e.customer_id "
+        "JOIN journey j ON j.id = e.journey_id WHERE j.key IN ('birthday', 'first_order_anniversary') ORDER BY 1",
+    )
+    assert rows == [
+        {"external_id": "born-today", "trigger_key": f"birthday:{today.year}"},
+        {"external_id": "loyal", "trigger_key": f"anniversary:{today.year}"},
+    ]
+
+
+async def test_a_leap_day_birthday_is_kept_on_the_28th_in_other_years(database_url: str) -> None:
+    from datetime import date
+
+    import asyncpg
+
+    from service.customers import service as customers
+
+    # The published selection over one made-up customer row instead of the table.
+    sql = customers.birthdays_on("$1", "$2::date").replace(
+        "FROM customer c", "FROM (SELECT $1::int AS program_id, $3::date AS birthday, 1 AS id) c"
+    )
+    leap = date(2000, 2, 29)
+    conn = await asyncpg.connect(database_url)
+    try:
+        picked = [
+            bool(await conn.fetch(sql, 1, today, leap))
+            for today in (date(2027, 2, 28), date(2028, 2, 28), date(2028, 2, 29), date(2027, 3, 1))
+        ]
+    finally:
+        await conn.close()
+    assert picked == [True, False, True, False]

@@ -21,7 +21,10 @@ def test_the_api_accepts_exactly_the_catalogue() -> None:
 @pytest.mark.parametrize("locale", LOCALES)
 def test_every_type_is_shipped_and_renders(locale: str) -> None:
     sources = rendering.default_sources(locale)
-    assert set(sources) == {*MESSAGE_TYPES, "_layout"}, "one table per message type, plus _layout"
+    # gift_note: the surprise gift's personal note (service/messaging/notes.py, tests/unit/test_gift_notes.py).
+    assert set(sources) == {*MESSAGE_TYPES, "_layout", "gift_note"}, (
+        "one table per message type, plus _layout and gift_note"
+    )
     for message_type in MESSAGE_TYPES:
         assert set(sources[message_type]) == set(rendering.PARTS), message_type
         rendering.check(message_type, locale, sources[message_type])
