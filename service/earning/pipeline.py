@@ -227,6 +227,7 @@ async def record_order(work: Work[Program], order: inputs.Order) -> OrderCreated
             available_at,
             expires_at,
         ),
+        ledger_locked=bool(credited.entries),  # crediting took the customer's ledger lock
     )
     _gift_problems_after(work, given)
     surprises.extend(given.surprises)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from uuid import UUID
 
+import structlog
+
 from service.core import db
 from service.customers import service as customers
 from service.gifts import domain, repository, service
@@ -20,6 +22,8 @@ from service.ledger import service as ledger
 from service.orders import service as orders
 from service.outbox.service import emit
 from service.programs import service as programs
+
+log = structlog.get_logger("encore.gifts")
 
 # $1 the program, $2 its date today, $3 its time zone (every parameter is passed, so each is used).
 _CANDIDATES = {
@@ -42,7 +46,11 @@ async def occasions(now: datetime) -> SweepResult:
         found = await repository.programs_with_triggers(conn, sorted(domain.SWEEP_TRIGGERS))
     for program_id, triggers in found:
         for trigger in triggers:
-            await _sweep(program_id, trigger, now, result)
+            try:
+                await _sweep(program_id, trigger, now, result)
+            except Exception as exc:  # one program never stops the others'
+                log.error("gift_sweep_failed", program_id=str(program_id), trigger=trigger, error=str(exc))
+                result.problems += 1
     return result
 
 
@@ -56,14 +64,19 @@ async def _sweep(program_id: UUID, trigger: str, now: datetime, result: SweepRes
     at = datetime.combine(local_today, time(), program.zone)
     key = f"{trigger}:{local_today.year}"
     for external_id in ids:
-        async with db.transaction() as conn:
-            program = await programs.load(conn, program_id)
-            row = await customers.get(conn, program_id, external_id, *service.CUSTOMER_CONTEXT)
-            customer = ledger.customer_of(row)
-            given = await service.decide(
-                conn, program, customer, row, service.occasion_of(row, trigger, key, at), now
-            )
-            await emit(conn, program_id, given.events, now)
+        try:
+            async with db.transaction() as conn:
+                program = await programs.load(conn, program_id)
+                row = await customers.get(conn, program_id, external_id, *service.CUSTOMER_CONTEXT)
+                customer = ledger.customer_of(row)
+                given = await service.decide(
+                    conn, program, customer, row, service.occasion_of(row, trigger, key, at), now
+                )
+                await emit(conn, program_id, given.events, now)
+        except Exception as exc:  # one customer (erased meanwhile, a deadlock) never stops the day's sweep
+            log.error("gift_sweep_failed", program_id=str(program_id), trigger=trigger, error=str(exc))
+            result.problems += 1
+            continue
         await service.record_problems(given.problems, now)
         result.customers += 1
         result.granted += len(given.surprises)

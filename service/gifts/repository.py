@@ -149,18 +149,14 @@ async def record_problems(conn: Connection, problems: list[tuple[UUID, str]], no
 
 
 async def nearest_gift(
-    conn: Connection, customer_id: UUID, at: datetime, ledger_lock_sql: str
-) -> tuple[datetime | None, datetime | None, bool]:
-    """Under the customer's ledger lock (`ledger_lock_sql` on $1, taken first, in the same round trip):
-    when the customer's gift or hold-out nearest to `at` was decided, when the latest was given, and
-    whether the lock was taken (False: the customer has no balance row yet). The cooldown looks both ways
-    around the occasion, and around now: an order recorded late must not bring a second surprise beside
-    one of today."""
+    conn: Connection, customer_id: UUID, at: datetime
+) -> tuple[datetime | None, datetime | None]:
+    """When the customer's gift or hold-out nearest to `at` was decided, and when the latest was given (read
+    under the customer's ledger lock). The cooldown looks both ways around the occasion, and around now: an
+    order recorded late must not bring a second surprise beside one of today."""
     row = await conn.fetchrow(
-        f"""
-        WITH ledger AS ({ledger_lock_sql})
-        SELECT (SELECT count(*) FROM ledger) AS locked,
-               (SELECT decided_at FROM gift WHERE customer_id = $1
+        """
+        SELECT (SELECT decided_at FROM gift WHERE customer_id = $1
                 ORDER BY abs(extract(epoch FROM decided_at - $2::timestamptz)) LIMIT 1) AS nearest,
                (SELECT max(created_at) FROM gift WHERE customer_id = $1) AS latest
         """,
@@ -168,7 +164,7 @@ async def nearest_gift(
         at,
     )
     assert row is not None
-    return row["nearest"], row["latest"], bool(row["locked"])
+    return row["nearest"], row["latest"]
 
 
 async def budget_used(conn: Connection, rule_id: UUID, period: str) -> int:
@@ -291,7 +287,8 @@ async def programs_with_triggers(conn: Connection, triggers: list[str]) -> list[
 async def customers_of(conn: Connection, candidates: str, *params: Any) -> list[str]:
     """The external ids of the customers a published SELECT of `customer_id`s picks (its $-parameters)."""
     rows = await conn.fetch(
-        f"SELECT c.external_id FROM ({candidates}) s JOIN customer c ON c.id = s.customer_id ORDER BY c.external_id",
+        f"SELECT c.external_id FROM ({candidates}) s JOIN customer c ON c.id = s.customer_id "
+        'ORDER BY c.external_id COLLATE "C"',  # code-point order, as the simulation sorts
         *params,
     )
     return [r["external_id"] for r in rows]

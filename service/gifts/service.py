@@ -1,10 +1,10 @@
 """Surprise gifts: rules with versions, the cached active set, and deciding and giving inside the caller's
 transaction (an order, a refund, an event, the daily sweep). The decisions are in `domain` (pure).
 
-Giving happens under the customer's ledger lock (an order holds its customer row already, a refund its
-ledger lock), so the cooldown read after taking it sees every gift committed before, and each rule's gift
-is given in a savepoint: a rule that fails (a reward out of stock, a broken note) rolls back alone,
-recorded on the rule after the commit, and never fails the order.
+Giving happens under the customer's ledger lock, taken before the cooldown is read, so the read sees every
+gift committed before. A decision and its budget are written in one statement (both or neither); a rule
+that gives codes writes in a savepoint, as a code can be refused when granted (out of stock, a limit): it
+rolls back alone, is recorded on the rule after the commit, and never fails the order.
 """
 
 from __future__ import annotations
@@ -665,8 +665,11 @@ async def decide(
     now: datetime,
     *,
     order: OrderFacts | None = None,
+    ledger_locked: bool = False,
 ) -> Given:
-    """Decide every active rule the occasion may trigger, give what is granted and record hold-outs."""
+    """Decide every active rule the occasion may trigger, give what is granted and record hold-outs.
+    `ledger_locked`: the caller's transaction took the customer's ledger lock in an earlier statement (an
+    order that earned points), so the cooldown's read needs no lock of its own."""
     given = Given()
     rules, definitions = await active_set(conn, program)
     candidates = [r for r in rules if domain.may_trigger(r, occasion)]
@@ -686,7 +689,7 @@ async def decide(
         )
     nearest: datetime | None = None
     latest: datetime | None = None
-    locked = False
+    locked, read = ledger_locked, False
     refund_at: datetime | None = None
     refund_read = False
     for rule in candidates:
@@ -702,20 +705,18 @@ async def decide(
         if first.outcome is None:
             continue
         # Reads outside a savepoint: a database error here is the caller's (the transaction is lost).
+        if not read:
+            # The customer's ledger lock is their gift mutex (in the ledger's lock order), taken in a
+            # statement of its own: the reads after it see whatever its last holder committed (a statement
+            # that waited for a lock still reads from the snapshot it started with).
+            if not locked:
+                await ledger.lock(conn, customer, now)
+            nearest, latest = await repository.nearest_gift(conn, customer.id, occasion.at)
+            read = True
         if domain.needs_refund_date(rule) and not refund_read:
             own = UUID(occasion.key.split(":", 1)[1]) if occasion.trigger == "refund" else None
             refund_at = await orders.last_refund_at(conn, customer.id, occasion.at, besides=own)
             refund_read = True
-        if not locked:  # the customer's ledger lock is their gift mutex (the ledger's lock order)
-            nearest, latest, held = await repository.nearest_gift(
-                conn, customer.id, occasion.at, ledger.lock_sql("$1")
-            )
-            if not held:  # no balance row yet: the ledger makes one, locked, then read again
-                await ledger.lock(conn, customer, now)
-                nearest, latest, _ = await repository.nearest_gift(
-                    conn, customer.id, occasion.at, ledger.lock_sql("$1")
-                )
-            locked = True
         decision = domain.decide(
             key,
             rule,
@@ -730,8 +731,8 @@ async def decide(
         if decision.outcome is None:
             continue
         try:
-            # Every write in a savepoint that rolls back on failure: what is caught here leaves the
-            # transaction whole.
+            # A rule's writes are one statement, or a savepoint when it gives codes: what is caught
+            # here leaves the transaction whole.
             if await _record(
                 conn,
                 program,
@@ -764,8 +765,8 @@ async def _record(
     now: datetime,
     given: Given,
 ) -> bool:
-    """Write the decision (and give, if granted) in a savepoint; False if nothing was written (another
-    order decided this occasion, or the budget cannot pay). The gift is priced now (today's point value
+    """Write the decision (and give, if granted); False if nothing was written (another order decided this
+    occasion, or the budget cannot pay). The gift is priced now (today's point value
     and reward), and spent from the budget period of now. A hold-out is recorded only where the budget
     could have paid for the gift, so both groups are drawn from the same customers."""
     gift_id = uuid4()
@@ -778,6 +779,10 @@ async def _record(
         cost = await price(conn, program, definition)
     except InvalidInput as exc:
         raise _GiftFailed(f"{exc.field}: {exc.detail}") from exc
+    if budget is not None and cost > budget[0]:  # priced higher since it was saved: say so, not silence
+        raise _GiftFailed(
+            f"one gift now costs {format_money(cost, program.base_currency)}, more than the whole budget"
+        )
     planned = await _plan(conn, program, row, definition, order) if granted else []
     values = {
         "id": gift_id,

@@ -18,7 +18,10 @@ built as the live path builds them (`service.occasion_of`, `earning.pipeline`, `
 The cooldown is kept per customer in memory, starting from their latest real gift or hold-out of any rule
 before `from`; inside the period only this rule's simulated decisions count (its own live gifts in the
 period, and other rules', are ignored, so a rule simulated over a period it decided live gives what it gave).
-The budget starts empty, per budget period of the rule.
+The budget starts empty, per budget period of the rule; each gift is priced as the live path prices it
+today (the program's point value, the rewards' values). Each occasion is played as if decided when it
+happened: the live path charges the budget period of the moment it decides and keeps the cooldown around
+that moment too, so an order recorded a day late lands in the next day's (or month's) budget there.
 
 Not covered, as nothing records it: a customer's marketing consent as it was then (today's is used); a gift
 that would have failed when given (a reward out of stock); `detractor` rules (no feedback is recorded yet);
@@ -327,9 +330,9 @@ async def simulate(
     if row is None:
         raise NotFound(f"no gift rule {rule_id} in this program", field="path:gift_rule_id")
     definition = msgspec.convert(row["definition"], GiftRuleDefinition)
-    rule = service.compile_rule(
-        definition, row["id"], row["current_version"], row["cost_amount"], row["created_at"]
-    )
+    # Priced as the live path prices a gift now: today's point value and rewards.
+    cost = await service.price(conn, program, definition)
+    rule = service.compile_rule(definition, row["id"], row["current_version"], cost, row["created_at"])
     cooldown = program.gift_cooldown_days
     with collector_paused():  # a few hundred thousand objects, none in a cycle (see rules.simulation)
         seen = await occasions(conn, program, rule, data.from_, data.to, now)

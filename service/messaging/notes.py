@@ -84,6 +84,14 @@ def _render_bounded(template: Template, context: dict[str, Any], cpu_seconds: fl
         raise RenderLimit(
             "output", f"over the render limit: a note of more than {MAX_NOTE_CHARS:,} characters"
         )
+    # Jinja's string escapes can write what no record holds ("\x00", a lone surrogate): refused here, at
+    # save for the sample and at give time for a customer's values, never at the write.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise TemplateProblem(_PART, None, "the note writes an unpaired surrogate (\\ud800)") from None
+    if "\x00" in text:
+        raise TemplateProblem(_PART, None, "the note writes a NUL character (\\x00)")
     return _tidy(text)
 
 

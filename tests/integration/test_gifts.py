@@ -472,3 +472,81 @@ async def test_a_refund_gesture_counts_earlier_refunds_not_its_own(api: Api, clo
         clock.advance(timedelta(days=1))
     # The first refund had none before it; the second came a day after the first.
     assert len(fetch(api.client, "SELECT id FROM gift WHERE rule_id = $1", rule["id"])) == 1
+
+
+async def test_the_cooldown_holds_when_two_occasions_race_for_the_lock(api: Api, clock: FrozenClock) -> None:
+    """Two complaints of one customer decided at once in two transactions (no order row lock between
+    them): the second waits for the first's ledger lock and then sees its gift."""
+    import asyncio
+    import contextvars
+    from uuid import UUID
+
+    from service.core import db
+    from service.gifts import service as gifts
+    from service.ledger import service as ledger
+    from service.programs import service as programs
+
+    await api.client.put("/v1/customers/c-1", json={"marketing_consent": True}, headers=api.headers())
+    # Points already, so the customer's ledger row exists and the second transaction waits on it.
+    made = await api.client.post(
+        "/v1/customers/c-1/adjustments",
+        json={"points": 10, "reason": "seed"},
+        headers=api.headers(**idempotency()),
+    )
+    assert made.status_code == 201, made.text
+    await gift_rule(api, name="Sorry", trigger={"kind": "complaint"})
+
+    async def decide(conn: Any, key: str) -> int:
+        program = await programs.load(conn, UUID(api.program_id))
+        row = await db_customer(conn, program)
+        occasion = gifts.occasion_of(row, "complaint", key, clock.now())
+        return len(
+            (await gifts.decide(conn, program, ledger.customer_of(row), row, occasion, clock.now())).surprises
+        )
+
+    async def db_customer(conn: Any, program: Any) -> Any:
+        from service.customers import service as customers
+
+        return await customers.get(conn, program.id, "c-1", *gifts.CUSTOMER_CONTEXT)
+
+    async def race() -> tuple[int, int]:
+        async def second() -> int:
+            async with db.transaction() as conn:
+                return await decide(conn, "event:2")
+
+        async with db.transaction() as conn:
+            first = await decide(conn, "event:1")
+            # A context of its own: Piccolo keeps the current transaction in a context variable.
+            waiting = asyncio.create_task(second(), context=contextvars.Context())
+            await asyncio.sleep(0.3)  # the second is waiting for the ledger lock
+            assert not waiting.done()
+        return first, await waiting
+
+    assert in_app(api.client, race) == (1, 0)
+    assert len(fetch(api.client, "SELECT id FROM gift")) == 1
+
+
+async def test_a_gift_priced_over_its_budget_is_a_problem_on_the_rule(api: Api) -> None:
+    rule = await gift_rule(
+        api,
+        trigger={"kind": "nth_order", "n": 1},
+        budget={"amount": {"amount": 500, "currency": "EUR"}, "period": "month"},
+    )  # 200 points at 1 cent: EUR 2.00 a gift
+    changed = await api.client.patch(
+        "/v1/program", json={"point_value": {"amount": 5, "points": 1}}, headers=api.headers()
+    )  # now EUR 10.00 a gift
+    assert changed.status_code == 200, changed.text
+    assert (await order(api, "o-1"))["surprises"] == []
+    shown = (await api.client.get(f"/v1/gift-rules/{rule['id']}", headers=api.headers())).json()
+    assert shown["problems"]["count"] == 1 and "more than the whole budget" in shown["problems"]["last_error"]
+
+
+async def test_a_note_that_writes_what_cannot_be_stored_is_refused_at_save(api: Api) -> None:
+    for source, what in (('{{ "\\x00" }}', "NUL"), ('{{ "\\ud800" }}', "surrogate")):
+        made = await api.client.post(
+            "/v1/gift-rules",
+            json=rule_body(gifts=[{"kind": "note", "templates": {"en": source}}]),
+            headers=api.headers(**idempotency()),
+        )
+        assert made.status_code == 422, made.text
+        assert made.json()["field"] == "gifts[0].templates.en" and what in made.json()["detail"]
