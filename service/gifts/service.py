@@ -25,7 +25,7 @@ import structlog
 from service.core import db
 from service.core.db import Connection
 from service.core.errors import Conflict, InvalidInput, NotFound
-from service.core.money import format_money
+from service.core.money import format_money, is_currency
 from service.core.pagination import decode_position, encode_position
 from service.core.strict_input import patched
 from service.gifts import domain, repository
@@ -133,11 +133,8 @@ async def _checked(conn: Connection, program: Program, definition: GiftRuleDefin
     trigger_kind = trigger.__struct_config__.tag
     if isinstance(trigger, RandomShare):
         _share(trigger.share, "trigger.share", positive=True)
-    if isinstance(trigger, OrderOver):
-        from service.core.money import is_currency
-
-        if not is_currency(trigger.amount.currency):
-            raise InvalidInput("not an ISO 4217 currency", field="trigger.amount.currency")
+    if isinstance(trigger, OrderOver) and not is_currency(trigger.amount.currency):
+        raise InvalidInput("not an ISO 4217 currency", field="trigger.amount.currency")
     _share(definition.probability, "probability", positive=True)
     _share(definition.holdout, "holdout")
     if definition.holdout == 1:

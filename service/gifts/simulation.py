@@ -246,7 +246,7 @@ async def _as_they_were(
         conn,
         program.id,
         [(customer_id, at) for customer_id, _, at in moments],
-        orders.customer_stats_before_lateral("s.customer_id", "s.at"),
+        orders.customer_stats_lateral("s.customer_id", before="s.at"),
         tier_sql,
     )
     if len(rows) != len(moments):  # every occasion names a customer of the program (foreign keys)

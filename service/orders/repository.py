@@ -109,15 +109,17 @@ async def get_lines(conn: Connection, order_id: UUID) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def customer_stats_lateral(customer_id: str) -> str:
+def customer_stats_lateral(customer_id: str, before: str | None = None) -> str:
     """Order count, last order date and lifetime spend (net of refunds, in the program's base currency) as
-    a LATERAL join on `customer_id` (a SQL expression)."""
+    a LATERAL join on `customer_id` (a SQL expression); with `before` (one too), of the orders placed
+    before it: the customer as they were at a past moment."""
+    placed = "" if before is None else f" AND o.placed_at < {before}"
     return f"""
     LEFT JOIN LATERAL (
         SELECT count(*) AS order_count, max(o.placed_at) AS last_order_at,
                coalesce(sum(o.total_amount - o.refunded_amount) FILTER (WHERE o.currency = p.base_currency), 0)
                    AS lifetime_spend
-        FROM orders o JOIN program p ON p.id = o.program_id WHERE o.customer_id = {customer_id}
+        FROM orders o JOIN program p ON p.id = o.program_id WHERE o.customer_id = {customer_id}{placed}
     ) order_stats ON true
     """
 
@@ -321,14 +323,3 @@ async def first_orders(conn: Connection, program_id: UUID, before: datetime) -> 
         program_id,
         before,
     )
-
-
-def customer_stats_before_lateral(customer_id: str, at: str) -> str:
-    """The customer's orders placed before `at` (SQL expressions) as `order_count` and `last_order_at`, a
-    LATERAL join: the customer as they were at a past moment."""
-    return f"""
-    LEFT JOIN LATERAL (
-        SELECT count(*) AS order_count, max(o.placed_at) AS last_order_at
-        FROM orders o WHERE o.customer_id = {customer_id} AND o.placed_at < {at}
-    ) order_stats_at ON true
-    """

@@ -281,10 +281,10 @@ async def record_refund_debt(conn: Connection, refund_id: UUID, debt: int) -> No
     await repository.record_refund_debt(conn, refund_id, debt)
 
 
-def customer_stats_lateral(customer_id: str) -> str:
+def customer_stats_lateral(customer_id: str, before: str | None = None) -> str:
     """What the orders say of a customer (order count, last order, lifetime spend): published for the
-    features that read it with the customer row."""
-    return repository.customer_stats_lateral(customer_id)
+    features that read it with the customer row (`before`: as they were at that moment)."""
+    return repository.customer_stats_lateral(customer_id, before)
 
 
 async def replay_orders(
@@ -337,8 +337,3 @@ async def refunds_between(conn: Connection, program_id: UUID, start: datetime, e
 async def first_orders(conn: Connection, program_id: UUID, before: datetime) -> list[Any]:
     """Each customer's first order placed before `before`: customer_id, first_at."""
     return await repository.first_orders(conn, program_id, before)
-
-
-def customer_stats_before_lateral(customer_id: str, at: str) -> str:
-    """Order count and last order of the customer before `at` (SQL expressions), as a LATERAL join."""
-    return repository.customer_stats_before_lateral(customer_id, at)
