@@ -38,6 +38,7 @@ from service.outreach.controller import JourneyController
 from service.programs import service as programs
 from service.programs.controller import ApiKeyController, ProgramController
 from service.programs.service import Program, RescheduleExpiry
+from service.recovery.controller import CaseController, RecoveryController
 from service.rewards.controller import (
     CodeController,
     CustomerRewardController,
@@ -172,6 +173,8 @@ def create_app(
             GiftRuleController,
             GiftController,
             GiftKeyController,
+            RecoveryController,
+            CaseController,
         ],
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),

@@ -20,6 +20,7 @@ from service.orders.tables import Order, OrderLine, Refund
 from service.outbox.tables import OutboxConsumer, OutboxEvent
 from service.outreach.tables import Journey, JourneyEnrollment
 from service.programs.tables import ApiKey, Program
+from service.recovery.tables import CaseEntry, Recovery, RecoverySettings, ServiceCase
 from service.rewards.tables import Redemption, Reward, RewardVersion
 from service.rules.tables import CustomerEvent, Rule, RuleUsage, RuleVersion
 from service.scheduler.tables import JobRun
@@ -73,6 +74,10 @@ APP_CONFIG = AppConfig(
         GiftRuleVersion,
         GiftBudget,
         Gift,
+        RecoverySettings,
+        ServiceCase,
+        CaseEntry,
+        Recovery,
     ],
     migration_dependencies=[],
     commands=[],

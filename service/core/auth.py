@@ -26,7 +26,8 @@ class Permission(StrEnum):
 
     READ = "read"  # every GET of the program's loyalty data, and the quote (it writes nothing)
     RECORD = "record"  # what a shop's backend does: customers, orders, refunds, events
-    ADJUST = "adjust"  # customer care: ledger adjustments, a tier set by hand
+    ADJUST = "adjust"  # corrections outside any budget: ledger adjustments, a tier set by hand
+    RECOVER = "recover"  # customer care: recovery actions from the recovery budget, cases and their notes
     CONFIGURE = (
         "configure"  # the programme's design: rules, tiers, templates, journeys, previews, simulations
     )
@@ -38,7 +39,8 @@ SCOPE_NAMES: tuple[Scope, ...] = get_args(Scope)
 SCOPES: dict[Scope, frozenset[Permission]] = {
     "read": frozenset({Permission.READ}),
     "server": frozenset({Permission.READ, Permission.RECORD}),
-    "agent": frozenset({Permission.READ, Permission.ADJUST}),
+    # An agent is its key: recovery spends a budget per agent, so agents make no adjustments outside it.
+    "agent": frozenset({Permission.READ, Permission.RECOVER}),
     "marketer": frozenset({Permission.READ, Permission.CONFIGURE}),
     "admin": frozenset(Permission),
 }
@@ -65,6 +67,7 @@ class Principal:
     program_id: UUID
     key_id: UUID
     scope: Scope
+    name: str = ""  # the key's name: an agent key's is the agent's ("Recovery by Mira")
 
 
 def new_key() -> tuple[str, str, str]:
@@ -96,12 +99,12 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("Send the API key as `Authorization: Bearer <key>`.")
         async with db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT id, program_id, scope FROM api_key WHERE key_hash = $1 AND revoked_at IS NULL",
+                "SELECT id, program_id, scope, name FROM api_key WHERE key_hash = $1 AND revoked_at IS NULL",
                 hash_key(token),
             )
         if row is None:
             raise NotAuthorizedException("The API key is not valid or has been revoked.")
-        principal = Principal(row["program_id"], row["id"], row["scope"])
+        principal = Principal(row["program_id"], row["id"], row["scope"], row["name"])
         return AuthenticationResult(user=principal, auth=principal)
 
 

@@ -9,6 +9,7 @@ order), not in the features below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -35,6 +36,8 @@ from service.orders import domain as orders_domain
 from service.orders import service as orders
 from service.outbox.service import Event, emit
 from service.programs.service import Program
+from service.recovery import domain as recovery_domain
+from service.recovery import service as recovery
 from service.rewards import service as rewards
 from service.rules import domain as rules_domain
 from service.rules import service as rules
@@ -390,7 +393,20 @@ async def record_event(work: Work[Program], event: inputs.Event) -> EventOut:
     events.append(recorded.event)
     events.extend(credited.events)
     events.extend(earned.events)
-    if event.type == "complaint":  # a gesture after something went wrong
+    case_id = None
+    if event.type == "complaint":  # a case for whoever picks up the phone, and a gesture
+        case_id, opened = await recovery.open_case(
+            conn,
+            program,
+            customer,
+            source="complaint",
+            source_key=f"complaint:{recorded.id}",
+            summary=recovery_domain.complaint_summary(event.properties),
+            opened_at=occurred_at,
+            order_id=await _complaint_order(conn, program, row, event.properties),
+            now=now,
+        )
+        events.extend(opened)
         given = await _gifts_for(
             work, customer, row, "complaint", f"event:{recorded.id}", occurred_at, "complaint event"
         )
@@ -408,7 +424,19 @@ async def record_event(work: Work[Program], event: inputs.Event) -> EventOut:
         explanation=evaluation.explanation(),
         awards=rules.awards_out(evaluation),
         entries=ledger.entry_views(credited),
+        case_id=case_id,
     )
+
+
+async def _complaint_order(
+    conn: Connection, program: Program, row: dict[str, Any], properties: Mapping[str, Any]
+) -> UUID | None:
+    """The order a complaint names in its `order` property, when it is this customer's."""
+    external_id = properties.get("order")
+    if not isinstance(external_id, str) or not external_id:
+        return None
+    found = await orders.find(conn, program.id, external_id)
+    return found[0] if found is not None and found[1].customer_external_id == row["external_id"] else None
 
 
 async def record_detractor(work: Work[Program], customer_external_id: str, feedback_key: str) -> gifts.Given:

@@ -170,7 +170,7 @@ class GiftController(Controller):
         customer: Annotated[str | None, QueryParameter(min_length=1, max_length=128)] = None,
         order: Annotated[str | None, QueryParameter(min_length=1, max_length=128)] = None,
         rule_id: Annotated[UUID | None, QueryParameter()] = None,
-        outcome: Annotated[Literal["granted", "held_out"] | None, QueryParameter()] = None,
+        outcome: Annotated[Literal["granted", "held_out", "recovery"] | None, QueryParameter()] = None,
         item_status: Annotated[ItemStatus | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,

@@ -29,7 +29,7 @@ SWEEP_TRIGGERS = frozenset({"birthday", "first_order_anniversary"})
 EVENT_TRIGGERS = frozenset({"refund", "complaint", "detractor"})
 ROLL_SPACE = 1 << 64
 
-Outcome = Literal["granted", "held_out"]
+Outcome = Literal["granted", "held_out", "recovery"]  # recovery: given by an agent, no dice
 
 
 @dataclass(frozen=True, slots=True)

@@ -303,7 +303,7 @@ async def totals(conn: Connection, rule_id: UUID, version: int | None) -> dict[s
         SELECT count(*) FILTER (WHERE outcome = 'granted') AS granted,
                count(*) FILTER (WHERE outcome = 'held_out') AS held_out,
                coalesce(sum(cost_amount), 0) AS cost
-        FROM gift WHERE rule_id = $1 AND ($2::int IS NULL OR rule_version = $2)
+        FROM gift WHERE rule_id = $1 AND ($2::int IS NULL OR rule_version = $2) AND outcome <> 'recovery'
         """,
         rule_id,
         version,
@@ -323,7 +323,7 @@ async def repeat_counts(
         """
         WITH first AS (
             SELECT DISTINCT ON (customer_id) customer_id, outcome, decided_at, order_id
-            FROM gift WHERE rule_id = $1 AND ($2::int IS NULL OR rule_version = $2)
+            FROM gift WHERE rule_id = $1 AND ($2::int IS NULL OR rule_version = $2) AND outcome <> 'recovery'
             ORDER BY customer_id, decided_at, id
         )
         SELECT w.days, f.outcome, count(*) AS customers,

@@ -334,7 +334,7 @@ class GiftOut(Struct, kw_only=True):
     customer_external_id: str
     trigger: str
     occasion: str
-    outcome: Literal["granted", "held_out"]
+    outcome: Literal["granted", "held_out", "recovery"]  # recovery: given by an agent
     order_external_id: str | None  # the order it was decided on
     cost: Money
     given: list[GivenOut]

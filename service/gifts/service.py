@@ -99,29 +99,37 @@ def _base(money: Money, program: Program, field: str) -> int:
     return money.amount
 
 
-async def _reward_cost(
-    conn: Connection, program: Program, gift: RewardGift | FreeShippingGift, field: str
+async def reward_cost(
+    conn: Connection,
+    program: Program,
+    reward_id: UUID,
+    cost: Money | None,
+    field: str,
+    *,
+    kind: str | None = None,
 ) -> int:
-    reward = await rewards.value_of(conn, program.id, gift.reward_id)
+    """What a reward given as a code at no cost is worth (base minor units): its fixed value in the base
+    currency, else `cost`. `kind`: the reward must be of it (free shipping). Raises InvalidInput naming
+    `field` (`...reward_id`, `...cost`) when it cannot be given or priced."""
+    reward = await rewards.value_of(conn, program.id, reward_id)
     if reward is None:
-        raise InvalidInput(f"no reward {gift.reward_id} in this program", field=f"{field}.reward_id")
+        raise InvalidInput(f"no reward {reward_id} in this program", field=f"{field}.reward_id")
     if reward.status == "archived":
         raise InvalidInput("this reward is archived", field=f"{field}.reward_id")
     if reward.kind == "points_for_discount":
         raise InvalidInput(
-            "a points_for_discount reward is worth the points spent on it: it cannot be a gift",
+            "a points_for_discount reward is worth the points spent on it: it cannot be given at no cost",
             field=f"{field}.reward_id",
         )
-    if isinstance(gift, FreeShippingGift) and reward.kind != "free_shipping":
+    if kind is not None and reward.kind != kind:
         raise InvalidInput(
-            f"reward {gift.reward_id} is a {reward.kind} reward, not free_shipping",
-            field=f"{field}.reward_id",
+            f"reward {reward_id} is a {reward.kind} reward, not {kind}", field=f"{field}.reward_id"
         )
-    if gift.cost is not None:
-        return _base(gift.cost, program, f"{field}.cost")
+    if cost is not None:
+        return _base(cost, program, f"{field}.cost")
     if reward.value is None or reward.value[1] != program.base_currency:
         raise InvalidInput(
-            f"a {reward.kind} reward has no fixed value in {program.base_currency}: give the gift's `cost`",
+            f"a {reward.kind} reward has no fixed value in {program.base_currency}: give the `cost`",
             field=f"{field}.cost",
         )
     return reward.value[0]
@@ -182,7 +190,8 @@ async def price(conn: Connection, program: Program, definition: GiftRuleDefiniti
         if isinstance(gift, PointsGift):
             cost += domain.points_cost(gift.points, program.point_value_amount, program.point_value_points)
         elif isinstance(gift, RewardGift | FreeShippingGift):
-            cost += await _reward_cost(conn, program, gift, where)
+            kind = "free_shipping" if isinstance(gift, FreeShippingGift) else None
+            cost += await reward_cost(conn, program, gift.reward_id, gift.cost, where, kind=kind)
         elif isinstance(gift, ItemGift):
             cost += _base(gift.cost, program, f"{where}.cost")
     return cost
@@ -540,8 +549,8 @@ async def _give(
                 gift.points,
                 kind="gift",
                 reason=f"gift {rule.name}",
-                explanation=f"Surprise gift '{rule.name}' ({_occasion_words(occasion, order)}): "
-                f"{ledger.plural_points(gift.points)}",
+                explanation=f"{'Recovery' if occasion.trigger == 'recovery' else 'Surprise'} gift '{rule.name}' "
+                f"({_occasion_words(occasion, order)}): {ledger.plural_points(gift.points)}",
                 now=now,
                 available_at=available_at,
                 expires_at=expires_at,
@@ -767,9 +776,11 @@ async def _record(
     and reward), and spent from the budget period of now. A hold-out is recorded only where the budget
     could have paid for the gift, so both groups are drawn from the same customers."""
     gift_id = uuid4()
-    granted = decision.outcome == "granted"
+    by_agent = decision.outcome == "recovery"  # the recovery budget pays, not the rule's
+    granted = decision.outcome == "granted" or by_agent
+    trigger = occasion.trigger if by_agent else rule.trigger
     has_item = any(isinstance(g, ItemGift) for g in definition.gifts)
-    budget = rule.budget
+    budget = None if by_agent else rule.budget
     period = None if budget is None else domain.budget_period(budget[1], now, program.zone)
     # Pricing and the note come first and write nothing: a failure there leaves nothing to undo.
     try:
@@ -788,7 +799,7 @@ async def _record(
         "rule_version": rule.version,
         "customer_id": customer.id,
         "occasion": decision.occasion,
-        "trigger": rule.trigger,
+        "trigger": trigger,
         "outcome": decision.outcome,
         "order_id": order.id if order else None,
         "cost_amount": cost if granted else 0,
@@ -828,7 +839,7 @@ async def _record(
     shown = [_given_out(g) for g in recorded]
     announce = "message" if rule.by_message else "parcel"
     given.surprises.append(
-        _surprise(gift_id, rule.id, rule.version, rule.name, rule.trigger, announce, shown)
+        _surprise(gift_id, rule.id, rule.version, rule.name, trigger, announce, shown)
     )
     given.events.append(
         Event(
@@ -839,7 +850,7 @@ async def _record(
                 "rule_version": rule.version,
                 "rule_name": rule.name,
                 "customer": customer.external_id,
-                "trigger": rule.trigger,
+                "trigger": trigger,
                 "occasion": decision.occasion,
                 "about": _occasion_words(occasion, order),
                 "order": order.external_id if order else None,
@@ -850,6 +861,61 @@ async def _record(
         )
     )
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryGift:
+    """A gift rule an agent gives as a recovery, priced before anything is written."""
+
+    rule: domain.Rule
+    definition: GiftRuleDefinition
+    cost: int
+
+
+async def recovery_gift(conn: Connection, program: Program, rule_id: UUID, field: str) -> RecoveryGift:
+    """The gift rule's current version as a recovery gives it (any status but archived: a paused rule is
+    the agents' template) and what it costs now; InvalidInput / NotFound naming `field`."""
+    stored = await repository.get_rule(conn, program.id, rule_id)
+    if stored is None:
+        raise NotFound(f"no gift rule {rule_id} in this program", field=field)
+    if stored["status"] == "archived":
+        raise InvalidInput("this gift rule is archived", field=field)
+    definition = _definition(stored["definition"])
+    try:
+        cost = await price(conn, program, definition)
+    except InvalidInput as exc:
+        raise InvalidInput(f"the gift rule's {exc.field} cannot be given: {exc.detail}", field=field) from exc
+    rule = compile_rule(
+        definition, rule_id, stored["current_version"], stored["cost_amount"], stored["created_at"]
+    )
+    return RecoveryGift(rule, definition, cost)
+
+
+async def give_recovery(
+    conn: Connection,
+    program: Program,
+    customer: ledger.Customer,
+    row: Mapping[str, Any],
+    gift: RecoveryGift,
+    *,
+    key: str,
+    label: str,
+    now: datetime,
+    field: str,
+) -> Given:
+    """Give the rule's gifts as a recovery (`key`: `recovery:<id>`, one gift per recovery), recorded as a
+    gift of outcome `recovery` that the effect stats leave out; Conflict naming `field` when a code of it
+    cannot be granted (stock, a limit) or its note does not render."""
+    occasion = occasion_of(row, "recovery", key, now, label=label)
+    decision = domain.Decision(outcome="recovery", reason="recovery", occasion=key)
+    given = Given()
+    try:
+        await _record(
+            conn, program, customer, row, gift.rule, gift.definition, decision, occasion, None, now, given
+        )
+    except (_GiftFailed, TemplateProblem, RenderLimit) as exc:
+        raise Conflict(f"the gift cannot be given now: {exc}", field=field) from exc
+    return given
 
 
 def _given_out(stored: Mapping[str, Any]) -> GivenOut:

@@ -525,6 +525,25 @@ async def adjust(
     )
 
 
+async def note(
+    conn: Connection,
+    customer: Customer,
+    *,
+    kind: str,
+    reason: str,
+    explanation: str,
+    now: datetime,
+    actor: str,
+    details: Any = None,
+) -> LedgerResult:
+    """An entry that moves no points, so the ledger tells what else was done for the customer (a code or a
+    tier given as a recovery): the customer's story in one place."""
+    entry = NewEntry(
+        customer.program_id, customer.id, kind, 0, reason, explanation, now, actor=actor, details=details
+    )
+    return LedgerResult([(await repository.insert_entry(conn, entry), entry)])
+
+
 def entry_views(
     result: LedgerResult, order_external_id: str | None = None, refund_external_id: str | None = None
 ) -> list[LedgerEntryOut]:

@@ -6,6 +6,8 @@ TOPICS: frozenset[str] = frozenset(
     {
         "api_key.created",
         "api_key.revoked",
+        "case.closed",
+        "case.opened",
         "customer.created",
         "customer.unsubscribed",
         "customer.updated",
@@ -24,6 +26,7 @@ TOPICS: frozenset[str] = frozenset(
         "points.reversed",
         "program.created",
         "program.updated",
+        "recovery.given",
         "redemption.cancelled",
         "redemption.created",
         "redemption.expired",

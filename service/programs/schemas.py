@@ -111,8 +111,9 @@ class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
 SCOPE_RULE = (
     "What the key may do (the README's Scopes table): `read` every GET of the program's loyalty data and "
     "quotes; `server` read + what a shop's backend does (customers, orders, refunds, events); `agent` read "
-    "+ ledger adjustments and manual tiers; `marketer` read + rules, tiers, templates, journeys, previews "
-    "and simulations; `admin` everything, also API keys, webhooks, settings, suppressions and jobs."
+    "+ recovery from the recovery budget and cases (one key per agent: its name is the agent's); `marketer` "
+    "read + rules, tiers, templates, journeys, previews and simulations; `admin` everything, also ledger "
+    "adjustments and manual tiers, API keys, webhooks, settings, suppressions and jobs."
 )
 
 

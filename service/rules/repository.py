@@ -277,3 +277,13 @@ async def events_between(
         start,
         end,
     )
+
+
+async def get_event(conn: Connection, program_id: UUID, event_id: UUID) -> dict[str, Any] | None:
+    """One recorded event: its customer, type and time."""
+    row = await conn.fetchrow(
+        "SELECT id, customer_id, type, occurred_at FROM customer_event WHERE id = $1 AND program_id = $2",
+        event_id,
+        program_id,
+    )
+    return None if row is None else dict(row)

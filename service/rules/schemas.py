@@ -191,6 +191,7 @@ class EventOut(Struct, kw_only=True):
     explanation: str
     awards: list[AwardOut]
     entries: list[LedgerEntryOut]
+    case_id: UUID | None = None  # the case a complaint opened (GET /v1/cases/{case_id})
 
 
 class SimulationIn(Struct, kw_only=True, forbid_unknown_fields=True):

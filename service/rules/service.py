@@ -727,3 +727,8 @@ async def events_between(
 ) -> list[Any]:
     """The events of one type that occurred in [start, end), oldest first: id, customer_id, occurred_at."""
     return await repository.events_between(conn, program_id, type_, start, end)
+
+
+async def get_event(conn: Connection, program_id: UUID, event_id: UUID) -> dict[str, Any] | None:
+    """A recorded event (id, customer_id, type, occurred_at), or None when the program has none of this id."""
+    return await repository.get_event(conn, program_id, event_id)

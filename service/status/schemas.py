@@ -11,6 +11,7 @@ from msgspec import Struct
 from service.customers.schemas import CustomerOut
 from service.ledger.schemas import LedgerEntryOut
 from service.messaging.schemas import MessageOut
+from service.recovery.schemas import OpenCaseOut
 from service.tiers.schemas import CustomerTier
 
 
@@ -57,3 +58,4 @@ class CustomerStatus(Struct, kw_only=True):
     tier: CustomerTier | None  # null: the program has no tiers
     recent_messages: list[MessageOut]  # the last five, newest first (GET /v1/messages?customer= for all)
     open_codes: list[OpenCode] = []  # reward codes issued and not used, cancelled or expired
+    open_cases: list[OpenCaseOut] = []  # service cases still open, oldest first (GET /v1/cases/{id})

@@ -14,6 +14,7 @@ from service.ledger.schemas import entry_out
 from service.messaging import service as messaging
 from service.orders import service as orders
 from service.programs.service import Program
+from service.recovery import service as recovery
 from service.rewards import domain as rewards_domain
 from service.rewards import service as rewards
 from service.status.schemas import (
@@ -40,6 +41,7 @@ async def customer_status(
         orders.customer_stats_lateral("c.id"),
         tiers.TIER_LATERAL,
         rewards.open_codes_lateral("c.id", "$3"),
+        recovery.open_cases_lateral("c.id"),
         params=(now,),
     )
     pending = msgspec.json.decode(row["pending_lots"] or "[]", type=list[PendingPoints])
@@ -70,4 +72,5 @@ async def customer_status(
             )
             for c in msgspec.json.decode(row["open_codes"] or "[]")
         ],
+        open_cases=recovery.open_cases_of(row),
     )
