@@ -47,10 +47,12 @@ FORWARDS = script(
         CONSTRAINT service_case_once UNIQUE (program_id, source_key)
     );
     CREATE INDEX service_case_list ON service_case (program_id, opened_at, id);
+    CREATE INDEX service_case_status ON service_case (program_id, status, opened_at, id);
     CREATE INDEX service_case_agent ON service_case (program_id, agent_key_id, opened_at, id);
-    CREATE INDEX service_case_open ON service_case (customer_id, opened_at) WHERE status = 'open';
+    CREATE INDEX service_case_customer ON service_case (customer_id, opened_at, id);
     CREATE TABLE case_entry (
         id bigserial PRIMARY KEY,
+        program_id uuid NOT NULL REFERENCES program (id) ON DELETE RESTRICT,
         case_id uuid NOT NULL REFERENCES service_case (id) ON DELETE RESTRICT,
         kind varchar(16) NOT NULL CONSTRAINT case_entry_kind CHECK (kind IN ('opened', 'note', 'recovery', 'closed')),
         text text NOT NULL,
@@ -78,8 +80,8 @@ FORWARDS = script(
         budget_period varchar(16) NOT NULL,
         created_at timestamptz NOT NULL
     );
-    CREATE INDEX recovery_budget ON recovery (program_id, budget_period, agent_key_id);
-    CREATE INDEX recovery_customer ON recovery (customer_id, created_at)
+    CREATE INDEX recovery_budget ON recovery (program_id, budget_period, agent_key_id) INCLUDE (cost_amount);
+    CREATE INDEX recovery_case ON recovery (case_id) INCLUDE (cost_amount) WHERE case_id IS NOT NULL
     """
 )
 

@@ -31,6 +31,14 @@ ExternalId = Annotated[
     str,
     matching(r"^\S(.*\S)?$", "1 to 128 characters, no spaces at either end", min_length=1, max_length=128),
 ]
+
+
+def words(max_length: int, **constraints: Any) -> Meta:
+    """Free text a person writes (a reason, a note, a summary): at least one character that is not a
+    space, so whitespace alone never stands in for a reason that is required."""
+    return matching(r"\S", "some words, not only spaces", min_length=1, max_length=max_length, **constraints)
+
+
 # Pragmatic address check (RFC 5322 is far wider, but shops store ordinary addresses): a dot-atom local
 # part of at most 64 characters, a dotted domain of LDH labels. What a mail server would refuse
 # outright does not pass.

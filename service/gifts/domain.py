@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -249,9 +249,11 @@ def budget_period(period: str, at: datetime, zone: ZoneInfo) -> str:
     return "total"
 
 
-def points_cost(points: int, value_amount: int, value_points: int) -> int:
-    """Points at the program's point value (value_amount minor units per value_points), half up."""
-    return int((Decimal(points) * value_amount / value_points).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def points_cost(points: int, value_amount: int, value_points: int, *, up: bool = False) -> int:
+    """Points at the program's point value (value_amount minor units per value_points), half up; `up`: to
+    the next minor unit (a budget that pays for points never pays 0 for some, so small grants add up)."""
+    rounding = ROUND_CEILING if up else ROUND_HALF_UP
+    return int((Decimal(points) * value_amount / value_points).quantize(Decimal(1), rounding=rounding))
 
 
 @dataclass(slots=True)

@@ -90,7 +90,9 @@ def _share(value: Decimal, field: str, *, positive: bool = False) -> None:
         raise InvalidInput(f"a share has at most {MAX_DECIMALS} decimal places", field=field)
 
 
-def _base(money: Money, program: Program, field: str) -> int:
+def base_amount(money: Money, program: Program, field: str) -> int:
+    """The amount of a cost or budget, which must be in the program's base currency (422 naming
+    `field.currency` otherwise)."""
     if money.currency != program.base_currency:
         raise InvalidInput(
             f"costs and budgets are in the program's base currency {program.base_currency}",
@@ -107,13 +109,17 @@ async def reward_cost(
     field: str,
     *,
     kind: str | None = None,
+    points_price: bool = False,
 ) -> int:
-    """What a reward given as a code at no cost is worth (base minor units): its fixed value in the base
-    currency, else `cost`. `kind`: the reward must be of it (free shipping). Raises InvalidInput naming
-    `field` (`...reward_id`, `...cost`) when it cannot be given or priced."""
+    """What a reward given as a code at no cost is worth (base minor units): `cost` when the caller may name
+    it (a marketer's gift rule), else its fixed value in the base currency, else (`points_price`: a reward
+    given now at a price nobody names, as recovery's budget needs) its price in points at the program's
+    point value. `kind`: the reward must be of it (free shipping). Raises InvalidInput naming `field`
+    (`...reward_id`, `...cost`) when it cannot be given or priced."""
     reward = await rewards.value_of(conn, program.id, reward_id)
-    if reward is None:
-        raise InvalidInput(f"no reward {reward_id} in this program", field=f"{field}.reward_id")
+    if reward is None:  # named in a rule, the rule is wrong (422); given now, like a redemption: 404
+        unknown = NotFound if points_price else InvalidInput
+        raise unknown(f"no reward {reward_id} in this program", field=f"{field}.reward_id")
     if reward.status == "archived":
         raise InvalidInput("this reward is archived", field=f"{field}.reward_id")
     if reward.kind == "points_for_discount":
@@ -126,13 +132,23 @@ async def reward_cost(
             f"reward {reward_id} is a {reward.kind} reward, not {kind}", field=f"{field}.reward_id"
         )
     if cost is not None:
-        return _base(cost, program, f"{field}.cost")
-    if reward.value is None or reward.value[1] != program.base_currency:
-        raise InvalidInput(
-            f"a {reward.kind} reward has no fixed value in {program.base_currency}: give the `cost`",
-            field=f"{field}.cost",
+        return base_amount(cost, program, f"{field}.cost")
+    if reward.value is not None and reward.value[1] == program.base_currency:
+        return reward.value[0]
+    if points_price and reward.cost_points is not None:
+        return domain.points_cost(
+            reward.cost_points, program.point_value_amount, program.point_value_points, up=True
         )
-    return reward.value[0]
+    if points_price:
+        raise InvalidInput(
+            f"a {reward.kind} reward without a fixed value in {program.base_currency} or a points price "
+            "cannot be priced",
+            field=f"{field}.reward_id",
+        )
+    raise InvalidInput(
+        f"a {reward.kind} reward has no fixed value in {program.base_currency}: give the `cost`",
+        field=f"{field}.cost",
+    )
 
 
 async def _checked(conn: Connection, program: Program, definition: GiftRuleDefinition) -> int:
@@ -148,7 +164,7 @@ async def _checked(conn: Connection, program: Program, definition: GiftRuleDefin
     if definition.holdout == 1:
         raise InvalidInput("a hold-out of 1 gives nobody anything; at most 0.99", field="holdout")
     if definition.budget is not None:
-        _base(definition.budget.amount, program, "budget.amount")
+        base_amount(definition.budget.amount, program, "budget.amount")
     known = (await tiers.tier_set(conn, program)).by_key if definition.eligibility.tiers else {}
     for index, key in enumerate(definition.eligibility.tiers):
         if key not in known:
@@ -193,7 +209,7 @@ async def price(conn: Connection, program: Program, definition: GiftRuleDefiniti
             kind = "free_shipping" if isinstance(gift, FreeShippingGift) else None
             cost += await reward_cost(conn, program, gift.reward_id, gift.cost, where, kind=kind)
         elif isinstance(gift, ItemGift):
-            cost += _base(gift.cost, program, f"{where}.cost")
+            cost += base_amount(gift.cost, program, f"{where}.cost")
     return cost
 
 
@@ -838,9 +854,7 @@ async def _record(
         raise
     shown = [_given_out(g) for g in recorded]
     announce = "message" if rule.by_message else "parcel"
-    given.surprises.append(
-        _surprise(gift_id, rule.id, rule.version, rule.name, trigger, announce, shown)
-    )
+    given.surprises.append(_surprise(gift_id, rule.id, rule.version, rule.name, trigger, announce, shown))
     given.events.append(
         Event(
             "gift.granted",
@@ -910,11 +924,13 @@ async def give_recovery(
     decision = domain.Decision(outcome="recovery", reason="recovery", occasion=key)
     given = Given()
     try:
-        await _record(
+        recorded = await _record(
             conn, program, customer, row, gift.rule, gift.definition, decision, occasion, None, now, given
         )
     except (_GiftFailed, TemplateProblem, RenderLimit) as exc:
         raise Conflict(f"the gift cannot be given now: {exc}", field=field) from exc
+    if not recorded:  # a fresh recovery id is never given twice; should it be, nothing is written
+        raise Conflict("this recovery's gift was given already", field=field)
     return given
 
 

@@ -29,7 +29,7 @@ from service.recovery.schemas import (
 ACTIONS = (
     "One action (`action.kind`): `points`; `reward` (a catalogue reward as a code at no cost); `gift` (what a "
     "gift rule gives, at once); `tier` (the tier held by hand for `months`). Priced in the program's base "
-    "currency (points at the point value, a reward at its fixed value or `cost`, a gift rule at its price, a "
+    "currency (points at the point value, a reward at its fixed value, else its points price, a gift rule at its price, a "
     "tier at the settings' `tier_month_values` per month) and spent from this month's recovery budget, the "
     "program's and (when set) the agent's: 409 `recovery-over-budget` with what is left, nothing changed. "
     "Explained on the customer's ledger (`Recovery by Mira: parcel lost — 500 points`) and on the case's "
@@ -116,6 +116,7 @@ class CaseController(Controller):
         status_code=201,
         summary="Open a case on a customer (by an agent: its first action, and theirs)",
         description="Complaint events and detractors' feedback open cases on their own.",
+        opt=problems(404),
     )
     async def open_case(
         self,

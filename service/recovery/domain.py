@@ -3,7 +3,6 @@ recovery explains itself, and how long a case waited."""
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from service.gifts import domain as gifts_domain
+from service.tiers import domain as tiers_domain
 
 
 def budget_month(at: datetime, zone: ZoneInfo) -> str:
@@ -43,11 +43,7 @@ def room(program_budget: int, program_used: int, agent_budget: int | None, agent
 def months_later(at: datetime, months: int, zone: ZoneInfo) -> datetime:
     """The same local time `months` calendar months later (the day clamped to the month's last), in UTC
     terms as `at` is given."""
-    local = at.astimezone(zone)
-    index = local.month - 1 + months
-    year, month = local.year + index // 12, index % 12 + 1
-    day = min(local.day, calendar.monthrange(year, month)[1])
-    return local.replace(year=year, month=month, day=day).astimezone(at.tzinfo)
+    return tiers_domain.add_months(at.astimezone(zone), months).astimezone(at.tzinfo)
 
 
 def explanation(agent: str, reason: str, what: str) -> str:

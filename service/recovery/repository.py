@@ -210,6 +210,7 @@ async def list_cases(
 
 async def add_entry(
     conn: Connection,
+    program_id: UUID,
     case_id: UUID,
     kind: str,
     text: str,
@@ -220,9 +221,10 @@ async def add_entry(
 ) -> None:
     await conn.execute(
         """
-        INSERT INTO case_entry (case_id, kind, text, recovery_id, by_key_id, by_name, at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO case_entry (program_id, case_id, kind, text, recovery_id, by_key_id, by_name, at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         """,
+        program_id,
         case_id,
         kind,
         text,
@@ -233,38 +235,48 @@ async def add_entry(
     )
 
 
-async def acted(conn: Connection, case_id: UUID, by: tuple[UUID, str], at: datetime) -> None:
+async def acted(
+    conn: Connection, program_id: UUID, case_id: UUID, by: tuple[UUID, str], at: datetime
+) -> None:
     """A person acted on the case: its first action (if it had none) and its agent (if it had none)."""
     await conn.execute(
         """
         UPDATE service_case SET first_action_at = coalesce(first_action_at, $2),
             agent_name = CASE WHEN agent_key_id IS NULL THEN $4 ELSE agent_name END,
             agent_key_id = coalesce(agent_key_id, $3)
-        WHERE id = $1
+        WHERE id = $1 AND program_id = $5
         """,
         case_id,
         at,
         by[0],
         by[1],
+        program_id,
     )
 
 
-async def close_case(conn: Connection, case_id: UUID, resolution: str, at: datetime) -> None:
+async def close_case(
+    conn: Connection, program_id: UUID, case_id: UUID, resolution: str, at: datetime
+) -> None:
     await conn.execute(
-        "UPDATE service_case SET status = 'closed', closed_at = $2, resolution = $3 WHERE id = $1",
+        """
+        UPDATE service_case SET status = 'closed', closed_at = $2, resolution = $3
+        WHERE id = $1 AND program_id = $4
+        """,
         case_id,
         at,
         resolution,
+        program_id,
     )
 
 
-async def entries_of(conn: Connection, case_id: UUID) -> list[dict[str, Any]]:
+async def entries_of(conn: Connection, program_id: UUID, case_id: UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """
         SELECT id, kind, text, recovery_id, by_key_id, by_name, at FROM case_entry
-        WHERE case_id = $1 ORDER BY id
+        WHERE case_id = $1 AND program_id = $2 ORDER BY id
         """,
         case_id,
+        program_id,
     )
     return [dict(r) for r in rows]
 
@@ -278,7 +290,8 @@ def open_cases_lateral(customer_id: str) -> str:
                    'id', k.id, 'source', k.source, 'summary', k.summary, 'opened_at', k.opened_at,
                    'first_action_at', k.first_action_at, 'agent_key_id', k.agent_key_id,
                    'agent_name', k.agent_name,
-                   'last_entry', (SELECT e.text FROM case_entry e WHERE e.case_id = k.id AND e.kind <> 'opened'
+                   'last_entry', (SELECT e.text FROM case_entry e
+                                  WHERE e.case_id = k.id AND e.program_id = k.program_id AND e.kind <> 'opened'
                                   ORDER BY e.id DESC LIMIT 1))
                    ORDER BY k.opened_at, k.id) AS open_cases
         FROM service_case k WHERE k.customer_id = {customer_id} AND k.status = 'open'

@@ -8,13 +8,13 @@ from uuid import UUID
 
 from msgspec import Meta, Struct
 
-from service.core.fields import ExternalId, Key
+from service.core.fields import ExternalId, Key, words
 from service.gifts.schemas import GivenOut
 from service.ledger.schemas import LedgerEntryOut
 from service.rewards.schemas import Money
 
-Reason = Annotated[str, Meta(min_length=1, max_length=500, description="why, in a few words (`parcel lost`)")]
-Text = Annotated[str, Meta(min_length=1, max_length=5000)]
+Reason = Annotated[str, words(500, description="why, in a few words (`parcel lost`)")]
+Text = Annotated[str, words(5000)]
 CaseStatus = Literal["open", "closed"]
 CaseSource = Literal["complaint", "feedback", "agent"]
 
@@ -73,10 +73,10 @@ class PointsAction(Struct, kw_only=True, forbid_unknown_fields=True, tag_field="
 
 
 class RewardAction(Struct, kw_only=True, forbid_unknown_fields=True, tag_field="kind", tag="reward"):
-    """A catalogue reward as a code at no cost; cost: its fixed value in the base currency, else `cost`."""
+    """A catalogue reward as a code at no cost; cost: its fixed value in the base currency, else its price
+    in points at the program's point value (an agent names no price of their own)."""
 
     reward_id: UUID
-    cost: Money | None = None
 
 
 class GiftAction(Struct, kw_only=True, forbid_unknown_fields=True, tag_field="kind", tag="gift"):

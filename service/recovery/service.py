@@ -22,7 +22,6 @@ from service.gifts import service as gifts
 from service.gifts.domain import points_cost
 from service.ledger import domain as ledger_domain
 from service.ledger import service as ledger
-from service.ledger.schemas import LedgerEntryOut
 from service.orders import service as orders
 from service.outbox.service import Event, emit
 from service.programs import service as programs
@@ -82,15 +81,6 @@ def _money(amount: int, program: Program) -> Money:
     return Money(amount=amount, currency=program.base_currency)
 
 
-def _base(money: Money, program: Program, field: str) -> int:
-    if money.currency != program.base_currency:
-        raise InvalidInput(
-            f"recovery budgets and prices are in the program's base currency {program.base_currency}",
-            field=f"{field}.currency",
-        )
-    return money.amount
-
-
 # --- settings and budget --------------------------------------------------------------------------------
 
 
@@ -120,10 +110,10 @@ async def get_settings(conn: Connection, program: Program) -> RecoverySettingsOu
 async def put_settings(
     conn: Connection, program: Program, data: RecoverySettingsIn, now: datetime
 ) -> RecoverySettingsOut:
-    monthly = _base(data.monthly_budget, program, "monthly_budget")
+    monthly = gifts.base_amount(data.monthly_budget, program, "monthly_budget")
     agent = None
     if data.agent_monthly_budget is not None:
-        agent = _base(data.agent_monthly_budget, program, "agent_monthly_budget")
+        agent = gifts.base_amount(data.agent_monthly_budget, program, "agent_monthly_budget")
     known = (await tiers.tier_set(conn, program)).by_key if data.tier_month_values else {}
     values = {}
     for key, money in data.tier_month_values.items():
@@ -132,7 +122,7 @@ async def put_settings(
             raise InvalidInput(
                 f"no tier {key!r} in this program (tiers: {names})", field=f"tier_month_values.{key}"
             )
-        values[key] = _base(money, program, f"tier_month_values.{key}")
+        values[key] = gifts.base_amount(money, program, f"tier_month_values.{key}")
     await repository.put_settings(conn, program.id, monthly, agent, values, now)
     return await get_settings(conn, program)
 
@@ -180,6 +170,16 @@ async def budget(conn: Connection, program: Program, month: str | None, now: dat
 # --- recovery ---------------------------------------------------------------------------------------------
 
 
+async def _order_of(conn: Connection, program: Program, customer: dict[str, Any], external_id: str) -> UUID:
+    """The id of the customer's order `external_id` (404 unknown, 422 another customer's; field `order`)."""
+    found = await orders.find(conn, program.id, external_id)
+    if found is None:
+        raise NotFound(f"no order {external_id!r} in this program", field="order")
+    if found[1].customer_external_id != customer["external_id"]:
+        raise InvalidInput(f"order {external_id!r} is another customer's", field="order")
+    return found[0]
+
+
 @dataclass(slots=True)
 class _Links:
     case: dict[str, Any] | None = None
@@ -192,12 +192,7 @@ async def _links(conn: Connection, program: Program, customer: dict[str, Any], d
     (given, or the complaint's) locked and open."""
     links = _Links()
     if data.order is not None:
-        found = await orders.find(conn, program.id, data.order)
-        if found is None:
-            raise NotFound(f"no order {data.order!r} in this program", field="order")
-        if found[1].customer_external_id != customer["external_id"]:
-            raise InvalidInput(f"order {data.order!r} is another customer's", field="order")
-        links.order_id = found[0]
+        links.order_id = await _order_of(conn, program, customer, data.order)
     case_id = data.case_id
     if data.complaint_id is not None:
         event = await rules.get_event(conn, program.id, data.complaint_id)
@@ -216,7 +211,7 @@ async def _links(conn: Connection, program: Program, customer: dict[str, Any], d
         if case["status"] == "open":
             links.case = case
         elif named:  # a complaint whose case was closed: the recovery stands on its own
-            raise CaseClosed("the case is closed: open a new one for what is still wrong", field="case_id")
+            raise _closed(case, "case_id")
     return links
 
 
@@ -233,9 +228,13 @@ async def _price(
 ) -> _Priced:
     """What the action costs now (base minor units), checked as far as it can be before anything is written."""
     if isinstance(action, PointsAction):
-        return _Priced(points_cost(action.points, program.point_value_amount, program.point_value_points))
+        return _Priced(
+            points_cost(action.points, program.point_value_amount, program.point_value_points, up=True)
+        )
     if isinstance(action, RewardAction):
-        return _Priced(await gifts.reward_cost(conn, program, action.reward_id, action.cost, "action"))
+        return _Priced(
+            await gifts.reward_cost(conn, program, action.reward_id, None, "action", points_price=True)
+        )
     if isinstance(action, GiftAction):
         gift = await gifts.recovery_gift(conn, program, action.gift_rule_id, "action.gift_rule_id")
         return _Priced(gift.cost, gift=gift)
@@ -449,9 +448,9 @@ async def recover(
     )
     if case_id is not None:
         await repository.add_entry(
-            conn, case_id, "recovery", explanation, now, by=agent.ref, recovery_id=recovery_id
+            conn, program.id, case_id, "recovery", explanation, now, by=agent.ref, recovery_id=recovery_id
         )
-        await repository.acted(conn, case_id, agent.ref, now)
+        await repository.acted(conn, program.id, case_id, agent.ref, now)
     after = room.after(priced.cost)
     cost = _money(priced.cost, program)
     events = [
@@ -489,13 +488,9 @@ async def recover(
         case_id=case_id,
         order_external_id=data.order,
         complaint_id=links.complaint_id,
-        entries=_entries(done.entries),
+        entries=ledger.entry_views(done.entries),
         created_at=now,
     )
-
-
-def _entries(result: ledger.LedgerResult) -> list[LedgerEntryOut]:
-    return ledger.entry_views(result)
 
 
 # --- cases ------------------------------------------------------------------------------------------------
@@ -535,7 +530,7 @@ async def _case_out(conn: Connection, program: Program, row: dict[str, Any]) -> 
             by=_agent_ref(e["by_key_id"], e["by_name"]),
             at=e["at"],
         )
-        for e in await repository.entries_of(conn, row["id"])
+        for e in await repository.entries_of(conn, program.id, row["id"])
     ]
     return CaseOut(**msgspec.structs.asdict(_summary(row, program)), entries=entries)
 
@@ -612,10 +607,10 @@ async def open_case(
         return None, []
     opener = f"Opened by {by.name}" if by else f"Opened by a {source}"
     await repository.add_entry(
-        conn, case_id, "opened", f"{opener}: {summary}", opened_at, by=by.ref if by else None
+        conn, program.id, case_id, "opened", f"{opener}: {summary}", opened_at, by=by.ref if by else None
     )
     if note is not None and by is not None:
-        await repository.add_entry(conn, case_id, "note", note, now, by=by.ref)
+        await repository.add_entry(conn, program.id, case_id, "note", note, now, by=by.ref)
     row = await repository.get_case(conn, program.id, case_id)
     assert row is not None
     return case_id, [Event("case.opened", _case_payload(row, program))]
@@ -625,14 +620,7 @@ async def open_by_agent(
     conn: Connection, program: Program, agent: Agent, data: CaseIn, now: datetime
 ) -> CaseOut:
     row = await customers.get(conn, program.id, data.customer, field="customer")
-    order_id = None
-    if data.order is not None:
-        found = await orders.find(conn, program.id, data.order)
-        if found is None:
-            raise NotFound(f"no order {data.order!r} in this program", field="order")
-        if found[1].customer_external_id != row["external_id"]:
-            raise InvalidInput(f"order {data.order!r} is another customer's", field="order")
-        order_id = found[0]
+    order_id = None if data.order is None else await _order_of(conn, program, row, data.order)
     case_id, events = await open_case(
         conn,
         program,
@@ -649,28 +637,37 @@ async def open_by_agent(
     return await get_case(conn, program, case_id)
 
 
+def _closed(case: dict[str, Any], field: str) -> CaseClosed:
+    return CaseClosed(
+        f"the case was closed at {case['closed_at']:%Y-%m-%d %H:%M} UTC: open a new one for what is still wrong",
+        field=field,
+    )
+
+
+async def _move(
+    conn: Connection, program: Program, agent: Agent, case_id: UUID, kind: str, text: str, now: datetime
+) -> None:
+    """A person's note or close on an open case: its timeline entry, and the case's first action and agent
+    when it had none."""
+    row = await _locked_case(conn, program, case_id, "path:case_id")
+    if row["status"] != "open":
+        raise _closed(row, "path:case_id")
+    await repository.add_entry(conn, program.id, case_id, kind, text, now, by=agent.ref)
+    await repository.acted(conn, program.id, case_id, agent.ref, now)
+
+
 async def add_note(
     conn: Connection, program: Program, agent: Agent, case_id: UUID, text: str, now: datetime
 ) -> CaseOut:
-    row = await _locked_case(conn, program, case_id, "path:case_id")
-    if row["status"] != "open":
-        raise CaseClosed("the case is closed: open a new one for what is still wrong", field="path:case_id")
-    await repository.add_entry(conn, case_id, "note", text, now, by=agent.ref)
-    await repository.acted(conn, case_id, agent.ref, now)
+    await _move(conn, program, agent, case_id, "note", text, now)
     return await get_case(conn, program, case_id)
 
 
 async def close(
     conn: Connection, program: Program, agent: Agent, case_id: UUID, note: str, now: datetime
 ) -> CaseOut:
-    row = await _locked_case(conn, program, case_id, "path:case_id")
-    if row["status"] != "open":
-        raise CaseClosed(
-            f"the case was closed at {row['closed_at']:%Y-%m-%d %H:%M} UTC", field="path:case_id"
-        )
-    await repository.add_entry(conn, case_id, "closed", note, now, by=agent.ref)
-    await repository.acted(conn, case_id, agent.ref, now)
-    await repository.close_case(conn, case_id, note, now)
+    await _move(conn, program, agent, case_id, "closed", note, now)
+    await repository.close_case(conn, program.id, case_id, note, now)
     closed = await repository.get_case(conn, program.id, case_id)
     assert closed is not None
     await emit(conn, program.id, [Event("case.closed", _case_payload(closed, program))], now)

@@ -46,6 +46,7 @@ class CaseEntry(Table, tablename="case_entry"):
     """A case's timeline: opened, each note and recovery, closed."""
 
     id = BigSerial(primary_key=True)
+    program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict, null=False)
     case_id = ForeignKey(references=ServiceCase, on_delete=OnDelete.restrict, null=False)
     kind = Varchar(length=16, default=None)  # opened | note | recovery | closed
     text = Text(default=None)

@@ -206,6 +206,7 @@ class RewardValue:
     kind: str
     status: str
     value: tuple[int, str] | None  # (amount, currency) fixed at issue; None: valued at use
+    cost_points: int | None  # its price in points (every kind but points_for_discount)
 
 
 async def value_of(conn: Connection, program_id: UUID, reward_id: UUID) -> RewardValue | None:
@@ -215,7 +216,7 @@ async def value_of(conn: Connection, program_id: UUID, reward_id: UUID) -> Rewar
         return None
     d = row["definition"]
     value = None if d["kind"] == "points_for_discount" else domain.issue_value(d, 0)
-    return RewardValue(d["kind"], row["status"], value)
+    return RewardValue(d["kind"], row["status"], value, d.get("cost_points"))
 
 
 async def list_all(conn: Connection, program_id: UUID, status: str | None) -> list[RewardOut]:

@@ -132,6 +132,13 @@ MESSAGING = {
 }
 
 
+RECOVERY_SETTINGS = {
+    "monthly_budget": {"amount": 100000, "currency": "EUR"},
+    "agent_monthly_budget": {"amount": 20000, "currency": "EUR"},
+    "tier_month_values": {"gold": {"amount": 500, "currency": "EUR"}},
+}
+
+
 @dataclass
 class Seeded:
     """The ids of the seeded program's things, by path parameter."""
@@ -216,6 +223,14 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
         )
     )
+    await _ok(await c.put("/v1/recovery/settings", json=RECOVERY_SETTINGS, headers=h))
+    case = await _ok(
+        await c.post(
+            "/v1/cases",
+            json={"customer": "c-1", "summary": "parcel late", "order": "o-1"},
+            headers={**h, **idempotency()},
+        )
+    )
     messages = await _ok(await c.get("/v1/messages?customer=c-1", headers=h))
     assert messages["items"], "the thank-you should be queued"
     return Seeded(
@@ -234,6 +249,7 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             "program_id": api.program_id,
             "event_id": received["id"],
             "gift_rule_id": gift_rule["id"],
+            "case_id": case["id"],
         }
     )
 
@@ -454,6 +470,21 @@ REQUESTS: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {
         None,
         {"customer": "c-1", "order": "o-1", "outcome": "granted", "item_status": "waiting", "limit": "10"},
     ),
+    ("POST", "/v1/customers/{external_id}/recovery"): (
+        {"reason": "parcel lost", "action": {"kind": "points", "points": 50}, "order": "o-1"},
+        {},
+    ),
+    ("GET", "/v1/recovery/budget"): (None, {"month": "2026-03"}),
+    ("GET", "/v1/recovery/settings"): (None, {}),
+    ("PUT", "/v1/recovery/settings"): (RECOVERY_SETTINGS, {}),
+    ("POST", "/v1/cases"): (
+        {"customer": "c-1", "summary": "parcel late", "order": "o-1", "note": "called the courier"},
+        {},
+    ),
+    ("GET", "/v1/cases"): (None, {"status": "open", "agent": "none", "customer": "c-1", "limit": "10"}),
+    ("GET", "/v1/cases/{case_id}"): (None, {}),
+    ("POST", "/v1/cases/{case_id}/notes"): ({"text": "called back"}, {}),
+    ("POST", "/v1/cases/{case_id}/close"): ({"note": "shipping refunded"}, {}),
     # Without a signature: every walked variant is refused (400) and stores nothing.
     ("POST", "/v1/stripe/webhooks/{program_id}"): ({"id": "evt_1", "type": "customer.created"}, {}),
 }

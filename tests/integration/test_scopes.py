@@ -14,10 +14,11 @@ from service.core.auth import PUBLIC_PATHS, SCOPE_NAMES, SCOPES, Permission, Req
 from service.settings import Settings
 from tests.conftest import ROOT, Api, order_body
 
-READ, RECORD, ADJUST, CONFIGURE, ADMINISTER = (
+READ, RECORD, ADJUST, RECOVER, CONFIGURE, ADMINISTER = (
     Permission.READ,
     Permission.RECORD,
     Permission.ADJUST,
+    Permission.RECOVER,
     Permission.CONFIGURE,
     Permission.ADMINISTER,
 )
@@ -124,6 +125,15 @@ OPERATIONS: dict[str, Permission] = {
     "GET /v1/stripe/events": ADMINISTER,
     "GET /v1/stripe/events/{event_id:str}": ADMINISTER,
     "POST /v1/stripe/events/{event_id:str}/retry": ADMINISTER,
+    "POST /v1/customers/{external_id:str}/recovery": RECOVER,
+    "GET /v1/recovery/budget": READ,
+    "GET /v1/recovery/settings": READ,
+    "PUT /v1/recovery/settings": ADMINISTER,
+    "POST /v1/cases": RECOVER,
+    "GET /v1/cases": READ,
+    "GET /v1/cases/{case_id:str}": READ,
+    "POST /v1/cases/{case_id:str}/notes": RECOVER,
+    "POST /v1/cases/{case_id:str}/close": RECOVER,
 }
 
 
@@ -231,16 +241,41 @@ async def test_each_scope_passes_exactly_the_guards_of_its_permissions(api: Api)
     assert not wrong, wrong
 
 
-async def test_an_agent_adjusts_but_writes_no_rules(api: Api) -> None:
+async def test_an_agent_recovers_but_neither_adjusts_nor_writes_rules(api: Api) -> None:
+    """An agent reads customers and cases and performs recovery; nothing else (the issue's words)."""
     agent = await _key(api, "agent")
     assert (await api.order("o-1")).status_code == 201
+    put = await api.client.put(
+        "/v1/recovery/settings",
+        json={"monthly_budget": {"amount": 1000, "currency": "EUR"}},
+        headers=api.headers(),
+    )
+    assert put.status_code == 200, put.text
+    recovered = await api.client.post(
+        "/v1/customers/c-1/recovery",
+        json={"reason": "goodwill", "action": {"kind": "points", "points": 5}},
+        headers=api.headers(agent, **{"Idempotency-Key": "recover-1"}),
+    )
+    assert recovered.status_code == 201, recovered.text
+    case = await api.client.post(
+        "/v1/cases",
+        json={"customer": "c-1", "summary": "asked about a parcel"},
+        headers=api.headers(agent, **{"Idempotency-Key": "case-1"}),
+    )
+    assert case.status_code == 201, case.text
     adjusted = await api.client.post(
         "/v1/customers/c-1/adjustments",
         json={"points": 5, "reason": "goodwill"},
         headers=api.headers(agent, **{"Idempotency-Key": "adjust-1"}),
     )
-    assert adjusted.status_code == 201, adjusted.text
-    assert adjusted.json()["available"] == 5
+    assert adjusted.status_code == 403
+    assert "the `admin` scope; this key has `agent`" in adjusted.json()["detail"]
+    settings = await api.client.put(
+        "/v1/recovery/settings",
+        json={"monthly_budget": {"amount": 10**6, "currency": "EUR"}},
+        headers=api.headers(agent),
+    )
+    assert settings.status_code == 403
     rule = await api.client.post(
         "/v1/rules",
         json=DOUBLE,
@@ -249,9 +284,11 @@ async def test_an_agent_adjusts_but_writes_no_rules(api: Api) -> None:
     assert rule.status_code == 403
     assert "`marketer` or `admin`" in rule.json()["detail"]
     assert (await api.client.get("/v1/rules", headers=api.headers(agent))).status_code == 200
+    assert (await api.client.get("/v1/cases", headers=api.headers(agent))).status_code == 200
     order = await api.client.post("/v1/orders", json=order_body("o-2"), headers=api.headers(agent))
     assert order.status_code == 403
-    assert (await api.status())["points"]["pending"] == 90  # the admin's order only
+    points = (await api.status())["points"]
+    assert (points["pending"], points["available"]) == (90, 5)  # the admin's order and the recovery only
 
 
 async def test_a_marketer_writes_rules_and_templates_but_records_no_orders(api: Api) -> None:
@@ -289,7 +326,7 @@ async def test_a_server_key_records_orders_but_does_not_adjust(api: Api) -> None
         headers=api.headers(server, **{"Idempotency-Key": "adjust-1"}),
     )
     assert adjust.status_code == 403
-    assert "`agent` or `admin`" in adjust.json()["detail"]
+    assert "`admin`" in adjust.json()["detail"] and "`agent`" not in adjust.json()["detail"]
     rule = await api.client.post(
         "/v1/rules",
         json=DOUBLE,
