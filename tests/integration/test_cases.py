@@ -10,7 +10,7 @@ from typing import Any
 
 from service.core.clock import FrozenClock
 from tests.conftest import START, Api, fetch, idempotency, iso, make_program, table_counts
-from tests.integration.test_recovery import recover, settings
+from tests.integration.test_recovery import complain, recover, settings
 
 
 async def make_key(api: Api, name: str, scope: str = "agent") -> tuple[str, str]:
@@ -30,17 +30,6 @@ async def open_case(api: Api, key: str, body: dict[str, Any], idem: str | None =
 async def opened(api: Api, key: str, customer: str = "c-1", summary: str = "parcel lost") -> dict[str, Any]:
     made = await open_case(api, key, {"customer": customer, "summary": summary})
     assert made.status_code == 201, made.text
-    result: dict[str, Any] = made.json()
-    return result
-
-
-async def complaint(
-    api: Api, customer: str = "c-1", idem: str | None = None, **fields: Any
-) -> dict[str, Any]:
-    body = {"type": "complaint", "customer": {"external_id": customer}, **fields}
-    headers = api.headers(**({"Idempotency-Key": idem} if idem else idempotency()))
-    made = await api.client.post("/v1/events", json=body, headers=headers)
-    assert made.status_code == 202, made.text
     result: dict[str, Any] = made.json()
     return result
 
@@ -192,7 +181,7 @@ async def test_a_complaint_opens_a_case_at_its_own_time(api: Api, clock: FrozenC
         "properties": {"comment": " box was crushed ", "order": "o-1"},
         "occurred_at": iso(happened),
     }
-    first = await complaint(api, idem="complaint-1", **fields)
+    first = await complain(api, idem="complaint-1", **fields)
     assert first["occurred_at"] == iso(happened)
     case_id = first["case_id"]
     assert case_id
@@ -215,12 +204,12 @@ async def test_a_complaint_opens_a_case_at_its_own_time(api: Api, clock: FrozenC
     }
     assert timeline(case) == [("opened", "Opened by a complaint: box was crushed", None, iso(happened))]
     # The same event again (its Idempotency-Key): the same answer, no second case.
-    replayed = await complaint(api, idem="complaint-1", **fields)
+    replayed = await complain(api, idem="complaint-1", **fields)
     assert replayed == first
     assert count(api, "SELECT count(*) AS n FROM service_case") == 1
     # Another complaint is another case: `reason` comes before `subject`; an order of someone else's is
     # not linked; no text at all is "complaint".
-    second = await complaint(api, properties={"subject": "the box", "reason": "late", "order": "o-2"})
+    second = await complain(api, properties={"subject": "the box", "reason": "late", "order": "o-2"})
     assert second["case_id"] not in (None, case_id)
     other = await get_case(api, mira, second["case_id"])
     assert (other["summary"], other["order_external_id"], other["opened_at"]) == (
@@ -228,7 +217,7 @@ async def test_a_complaint_opens_a_case_at_its_own_time(api: Api, clock: FrozenC
         None,
         iso(clock.now()),
     )
-    bare = await complaint(api, properties={"summary": "   ", "stars": 1})
+    bare = await complain(api, properties={"summary": "   ", "stars": 1})
     assert (await get_case(api, mira, bare["case_id"]))["summary"] == "complaint"
     assert count(api, "SELECT count(*) AS n FROM service_case") == 3
     events = payloads(api, "case.opened")
@@ -256,7 +245,7 @@ async def test_notes_move_a_case_the_first_one_takes_it(api: Api, clock: FrozenC
     assert (await api.order("o-1")).status_code == 201
     mira, mira_id = await make_key(api, "Mira")
     ben, _ = await make_key(api, "Ben")
-    case_id = (await complaint(api, properties={"reason": "parcel lost"}))["case_id"]
+    case_id = (await complain(api, properties={"reason": "parcel lost"}))["case_id"]
     clock.advance(timedelta(minutes=7))
     first = await note(api, mira, case_id, {"text": "called the carrier"})
     assert first.status_code == 201, first.text
@@ -308,7 +297,7 @@ async def test_close_needs_a_note_and_measures_the_times(api: Api, clock: Frozen
     assert (await api.order("o-1")).status_code == 201
     mira, mira_id = await make_key(api, "Mira")
     ben, ben_id = await make_key(api, "Ben")
-    case_id = (await complaint(api, properties={"text": "wrong size"}))["case_id"]
+    case_id = (await complain(api, properties={"text": "wrong size"}))["case_id"]
     clock.advance(timedelta(minutes=30))
     before = table_counts(api.client)
     for body in ({}, {"note": ""}):
@@ -381,7 +370,7 @@ async def test_recoveries_count_on_their_case(api: Api, clock: FrozenClock) -> N
     assert (await api.order("o-2", customer="c-2")).status_code == 201
     mira, mira_id = await make_key(api, "Mira")
     await settings(api, 5000)
-    case_id = (await complaint(api, properties={"reason": "parcel lost"}))["case_id"]
+    case_id = (await complain(api, properties={"reason": "parcel lost"}))["case_id"]
     clock.advance(timedelta(minutes=3))
     given = await recover(
         api, mira, {"reason": "parcel lost", "action": {"kind": "points", "points": 300}, "case_id": case_id}
@@ -403,7 +392,7 @@ async def test_recoveries_count_on_their_case(api: Api, clock: FrozenClock) -> N
     ]
     assert [e["recovery_id"] for e in case["entries"]] == [None, given.json()["id"], more.json()["id"]]
     # By the complaint alone: its case is found.
-    event = await complaint(api, properties={"reason": "damaged"})
+    event = await complain(api, properties={"reason": "damaged"})
     by_complaint = await recover(
         api,
         mira,
@@ -460,21 +449,19 @@ async def test_the_list_filters_by_status_agent_and_customer(api: Api, clock: Fr
     assert (await api.order("o-2", customer="c-2")).status_code == 201
     mira, mira_id = await make_key(api, "Mira")
     ben, ben_id = await make_key(api, "Ben")
-    a = (await complaint(api, properties={"reason": "a"}))["case_id"]  # 12:00, nobody's
+    a = (await complain(api, properties={"reason": "a"}))["case_id"]  # 12:00, nobody's
     clock.advance(timedelta(minutes=1))
     b = (await opened(api, mira, summary="b"))["id"]  # 12:01, Mira's
     clock.advance(timedelta(minutes=1))
     c = (await opened(api, ben, customer="c-2", summary="c"))["id"]  # 12:02, Ben's, closed
     assert (await close(api, ben, c, {"note": "done"})).status_code == 200
     clock.advance(timedelta(minutes=1))
-    d = (await complaint(api, customer="c-2", properties={"reason": "d"}))[
-        "case_id"
-    ]  # 12:03, Ben's by a note
+    d = (await complain(api, customer="c-2", properties={"reason": "d"}))["case_id"]  # 12:03, Ben's by a note
     assert (await note(api, ben, d, {"text": "looking"})).status_code == 201
     clock.advance(timedelta(minutes=1))
-    e = (await complaint(api, properties={"reason": "e"}))["case_id"]  # 12:04, nobody's
+    e = (await complain(api, properties={"reason": "e"}))["case_id"]  # 12:04, nobody's
     # Recorded last, but it happened before all of them: the list goes by opened_at.
-    f = (await complaint(api, properties={"reason": "f"}, occurred_at=iso(START - timedelta(hours=1))))[
+    f = (await complain(api, properties={"reason": "f"}, occurred_at=iso(START - timedelta(hours=1))))[
         "case_id"
     ]
     assert await listed(api, mira, "") == [e, d, c, b, a, f]
@@ -515,7 +502,7 @@ async def test_cursor_pages_walk_every_case_once_newest_first(api: Api, clock: F
         made.append((await opened(api, mira, summary=f"case at {minute}"))["id"])
     # A complaint dated with microseconds, between two of them.
     made.append(
-        (await complaint(api, properties={"reason": "fine"}, occurred_at="2026-03-02T12:07:00.123456Z"))[
+        (await complain(api, properties={"reason": "fine"}, occurred_at="2026-03-02T12:07:00.123456Z"))[
             "case_id"
         ]
     )
@@ -556,11 +543,11 @@ async def test_the_customer_status_shows_open_cases_only(api: Api, clock: Frozen
     assert (await api.order("o-1")).status_code == 201
     mira, mira_id = await make_key(api, "Mira")
     assert (await api.status())["open_cases"] == []
-    first = (await complaint(api, properties={"reason": "parcel lost"}))["case_id"]
+    first = (await complain(api, properties={"reason": "parcel lost"}))["case_id"]
     clock.advance(timedelta(minutes=2))
     second = (await opened(api, mira, summary="wrong colour"))["id"]
     clock.advance(timedelta(minutes=2))
-    third = (await complaint(api, properties={"reason": "rude courier"}))["case_id"]
+    third = (await complain(api, properties={"reason": "rude courier"}))["case_id"]
     assert (await note(api, mira, first, {"text": "called the carrier"})).status_code == 201
     assert (await note(api, mira, first, {"text": "carrier will call back"})).status_code == 201
     assert (await close(api, mira, third, {"note": "apologised"})).status_code == 200
@@ -599,7 +586,7 @@ async def test_a_case_of_another_program_is_invisible(api: Api) -> None:
     ours = (await opened(api, mira))["id"]
     other = make_program(api.client, "Other shop")
     assert (await other.order("o-1")).status_code == 201  # the same customer and order ids there
-    theirs = (await complaint(other, properties={"reason": "theirs"}))["case_id"]
+    theirs = (await complain(other, properties={"reason": "theirs"}))["case_id"]
     assert theirs
     got = await api.client.get(f"/v1/cases/{theirs}", headers=api.headers(mira))
     assert got.status_code == 404, got.text

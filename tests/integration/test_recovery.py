@@ -30,6 +30,16 @@ async def settings(api: Api, amount: int = 5000, agent: int | None = None, **ext
     return result
 
 
+async def complain(api: Api, customer: str = "c-1", idem: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A complaint event (it opens a case): the 202 answer, with `id` and `case_id`."""
+    body = {"type": "complaint", "customer": {"external_id": customer}, **fields}
+    headers = api.headers(**({"Idempotency-Key": idem} if idem else idempotency()))
+    made = await api.client.post("/v1/events", json=body, headers=headers)
+    assert made.status_code == 202, made.text
+    result: dict[str, Any] = made.json()
+    return result
+
+
 async def recover(api: Api, key: str, body: dict[str, Any], customer: str = "c-1") -> Any:
     return await api.client.post(
         f"/v1/customers/{customer}/recovery", json=body, headers=api.headers(key, **idempotency())
@@ -70,17 +80,8 @@ async def test_a_complaint_opens_a_case_and_its_times_are_measured(api: Api, clo
     assert (await api.order("o-1")).status_code == 201
     mira = await agent_key(api)
     await settings(api, 5000)
-    complaint = await api.client.post(
-        "/v1/events",
-        json={
-            "type": "complaint",
-            "customer": {"external_id": "c-1"},
-            "properties": {"reason": "parcel lost"},
-        },
-        headers=api.headers(**idempotency()),
-    )
-    assert complaint.status_code == 202, complaint.text
-    case_id = complaint.json()["case_id"]
+    complaint = await complain(api, properties={"reason": "parcel lost"})
+    case_id = complaint["case_id"]
     assert case_id
     status = await api.status()
     assert [c["summary"] for c in status["open_cases"]] == ["parcel lost"]
@@ -91,7 +92,7 @@ async def test_a_complaint_opens_a_case_and_its_times_are_measured(api: Api, clo
         {
             "reason": "parcel lost",
             "action": {"kind": "points", "points": 500},
-            "complaint_id": complaint.json()["id"],
+            "complaint_id": complaint["id"],
         },
     )
     assert made.status_code == 201, made.text
@@ -473,12 +474,7 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(api: Ap
     assert (await api.order("o-2", customer="c-2")).status_code == 201
     mira = await agent_key(api)
     await settings(api, 5000)
-    other_complaint = await api.client.post(
-        "/v1/events",
-        json={"type": "complaint", "customer": {"external_id": "c-2"}, "properties": {"reason": "rude"}},
-        headers=api.headers(**idempotency()),
-    )
-    assert other_complaint.status_code == 202, other_complaint.text
+    other_complaint = await complain(api, "c-2", properties={"reason": "rude"})
     points = {"kind": "points", "points": 100}
     nobody = "6f1c1c1e-0000-4000-8000-000000000000"
     cases: list[tuple[dict[str, Any], int, str]] = [
@@ -512,12 +508,12 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(api: Ap
         ({"reason": "late", "action": points, "order": "o-2"}, 422, "order"),
         ({"reason": "late", "action": points, "order": "o-nope"}, 404, "order"),
         (
-            {"reason": "late", "action": points, "complaint_id": other_complaint.json()["id"]},
+            {"reason": "late", "action": points, "complaint_id": other_complaint["id"]},
             422,
             "complaint_id",
         ),
         ({"reason": "late", "action": points, "complaint_id": nobody}, 404, "complaint_id"),
-        ({"reason": "late", "action": points, "case_id": other_complaint.json()["case_id"]}, 422, "case_id"),
+        ({"reason": "late", "action": points, "case_id": other_complaint["case_id"]}, 422, "case_id"),
         ({"reason": "late", "action": points, "case_id": nobody}, 404, "case_id"),
     ]
     before = table_counts(api.client)
@@ -809,16 +805,7 @@ async def test_recovery_given_is_in_the_outbox(api: Api) -> None:
     assert (await api.order("o-1")).status_code == 201
     mira = await agent_key(api)
     await settings(api, 5000)
-    complaint = await api.client.post(
-        "/v1/events",
-        json={
-            "type": "complaint",
-            "customer": {"external_id": "c-1"},
-            "properties": {"reason": "parcel lost"},
-        },
-        headers=api.headers(**idempotency()),
-    )
-    assert complaint.status_code == 202, complaint.text
+    complaint = await complain(api, properties={"reason": "parcel lost"})
     made = await recover(
         api,
         mira,
@@ -826,7 +813,7 @@ async def test_recovery_given_is_in_the_outbox(api: Api) -> None:
             "reason": "parcel lost",
             "action": {"kind": "points", "points": 500},
             "order": "o-1",
-            "complaint_id": complaint.json()["id"],
+            "complaint_id": complaint["id"],
         },
     )
     assert made.status_code == 201, made.text
@@ -845,12 +832,12 @@ async def test_recovery_given_is_in_the_outbox(api: Api) -> None:
         "explanation": "Recovery by Mira: parcel lost — 500 points",
         "cost": {"amount": 500, "currency": "EUR"},
         "month": "2026-03",
-        "case_id": complaint.json()["case_id"],
+        "case_id": complaint["case_id"],
         "order": "o-1",
-        "complaint_id": complaint.json()["id"],
+        "complaint_id": complaint["id"],
     }
     assert row["created_at"] == START
-    assert body["order_external_id"] == "o-1" and body["complaint_id"] == complaint.json()["id"]
+    assert body["order_external_id"] == "o-1" and body["complaint_id"] == complaint["id"]
     [stored] = fetch(
         api.client, "SELECT action, cost_amount, currency, budget_period, agent_name FROM recovery"
     )

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import Api, fetch, idempotency, verify_ledger
+from tests.integration.test_recovery import complain
 from tests.support.server import encore_serve
 
 Request = tuple[str, str, dict[str, Any], dict[str, str]]
@@ -462,17 +463,8 @@ async def test_recoveries_at_once_on_one_case_each_leave_one_entry(api: Api, ser
     mira, ben = await _two_agents(api)
     await _customer(api)
     await _settings(api, 1000)
-    complaint = await api.client.post(
-        "/v1/events",
-        json={
-            "type": "complaint",
-            "customer": {"external_id": "c-1"},
-            "properties": {"reason": "parcel lost"},
-        },
-        headers=api.headers(**idempotency()),
-    )
-    assert complaint.status_code == 202, complaint.text
-    case_id = complaint.json()["case_id"]
+    complaint = await complain(api, properties={"reason": "parcel lost"})
+    case_id = complaint["case_id"]
     requests = [_recovery(agent, 300, case_id=case_id) for _ in range(5) for agent in (mira, ben)]
     month = _month()
     responses = await _burst(server, requests)
