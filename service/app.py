@@ -29,6 +29,7 @@ from service.core.strict_input import check_request
 from service.core.work import Runner
 from service.customers.controller import CustomerController
 from service.earning.controller import EventEarningController, OrderEarningController, SimulationController
+from service.feedback.controller import AnswerController, FeedbackController, SurveyController
 from service.gifts.controller import GiftController, GiftKeyController, GiftRuleController
 from service.ledger import service as ledger
 from service.ledger.controller import LedgerController
@@ -39,6 +40,7 @@ from service.programs import service as programs
 from service.programs.controller import ApiKeyController, ProgramController
 from service.programs.service import Program, RescheduleExpiry
 from service.recovery.controller import CaseController, RecoveryController
+from service.reports.controller import ReportController
 from service.rewards.controller import (
     CodeController,
     CustomerRewardController,
@@ -175,6 +177,10 @@ def create_app(
             GiftKeyController,
             RecoveryController,
             CaseController,
+            SurveyController,
+            FeedbackController,
+            AnswerController,
+            ReportController,
         ],
         dependencies={
             "clock": Provide(provide_clock, sync_to_thread=False),

@@ -7,6 +7,7 @@ from piccolo.conf.apps import AppConfig
 
 from service.core.idempotency_table import IdempotencyKey
 from service.customers.tables import Customer
+from service.feedback.tables import Feedback, Survey
 from service.gifts.tables import Gift, GiftBudget, GiftRule, GiftRuleVersion
 from service.ledger.tables import CustomerBalance, PointsAllocation, PointsEntry, PointsLot
 from service.messaging.tables import (
@@ -78,6 +79,8 @@ APP_CONFIG = AppConfig(
         ServiceCase,
         CaseEntry,
         Recovery,
+        Survey,
+        Feedback,
     ],
     migration_dependencies=[],
     commands=[],

@@ -58,6 +58,7 @@ PUBLIC_PATHS = [
     "^/metrics",
     "^/schema",
     "^/v1/unsubscribe/",
+    "^/v1/answer/",  # a survey's signed answer link
     "^/v1/stripe/webhooks/",  # the signature is the authentication
 ]
 

@@ -73,6 +73,15 @@ def problems(*statuses: int) -> dict[str, Any]:
     return {_OPT_KEY: frozenset(statuses)}
 
 
+_PAGES_KEY = "html_pages"
+
+
+def html_pages(**statuses: str) -> dict[str, Any]:
+    """`opt=html_pages(s404="...", s410="...")` on a page's route: the statuses it answers with a page
+    (text/html) of its own, besides any problem the pipeline answers with the same status."""
+    return {_PAGES_KEY: {int(name.removeprefix("s")): text for name, text in statuses.items()}}
+
+
 def _statuses(
     handler: HTTPRouteHandler, method: str, has_path_params: bool, public: bool, headers: Iterable[str]
 ) -> set[int]:
@@ -166,6 +175,13 @@ def finish(app: Litestar, document: dict[str, Any], public_paths: list[str]) -> 
             responses.pop("400", None)  # Litestar's own validation shape, which this API never sends
             for status in sorted(statuses):
                 responses[str(status)] = _problem_response(status)
+            for status, text in handler.opt.get(_PAGES_KEY, {}).items():
+                page = {"text/html": {"schema": {"type": "string"}}}
+                if str(status) in responses:
+                    responses[str(status)]["content"].update(page)
+                    responses[str(status)]["description"] += f"; or a page: {text}"
+                else:
+                    responses[str(status)] = {"description": text, "content": page}
             body = operation.get("requestBody")
             if body is not None and handler.parsed_data_field is not None:
                 body["required"] = not body_is_optional(handler)

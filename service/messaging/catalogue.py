@@ -1,7 +1,9 @@
 """The message types Encore sends: their category (consent rules) and the variables their templates see.
 
 Transactional messages follow from something the customer did or owns (an order, their points, their
-tier) and stop only at unsubscribe-all; marketing messages need marketing consent."""
+tier) and stop only at unsubscribe-all; marketing messages need marketing consent. Staff messages (an
+alarm) are about a customer but go to the program's own people (the address is in the message's
+context): no customer consent, quiet hours or caps apply to them, only the program's staff cap."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-Category = Literal["transactional", "marketing"]
+Category = Literal["transactional", "marketing", "staff"]
 LOCALES: tuple[str, ...] = ("en", "tr", "cy", "lv", "ms", "ru")
 # Every message sees these (the layout parts greeting/signature are rendered first and passed in).
 COMMON_VARIABLES: frozenset[str] = frozenset(
@@ -147,6 +149,34 @@ MESSAGE_TYPES: dict[str, MessageType] = {
             "A surprise gift announced (points, a code, an item on its way, a personal note)",
             frozenset({"gift", "order"}) | _CODE,
         ),
+        # `survey`: its question in the message's locale, `kind` (nps, csat), `scores` (each `score` with
+        # its `url`: the answer page with that score chosen), `answer_url` (the page, no score chosen),
+        # `follow_up` (true: "did we put it right?" after a case was closed). `order`: null without one.
+        MessageType(
+            "survey",
+            "transactional",
+            "A survey (NPS or CSAT): one link per score, answered on Encore's page",
+            frozenset({"survey", "order"}),
+        ),
+        # After a promoter's answer: `ask` is review or referral, `score` the score they gave,
+        # `review_url` (the messaging settings'), `referral_url` (the shop's page for now), `order` or null.
+        MessageType(
+            "promoter_ask",
+            "marketing",
+            "Thanks a promoter and asks for a review or a recommendation",
+            frozenset({"ask", "score", "review_url", "referral_url", "order"}),
+        ),
+        # To the program's alert address: `feedback` (score, kind, category, survey, comment, dimensions
+        # with label and score, order number or null, answered_at), the customer's `status` (tier, points,
+        # pending_points, orders_count, open_cases) and `case_url` (null: no case). `customer` is the
+        # customer who answered.
+        MessageType(
+            "feedback_alarm",
+            "staff",
+            "To staff: a score under the alarm threshold, with the comment and the customer's status",
+            frozenset({"feedback", "status", "case_url"}),
+            quiet_hours=False,
+        ),
     )
 }
 
@@ -215,6 +245,35 @@ def sample_context(
         "note": "Thank you for choosing the Trail shoes. With love, the whole team",
         "codes": [{"code": values["code"], "reward": values["reward"], "expires_on": values["expires_on"]}],
     }
+    answer = "https://encore.example/v1/answer/sample"
+    values["survey"] = {
+        "kind": "nps",
+        "question": "How likely are you to recommend us to a friend or colleague?",  # no shop name: previews give theirs
+        "scores": [{"score": score, "url": f"{answer}?score={score}"} for score in range(11)],
+        "answer_url": answer,
+        "follow_up": False,
+    }
+    values["ask"] = "review"
+    values["score"] = min(points, 10)
+    values["referral_url"] = "https://shop.example"
+    values["feedback"] = {
+        "score": min(points, 10),
+        "kind": "nps",
+        "category": "detractor",
+        "survey": "After delivery",
+        "comment": "The parcel came two weeks late and nobody answered my emails.",
+        "dimensions": [{"label": "Speed of answer", "score": 1}],
+        "order_number": "1001",
+        "answered_at": moment,
+    }
+    values["status"] = {
+        "tier": "Gold",
+        "points": points,
+        "pending_points": points,
+        "orders_count": points,
+        "open_cases": points,
+    }
+    values["case_url"] = "https://encore.example/v1/cases/sample"
     return {name: values[name] for name in MESSAGE_TYPES[message_type].variables}
 
 

@@ -34,10 +34,21 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _signed(key: bytes, payload: bytes) -> str:
+    return f"{_b64(payload)}.{_b64(hmac.digest(key, payload, 'sha256')[:16])}"
+
+
+def _verified(key: bytes, token: str) -> list[str]:
+    """The dot-separated fields of a token we signed; ValueError when it was not (altered, cut short)."""
+    payload_text, signature_text = token.split(".", 1)
+    payload, signature = _unb64(payload_text), _unb64(signature_text)
+    if not hmac.compare_digest(signature, hmac.digest(key, payload, "sha256")[:16]):
+        raise ValueError("bad signature")
+    return payload.decode().split(".")
+
+
 def unsubscribe_token(key: bytes, message_id: int, customer_id: UUID, scope: Scope) -> str:
-    payload = f"{message_id}.{customer_id.hex}.{scope}".encode()
-    signature = hmac.digest(key, payload, "sha256")[:16]
-    return f"{_b64(payload)}.{_b64(signature)}"
+    return _signed(key, f"{message_id}.{customer_id.hex}.{scope}".encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +61,7 @@ class Unsubscribe:
 def read_unsubscribe_token(key: bytes, token: str) -> Unsubscribe:
     """The link's message, customer and scope; a link that was not signed by us is refused (400)."""
     try:
-        payload_text, signature_text = token.split(".", 1)
-        payload, signature = _unb64(payload_text), _unb64(signature_text)
-        expected = hmac.digest(key, payload, "sha256")[:16]
-        if not hmac.compare_digest(signature, expected):
-            raise ValueError("bad signature")
-        message_id, customer_hex, scope = payload.decode().split(".")
+        message_id, customer_hex, scope = _verified(key, token)
         if scope not in ("marketing", "all"):
             raise ValueError(scope)
         return Unsubscribe(int(message_id), UUID(hex=customer_hex), scope)  # type: ignore[arg-type]
@@ -63,6 +69,33 @@ def read_unsubscribe_token(key: bytes, token: str) -> Unsubscribe:
         raise InvalidInput(
             "this unsubscribe link is not valid (altered or cut short)", field="path:token"
         ) from exc
+
+
+# --- signed answer links (a survey's scores) ---
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    message_id: int
+    customer_id: UUID
+    survey_id: UUID
+
+
+def answer_token(key: bytes, message_id: int, customer_id: UUID, survey_id: UUID) -> str:
+    """The survey message's answer link: one message, one customer, one survey. The `a` keeps it apart
+    from an unsubscribe link of the same message."""
+    return _signed(key, f"a.{message_id}.{customer_id.hex}.{survey_id.hex}".encode())
+
+
+def read_answer_token(key: bytes, token: str) -> Answer:
+    """The link's message, customer and survey; ValueError for a link we did not sign."""
+    try:
+        tag, message_id, customer_hex, survey_hex = _verified(key, token)
+        if tag != "a":
+            raise ValueError(tag)
+        return Answer(int(message_id), UUID(hex=customer_hex), UUID(hex=survey_hex))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not an answer link of ours") from exc
 
 
 # --- MIME ---
@@ -80,7 +113,7 @@ class Envelope:
     text: str
     html: str
     locale: str
-    unsubscribe_url: str
+    unsubscribe_url: str | None  # None: a message to staff (no customer to unsubscribe)
     date: datetime
 
 
@@ -151,8 +184,8 @@ def build_mail(envelope: Envelope) -> Mail:
         _header("Message-ID", message_id),
         _header("Content-Language", envelope.locale.replace("_", "-")),
         # RFC 8058: an https URI the receiver may POST "List-Unsubscribe=One-Click" to, without login.
-        _header("List-Unsubscribe", f"<{envelope.unsubscribe_url}>"),
-        _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        _header("List-Unsubscribe", f"<{envelope.unsubscribe_url}>") if envelope.unsubscribe_url else b"",
+        _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") if envelope.unsubscribe_url else b"",
         _header("Auto-Submitted", "auto-generated"),
         b"MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode(),

@@ -125,3 +125,28 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 MAX_ATTEMPTS = 8
+
+
+STAFF_CAP_WINDOW = timedelta(hours=1)
+
+
+def decide_staff(
+    to_email: str | None, recent_staff: Sequence[datetime], cap_per_hour: int, now: datetime
+) -> Decision:
+    """A message to staff (an alarm): no customer consent, quiet hours or marketing caps, but at most
+    `cap_per_hour` of the program's in an hour (`recent_staff`: when its staff messages went out); one
+    over the cap waits until the oldest of the hour is an hour old, so a storm of alarms is slowed, not
+    lost."""
+    if not to_email:
+        return Decision("suppress", "the program has no alert address (alert_email)")
+    if not is_email(to_email):
+        return Decision("suppress", f"not an email address: {to_email!r}")
+    in_window = sorted(sent for sent in recent_staff if sent > now - STAFF_CAP_WINDOW)
+    if len(in_window) >= cap_per_hour:
+        until = in_window[len(in_window) - cap_per_hour] + STAFF_CAP_WINDOW
+        return Decision(
+            "defer",
+            f"staff cap: {len(in_window)} staff messages in the last hour (at most {cap_per_hour})",
+            until,
+        )
+    return Decision("send")

@@ -40,7 +40,13 @@ from service.messaging.processes import RENDERERS
 from service.messaging.variables import latvian_vocative
 
 PARTS: tuple[str, ...] = ("subject", "text", "html")
-LAYOUT_PARTS: tuple[str, ...] = ("greeting", "signature", "footer_marketing", "footer_transactional")
+LAYOUT_PARTS: tuple[str, ...] = (
+    "greeting",
+    "signature",
+    "footer_marketing",
+    "footer_transactional",
+    "footer_staff",
+)
 _DEFAULTS_DIR = Path(__file__).parent / "defaults"
 # Numbers that between them reach every CLDR plural category of the shipped locales (cy: 0 1 2 3 6).
 PLURAL_PROBES: tuple[int, ...] = (0, 1, 2, 3, 5, 6, 11, 21, 22, 100)
@@ -346,9 +352,11 @@ _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 
 
 def _wrap_html(body: str, footer: str, unsubscribe_url: str, locale: str, subject: str) -> str:
-    footer_html = str(escape(footer)).replace(
-        str(escape(unsubscribe_url)), f'<a href="{escape(unsubscribe_url)}">{escape(unsubscribe_url)}</a>'
-    )
+    footer_html = str(escape(footer))
+    if unsubscribe_url:  # a staff message has none
+        footer_html = footer_html.replace(
+            str(escape(unsubscribe_url)), f'<a href="{escape(unsubscribe_url)}">{escape(unsubscribe_url)}</a>'
+        )
     return (
         f'<!DOCTYPE html>\n<html lang="{escape(locale.replace("_", "-"))}">\n<head><meta charset="utf-8">'
         f"<title>{escape(subject)}</title></head>\n"

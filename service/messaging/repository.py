@@ -179,9 +179,38 @@ async def recent_marketing(
     return {r["customer_id"]: list(r["sent"]) for r in rows}
 
 
+async def recent_staff(
+    conn: Connection, program_ids: list[UUID], since: datetime
+) -> dict[UUID, list[datetime]]:
+    """When each program's messages to staff went out since `since` (their cap counts them)."""
+    rows = await conn.fetch(
+        """
+        SELECT program_id, array_agg(sent_at) AS sent FROM message
+        WHERE program_id = ANY($1::uuid[]) AND category = 'staff' AND status = 'sent' AND sent_at > $2
+        GROUP BY program_id
+        """,
+        program_ids,
+        since,
+    )
+    return {r["program_id"]: list(r["sent"]) for r in rows}
+
+
 MESSAGE_COLUMNS = """m.id, m.program_id, m.customer_id, m.message_type, m.category, m.journey_id, m.step,
     m.context, m.status, m.reason, m.due_at, m.attempts, m.locale, m.locale_note, m.template_ref, m.to_email,
     m.subject, m.message_id, m.last_error, m.created_at, m.sent_at"""
+
+
+async def message_of(conn: Connection, message_id: int) -> dict[str, Any] | None:
+    """One message with its customer's external id (a signed link names only the message)."""
+    row = await conn.fetchrow(
+        f"SELECT {MESSAGE_COLUMNS}, c.external_id FROM message m JOIN customer c ON c.id = m.customer_id WHERE m.id = $1",
+        message_id,
+    )
+    if row is None:
+        return None
+    found = dict(row)
+    found["context"] = json_value(found["context"])
+    return found
 
 
 async def claim(

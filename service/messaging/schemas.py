@@ -23,6 +23,9 @@ MessageTypeKey = Literal[
     "reward_issued",
     "code_expiring",
     "surprise",
+    "survey",
+    "promoter_ask",
+    "feedback_alarm",
 ]
 MessageStatus = Literal["queued", "deferred", "sent", "failed", "suppressed"]
 HttpsUrl = Annotated[str, Meta(max_length=2000, pattern=r"^https?://\S+$")]
@@ -51,11 +54,15 @@ class MessagingSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     )
     shop_url: HttpsUrl | None = None
     review_url: HttpsUrl | None = None
+    staff_cap_per_hour: Annotated[
+        int,
+        Meta(ge=1, le=1000, description="messages to staff (alarms) at most this many an hour; more wait"),
+    ] = 20
 
 
 class MessageTypeOut(Struct, kw_only=True):
     key: str
-    category: Literal["transactional", "marketing"]
+    category: Literal["transactional", "marketing", "staff"]
     description: str
     variables: list[str]
     locales: list[str]

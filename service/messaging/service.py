@@ -469,6 +469,12 @@ async def recent_for_customer(
     ]
 
 
+async def link_message(conn: Connection, message_id: int) -> dict[str, Any] | None:
+    """The message a signed link (a survey's answer link) was sent in, with its customer's external id;
+    None if there is none. The link's signature is the caller's to check first."""
+    return await repository.message_of(conn, message_id)
+
+
 async def get_message(conn: Connection, program_id: UUID, message_id: int) -> MessageOut:
     rows = await repository.messages(conn, program_id, None, None, None, 1, message_id=message_id)
     if not rows:
@@ -576,6 +582,7 @@ class BatchFacts:
     recent: dict[UUID, list[datetime]]
     overrides: dict[tuple[UUID, str, str], dict[str, Any]]
     redemptions: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    recent_staff: dict[UUID, list[datetime]] = field(default_factory=dict)  # per program (its staff cap)
 
 
 def _redemption_shown(row: dict[str, Any]) -> UUID | None:
@@ -609,6 +616,11 @@ async def batch_facts(conn: Connection, rows: Sequence[dict[str, Any]], now: dat
         recent=await repository.recent_marketing(conn, customer_ids, now - timedelta(days=longest_cap)),
         overrides=await repository.overrides(conn, program_ids),
         redemptions=await rewards.codes_shown(conn, redemption_ids),
+        recent_staff=await repository.recent_staff(
+            conn,
+            list({r["program_id"] for r in rows if r["category"] == "staff"}),
+            now - domain.STAFF_CAP_WINDOW,
+        ),
     )
 
 
@@ -633,19 +645,26 @@ def prepare(
             )
             continue
         settings = facts.settings[row["program_id"]]
-        zone = _zone(customer["timezone"], customer["program_timezone"])
-        recipient = domain.Recipient(
-            email=customer["email"],
-            transactional_consent=customer["transactional_consent"],
-            marketing_consent=customer["marketing_consent"],
-            suppressed=customer["suppressed"],
-            timezone=zone,
-        )
+        staff = row["category"] == "staff"
+        zone = _zone(None if staff else customer["timezone"], customer["program_timezone"])
         recent = facts.recent.setdefault(row["customer_id"], [])
-        decision = domain.decide(
-            row["category"], recipient, rails[row["program_id"]], recent, now,
-            respect_quiet_hours=MESSAGE_TYPES[row["message_type"]].quiet_hours,
-        )  # fmt: skip
+        if staff:  # to the program's people, about this customer: only the staff cap applies
+            staff_sent = facts.recent_staff.setdefault(row["program_id"], [])
+            decision = domain.decide_staff(
+                row["context"].get("to"), staff_sent, settings.staff_cap_per_hour, now
+            )
+        else:
+            recipient = domain.Recipient(
+                email=customer["email"],
+                transactional_consent=customer["transactional_consent"],
+                marketing_consent=customer["marketing_consent"],
+                suppressed=customer["suppressed"],
+                timezone=zone,
+            )
+            decision = domain.decide(
+                row["category"], recipient, rails[row["program_id"]], recent, now,
+                respect_quiet_hours=MESSAGE_TYPES[row["message_type"]].quiet_hours,
+            )  # fmt: skip
         if decision.outcome == "suppress":
             prepared.append(
                 Prepared(row, {"id": row["id"], "status": "suppressed", "reason": decision.reason})
@@ -672,6 +691,8 @@ def prepare(
             render_seconds[row["program_id"]] = spent + thread_time() - started
         if row["category"] == "marketing":
             recent.append(now)
+        if staff:
+            staff_sent.append(now)
     return prepared
 
 
@@ -745,6 +766,7 @@ def _facts_of(facts: BatchFacts, row: dict[str, Any]) -> BatchFacts:
         recent={customer: list(facts.recent.get(customer, []))},
         overrides={k: v for k, v in facts.overrides.items() if k[0] == program},
         redemptions={code: facts.redemptions[code]} if code in facts.redemptions else {},
+        recent_staff={program: list(facts.recent_staff.get(program, []))},
     )
 
 
@@ -768,13 +790,23 @@ def _render(
     public_url: str,
 ) -> Prepared:
     message_type = row["message_type"]
-    choice = choose_locale(customer["locale"], settings.default_locale)
+    staff = row["category"] == "staff"
+    # Staff read the program's language; a customer theirs.
+    choice = choose_locale(None if staff else customer["locale"], settings.default_locale)
     saved = facts.overrides.get((row["program_id"], message_type, choice.template_locale))
     scope: delivery.Scope = "marketing" if row["category"] == "marketing" else "all"
     url = (
-        f"{public_url}/v1/unsubscribe/{delivery.unsubscribe_token(key, row['id'], row['customer_id'], scope)}"
+        ""
+        if staff  # staff change the alert address; they do not unsubscribe a customer
+        else f"{public_url}/v1/unsubscribe/{delivery.unsubscribe_token(key, row['id'], row['customer_id'], scope)}"
     )
     context = row["context"]
+    survey = context.get("survey") if message_type == "survey" else None
+    answer_url = (
+        f"{public_url}/v1/answer/{delivery.answer_token(key, row['id'], row['customer_id'], UUID(survey['id']))}"
+        if survey
+        else None
+    )
     order_id = _order_shown(row)
     order = facts.orders.get(order_id) if order_id is not None else None
     redemption_id = _redemption_shown(row)
@@ -788,6 +820,8 @@ def _render(
             raise LookupError("the message's order is gone")
         if kind.needs_code and redemption_id is None:
             raise LookupError("the message has no code to send")
+        if message_type == "survey" and answer_url is None:
+            raise LookupError("the message has no survey to ask")
         template = (
             compiled_override(saved)
             if saved
@@ -804,10 +838,14 @@ def _render(
             now,
             locale=choice.template_locale,
             redemption=redemption,
+            answer_url=answer_url,
         )
         variables["customer"] = customer_vars(customer)
         variables["program"] = {"name": customer["program_name"], "url": settings.shop_url}
         variables["unsubscribe_url"] = url
+        if message_type == "feedback_alarm":  # the case, where an agent takes it on
+            case_id = context.get("case_id")
+            variables["case_url"] = f"{public_url}/v1/cases/{case_id}" if case_id else None
         out = rendering.render(
             template,
             message_type=message_type,
@@ -831,13 +869,13 @@ def _render(
         from_email=settings.from_email,
         from_name=settings.from_name or customer["program_name"],
         reply_to=settings.reply_to,
-        to_email=customer["email"],
-        to_name=customer["name"],
+        to_email=context["to"] if staff else customer["email"],
+        to_name=None if staff else customer["name"],
         subject=out.subject,
         text=out.text,
         html=out.html,
         locale=choice.format_locale,
-        unsubscribe_url=url,
+        unsubscribe_url=url or None,
         date=now,
     )
     outcome = {
@@ -847,7 +885,7 @@ def _render(
         "template_ref": f"{saved['id']} v{saved['version']}"
         if saved
         else f"default:{choice.template_locale}",
-        "to_email": customer["email"],
+        "to_email": envelope.to_email,
         "subject": out.subject,
         "message_id": delivery.message_id_header(row["id"], settings.from_email),
     }

@@ -196,10 +196,11 @@ def message_vars(
     *,
     locale: str | None = None,
     redemption: dict[str, Any] | None = None,
+    answer_url: str | None = None,
 ) -> dict[str, Any]:
     """The variables of one message type (catalogue.MESSAGE_TYPES[...].variables). `locale` is the
     template's (texts given per locale, such as a reward's name, are taken in it); `redemption` the row
-    of the code the message sends, if it sends one."""
+    of the code the message sends, if it sends one; `answer_url` a survey's signed answer page."""
     event: dict[str, Any] = context.get("event") or {}
     today = now.astimezone(zone).date()
     first_order = _local_date(customer.get("first_order_at"), zone)
@@ -287,4 +288,48 @@ def message_vars(
             values["expires_on"] = expires_on = values["expires_on"] or today
             values["days"] = max((expires_on - today).days, 0)
         return values
+    if message_type == "survey":
+        return {
+            "survey": {
+                **survey_vars(context.get("survey") or {}, locale, customer, answer_url),
+                "follow_up": bool(context.get("follow_up_case_id")),
+            },
+            "order": order_vars(order) if order else None,
+        }
+    if message_type == "promoter_ask":
+        return {
+            "ask": event.get("promoter_ask") or "review",
+            "score": event.get("score"),
+            "review_url": settings.review_url,
+            "referral_url": settings.shop_url,  # the customer's own referral link, once referrals land
+            "order": order_vars(order) if order else None,
+        }
+    if message_type == "feedback_alarm":
+        feedback = dict(context.get("feedback") or {})
+        if feedback.get("answered_at"):
+            feedback["answered_at"] = _moment(feedback["answered_at"]).astimezone(zone)
+        return {
+            "feedback": feedback,
+            "status": context.get("status") or {},
+            "case_url": context.get("case_url"),
+        }
     raise ValueError(f"unknown message type {message_type!r}")
+
+
+def survey_vars(
+    survey: dict[str, Any], locale: str | None, customer: dict[str, Any], answer_url: str | None
+) -> dict[str, Any]:
+    """A survey message's question (the survey's own text in the message's locale, `{shop}` the
+    program's name) and one answer link per score of its scale."""
+    questions: dict[str, str] = survey.get("questions") or {}
+    question = questions.get(locale or "en") or questions.get("en") or ""
+    base = answer_url or ""
+    return {
+        "kind": survey.get("kind"),
+        "question": question.replace("{shop}", str(customer.get("program_name") or "")),
+        "scores": [
+            {"score": score, "url": f"{base}?score={score}"}
+            for score in range(int(survey.get("low", 0)), int(survey.get("high", 10)) + 1)
+        ],
+        "answer_url": base,
+    }

@@ -178,6 +178,19 @@ async def find(conn: Connection, program_id: UUID, external_id: str) -> tuple[UU
     return order["id"], order_out(order, await repository.get_lines(conn, order["id"]))
 
 
+async def customers_order(
+    conn: Connection, program_id: UUID, customer_external_id: str, external_id: str, field: str
+) -> UUID:
+    """The id of the customer's order `external_id`, which a request names as being about it (a recovery, a
+    case, a feedback): 404 unknown, 422 another customer's, naming `field`."""
+    found = await find(conn, program_id, external_id)
+    if found is None:
+        raise NotFound(f"no order {external_id!r} in this program", field=field)
+    if found[1].customer_external_id != customer_external_id:
+        raise InvalidInput(f"order {external_id!r} is another customer's", field=field)
+    return found[0]
+
+
 def _priced_lines(rows: list[dict[str, Any]]) -> list[domain.PricedLine]:
     fields = domain.PricedLine.__dataclass_fields__
     return [domain.PricedLine(**{k: v for k, v in row.items() if k in fields}) for row in rows]

@@ -78,5 +78,18 @@ DEFAULT_JOURNEYS: tuple[JourneyIn, ...] = (
     _one_message(
         "surprise", "A surprise gift announced by message", "gift_granted", "surprise", enabled=True
     ),
+    JourneyIn(
+        key="survey",
+        name="Surveys: each active survey asked after an order or its delivery (its own delay)",
+        trigger=TriggerIn(kind="survey_due"),
+        steps=[StepIn(message_type="survey")],
+        exit_on=["refunded", "unsubscribed"],
+    ),
+    _one_message(
+        "promoter_ask",
+        "Promoters thanked and asked for a review or a referral (as their survey says)",
+        "promoter",
+        "promoter_ask",
+    ),
 )
 SURPRISE = next(j for j in DEFAULT_JOURNEYS if j.key == "surprise")

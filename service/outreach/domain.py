@@ -55,7 +55,28 @@ def problems(journey: JourneyIn) -> list[tuple[str, str]]:
         found.append(("exit_on", "an exit condition is listed twice"))
     for index, step in enumerate(journey.steps):
         kind = MESSAGE_TYPES[step.message_type]
-        if step.reward is not None and "code" not in kind.variables:
+        if kind.category == "staff":
+            found.append(
+                (
+                    f"steps[{index}].message_type",
+                    f"a {step.message_type} message goes to staff, not to customers",
+                )
+            )
+        elif step.message_type == "survey" and trigger.kind != "survey_due":
+            found.append(
+                (
+                    f"steps[{index}].message_type",
+                    "a survey message asks the survey that is due: the journey's trigger is survey_due",
+                )
+            )
+        elif step.message_type == "promoter_ask" and trigger.kind != "promoter":
+            found.append(
+                (
+                    f"steps[{index}].message_type",
+                    "a promoter_ask message answers a promoter's score: the journey's trigger is promoter",
+                )
+            )
+        elif step.reward is not None and "code" not in kind.variables:
             found.append(
                 (
                     f"steps[{index}].reward",

@@ -24,6 +24,7 @@ from service.core import db
 from service.core.db import Connection, json_value
 from service.core.errors import Problem
 from service.customers import service as customers
+from service.feedback import service as feedback
 from service.ledger import service as ledger
 from service.messaging import service as messaging
 from service.messaging.catalogue import MESSAGE_TYPES
@@ -55,6 +56,7 @@ TRIGGERS = {
     "redemption.synced": "reward_issued",  # a code Stripe was to have first: now it has (see stripe.outbound)
     "redemption.expiring_soon": "code_expiring",
     "gift.granted": "gift_granted",  # only a gift its rule announces by message (`announce`)
+    "feedback.received": "promoter",  # only a promoter's, of a survey that asks promoters (`promoter_ask`)
 }
 
 
@@ -82,6 +84,7 @@ _EVENT_ENTRIES = """
            CASE WHEN m.topic = 'order.created' THEN 'order:' || (m.payload ->> 'order')
                 WHEN m.topic IN ('redemption.created', 'redemption.synced') THEN 'redemption:' || (m.payload ->> 'redemption_id')
                 WHEN m.topic = 'gift.granted' THEN 'gift:' || (m.payload ->> 'gift_id')
+                WHEN m.topic = 'feedback.received' THEN 'feedback:' || (m.payload ->> 'feedback_id')
                 ELSE 'event:' || m.id END AS trigger_key,
            jsonb_build_object('event', m.payload, 'order_id', o.id) AS context,
            least(m.created_at, $1::timestamptz) AS anchor_at, m.definition
@@ -112,6 +115,7 @@ _ENTER_FROM_EVENTS = f"""
                   OR coalesce(b.payload ->> 'source', '') NOT IN ('journey', 'gift'))
              -- A gift is announced by message only when its rule says so; else it stays a surprise.
              AND (b.topic <> 'gift.granted' OR b.payload ->> 'announce' = 'message')
+             AND (b.topic <> 'feedback.received' OR b.payload ->> 'promoter_ask' IS NOT NULL)
              -- A code on its way to Stripe is announced by its redemption.synced.
              AND NOT (b.topic = 'redemption.created' AND {held_for_stripe("b")})
     ), entered AS ({_enroll(_EVENT_ENTRIES, "$1")} RETURNING 1)
@@ -169,6 +173,15 @@ _SCHEDULED = {
     "first_order_anniversary": f"""
         SELECT f.customer_id, 'anniversary:' || extract(year FROM local_today)::int AS trigger_key, '{{}}'::jsonb AS context
         FROM ({orders.first_order_anniversaries_on("j.program_id", "local_today", "p.timezone")}) f
+    """,
+    # Surveys due (feedback's): a customer asked by a survey is not asked by it again for 30 days.
+    "survey_due": f"""
+        SELECT d.customer_id, d.trigger_key, d.context
+        FROM ({feedback.surveys_due("j.program_id", "$2::timestamptz")}) d
+        WHERE NOT EXISTS (SELECT 1 FROM journey_enrollment e
+                          WHERE e.journey_id = j.id AND e.customer_id = d.customer_id
+                            AND e.context -> 'survey' ->> 'id' = d.survey_id::text
+                            AND e.entered_at > $2::timestamptz - interval '30 days')
     """,
     # Repeat customers whose expected reorder moment (last order + their own median interval, or the
     # journey's default without one) passed within the last 30 days.

@@ -26,6 +26,8 @@ TriggerKind = Literal[
     "reward_issued",
     "code_expiring",
     "gift_granted",
+    "survey_due",
+    "promoter",
 ]
 ExitCondition = Literal["ordered_again", "refunded", "unsubscribed"]
 
@@ -34,8 +36,10 @@ class TriggerIn(Struct, kw_only=True, forbid_unknown_fields=True):
     """What enters a customer: an event Encore records (order placed, a shop event such as
     `order_delivered`, tier changes, points, a code issued (`reward_issued`: bought with points or given,
     not one a journey step gave, which its own message sends) or an unused code expiring within 7 days
-    (`code_expiring`), a surprise gift whose rule announces it by message (`gift_granted`)), a schedule
-    (inactivity, birthday, first-order anniversary),
+    (`code_expiring`), a surprise gift whose rule announces it by message (`gift_granted`), a promoter's
+    answer to a survey that asks promoters for a review or a referral (`promoter`)), a schedule
+    (inactivity, birthday, first-order anniversary, an active survey due after an order or its
+    delivery: `survey_due`),
     the repeat-customer segment (expected reorder moment passed), or another journey's completion."""
 
     kind: TriggerKind

@@ -11,7 +11,7 @@ from service.core.db import Connection
 PROGRAM_FIELDS = """id, name, base_currency, earn_rates, pending_days, points_expire_after_days,
     point_value_amount, point_value_points, timezone, rules_revision, tiers_revision, event_types,
     code_prefix, cancel_redemption_on_full_refund, code_expiry_returns_points, gift_key, gift_cooldown_days,
-    gifts_revision, created_at, updated_at"""
+    gifts_revision, alert_email, created_at, updated_at"""
 
 
 def _program(row: Any) -> dict[str, Any]:
@@ -76,7 +76,7 @@ async def update_program(
         UPDATE program SET name = $2, earn_rates = $3::jsonb, pending_days = $4, points_expire_after_days = $5,
                point_value_amount = $6, point_value_points = $7, timezone = $8, updated_at = $9,
                event_types = $10, code_prefix = $11, cancel_redemption_on_full_refund = $12,
-               code_expiry_returns_points = $13, gift_cooldown_days = $14
+               code_expiry_returns_points = $13, gift_cooldown_days = $14, alert_email = $15
         WHERE id = $1 RETURNING {PROGRAM_FIELDS}
         """,
         program_id,
@@ -93,6 +93,7 @@ async def update_program(
         values["cancel_redemption_on_full_refund"],
         values["code_expiry_returns_points"],
         values["gift_cooldown_days"],
+        values["alert_email"],
     )
     assert row is not None
     return _program(row)

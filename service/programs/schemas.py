@@ -8,6 +8,7 @@ from uuid import UUID
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from service.core.auth import Scope
+from service.core.fields import Email
 
 EventTypeName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.\-]*$")]
 Currency = Annotated[str, Meta(min_length=3, max_length=3, pattern="^[A-Z]{3}$", description="ISO 4217 code")]
@@ -54,6 +55,7 @@ class ProgramOut(Struct, kw_only=True):
     event_types: list[str]  # custom event types rules can be triggered by, besides the built-in ones
     codes: CodeSettings
     gift_cooldown_days: int  # at most one surprise gift (or hold-out) per customer within this many days
+    alert_email: str | None  # staff address for alarms (a score under a survey's threshold); null: none
     created_at: datetime
     updated_at: datetime
 
@@ -106,6 +108,8 @@ class ProgramPatch(Struct, kw_only=True, forbid_unknown_fields=True):
     # Surprise gifts: at most one per customer within this many days, across all gift rules (0: no
     # cooldown). Surprises must stay surprising.
     gift_cooldown_days: Annotated[int, Meta(ge=0, le=3650)] | UnsetType = UNSET
+    # Staff are told of alarms here (a low score's comment, the customer's status, a link); null: nobody.
+    alert_email: Email | UnsetType | None = UNSET
 
 
 SCOPE_RULE = (

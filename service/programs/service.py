@@ -54,6 +54,7 @@ class Program:
     gift_key: str = ""  # the surprise gifts' dice key (shown to admins; see gifts.domain)
     gift_cooldown_days: int = 90
     gifts_revision: int = 0
+    alert_email: str | None = None  # where alarms go (a low score): staff, not customers
 
     @property
     def zone(self) -> ZoneInfo:
@@ -83,6 +84,7 @@ def _program(row: dict[str, Any]) -> Program:
         row["gift_key"],
         row["gift_cooldown_days"],
         row["gifts_revision"],
+        row["alert_email"],
     )
 
 
@@ -105,6 +107,7 @@ def _out(row: dict[str, Any]) -> ProgramOut:
             expiry_returns_points=row["code_expiry_returns_points"],
         ),
         gift_cooldown_days=row["gift_cooldown_days"],
+        alert_email=row["alert_email"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -207,7 +210,7 @@ async def update(
         values["earn_rates"] = {code: str(rate) for code, rate in changes["earn_rates"].items()}
     if "event_types" in changes:
         values["event_types"] = sorted(set(changes["event_types"]))
-    for key in ("pending_days", "points_expire_after_days", "gift_cooldown_days"):
+    for key in ("pending_days", "points_expire_after_days", "gift_cooldown_days", "alert_email"):
         if key in changes:
             values[key] = changes[key]
     if "point_value" in changes:

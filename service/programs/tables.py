@@ -68,6 +68,8 @@ class Program(Table, tablename="program"):
     gift_key = GiftKey()
     gift_cooldown_days = Integer(default=90)
     gifts_revision = BigInt(default=0)
+    # Feedback (migration 2026-12-09T09:00): the staff address alarms go to.
+    alert_email = Varchar(length=320, null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
 

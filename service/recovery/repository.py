@@ -122,7 +122,7 @@ async def insert_recovery(conn: Connection, values: dict[str, Any]) -> None:
 # --- cases ------------------------------------------------------------------------------------------------
 
 CASE_FIELDS = """k.id, k.status, k.source, k.source_key, k.summary, k.order_id, k.agent_key_id, k.agent_name,
-    k.opened_at, k.first_action_at, k.closed_at, k.resolution, k.created_at, k.customer_id,
+    k.opened_at, k.first_action_at, k.closed_at, k.resolution, k.created_at, k.customer_id, k.reopened_count,
     c.external_id AS customer_external_id, o.external_id AS order_external_id,
     (SELECT count(*) FROM recovery r WHERE r.case_id = k.id) AS recoveries,
     (SELECT coalesce(sum(r.cost_amount), 0) FROM recovery r WHERE r.case_id = k.id) AS recovery_cost"""
@@ -265,6 +265,18 @@ async def close_case(
         case_id,
         at,
         resolution,
+        program_id,
+    )
+
+
+async def reopen_case(conn: Connection, program_id: UUID, case_id: UUID) -> None:
+    await conn.execute(
+        """
+        UPDATE service_case SET status = 'open', closed_at = NULL, resolution = NULL,
+            reopened_count = reopened_count + 1
+        WHERE id = $1 AND program_id = $2
+        """,
+        case_id,
         program_id,
     )
 

@@ -158,7 +158,7 @@ class CaseCloseIn(Struct, kw_only=True, forbid_unknown_fields=True):
 
 class CaseEntryOut(Struct, kw_only=True):
     id: int
-    kind: str  # opened | note | recovery | closed
+    kind: str  # opened | note | recovery | closed | reopened
     text: str
     recovery_id: UUID | None
     by: AgentRef | None  # null: opened by a complaint or feedback
@@ -179,6 +179,7 @@ class CaseSummary(Struct, kw_only=True):
     closed_at: datetime | None
     time_to_resolution_seconds: int | None
     resolution: str | None
+    reopened: int  # times a follow-up still unhappy opened it again (closed_at, resolution: the last)
     recoveries: int
     recovery_cost: Money
 

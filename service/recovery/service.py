@@ -170,16 +170,6 @@ async def budget(conn: Connection, program: Program, month: str | None, now: dat
 # --- recovery ---------------------------------------------------------------------------------------------
 
 
-async def _order_of(conn: Connection, program: Program, customer: dict[str, Any], external_id: str) -> UUID:
-    """The id of the customer's order `external_id` (404 unknown, 422 another customer's; field `order`)."""
-    found = await orders.find(conn, program.id, external_id)
-    if found is None:
-        raise NotFound(f"no order {external_id!r} in this program", field="order")
-    if found[1].customer_external_id != customer["external_id"]:
-        raise InvalidInput(f"order {external_id!r} is another customer's", field="order")
-    return found[0]
-
-
 @dataclass(slots=True)
 class _Links:
     case: dict[str, Any] | None = None
@@ -192,7 +182,9 @@ async def _links(conn: Connection, program: Program, customer: dict[str, Any], d
     (given, or the complaint's) locked and open."""
     links = _Links()
     if data.order is not None:
-        links.order_id = await _order_of(conn, program, customer, data.order)
+        links.order_id = await orders.customers_order(
+            conn, program.id, customer["external_id"], data.order, "order"
+        )
     case_id = data.case_id
     if data.complaint_id is not None:
         event = await rules.get_event(conn, program.id, data.complaint_id)
@@ -515,6 +507,7 @@ def _summary(row: dict[str, Any], program: Program) -> CaseSummary:
         closed_at=row["closed_at"],
         time_to_resolution_seconds=domain.seconds_between(row["opened_at"], row["closed_at"]),
         resolution=row["resolution"],
+        reopened=int(row["reopened_count"]),
         recoveries=int(row["recoveries"]),
         recovery_cost=_money(int(row["recovery_cost"]), program),
     )
@@ -559,6 +552,7 @@ def _case_payload(row: dict[str, Any], program: Program) -> dict[str, Any]:
         payload |= {
             "closed_at": summary.closed_at,
             "resolution": summary.resolution,
+            "reopened": summary.reopened,
             "time_to_first_action_seconds": summary.time_to_first_action_seconds,
             "time_to_resolution_seconds": summary.time_to_resolution_seconds,
             "recoveries": summary.recoveries,
@@ -620,7 +614,11 @@ async def open_by_agent(
     conn: Connection, program: Program, agent: Agent, data: CaseIn, now: datetime
 ) -> CaseOut:
     row = await customers.get(conn, program.id, data.customer, field="customer")
-    order_id = None if data.order is None else await _order_of(conn, program, row, data.order)
+    order_id = (
+        None
+        if data.order is None
+        else await orders.customers_order(conn, program.id, row["external_id"], data.order, "order")
+    )
     case_id, events = await open_case(
         conn,
         program,
@@ -672,6 +670,27 @@ async def close(
     assert closed is not None
     await emit(conn, program.id, [Event("case.closed", _case_payload(closed, program))], now)
     return await _case_out(conn, program, closed)
+
+
+async def reopen(
+    conn: Connection, program: Program, case_id: UUID, text: str, now: datetime, field: str
+) -> tuple[dict[str, Any], list[Event]]:
+    """A closed case opened again by the customer's own answer (a follow-up still unhappy: "did we put it
+    right?" — no), with `text` on its timeline; an open case stays as it is. The case row (as it is now) and
+    the `case.reopened` event for the caller's outbox insert."""
+    row = await _locked_case(conn, program, case_id, field)
+    if row["status"] == "open":
+        return row, []
+    await repository.reopen_case(conn, program.id, case_id)
+    await repository.add_entry(conn, program.id, case_id, "reopened", text, now, by=None)
+    reopened = await repository.get_case(conn, program.id, case_id)
+    assert reopened is not None
+    return reopened, [Event("case.reopened", _case_payload(reopened, program))]
+
+
+async def case_row(conn: Connection, program: Program, case_id: UUID, field: str) -> dict[str, Any]:
+    """A case's row (customer_id, status, ...), locked until commit: 404 naming `field` if the program has none."""
+    return await _locked_case(conn, program, case_id, field)
 
 
 async def get_case(conn: Connection, program: Program, case_id: UUID) -> CaseOut:

@@ -3,7 +3,7 @@ tests/integration/test_schema.py holds them to the database).
 
 `default=None` on a NOT NULL column: the table has no default, every row names the value."""
 
-from piccolo.columns import JSONB, UUID, BigInt, BigSerial, ForeignKey, Text, Timestamptz, Varchar
+from piccolo.columns import JSONB, UUID, BigInt, BigSerial, ForeignKey, Integer, Text, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
@@ -40,6 +40,7 @@ class ServiceCase(Table, tablename="service_case"):
     closed_at = Timestamptz(null=True, default=None)
     resolution = Text(null=True, default=None)
     created_at = Timestamptz(default=None)
+    reopened_count = Integer(default=0)  # a follow-up still unhappy opened it again (migration 2026-12-09)
 
 
 class CaseEntry(Table, tablename="case_entry"):
@@ -48,7 +49,7 @@ class CaseEntry(Table, tablename="case_entry"):
     id = BigSerial(primary_key=True)
     program_id = ForeignKey(references=Program, on_delete=OnDelete.restrict, null=False)
     case_id = ForeignKey(references=ServiceCase, on_delete=OnDelete.restrict, null=False)
-    kind = Varchar(length=16, default=None)  # opened | note | recovery | closed
+    kind = Varchar(length=16, default=None)  # opened | note | recovery | closed | reopened
     text = Text(default=None)
     recovery_id = UUID(null=True, default=None)
     by_key_id = UUID(null=True, default=None)  # null: opened by a complaint or feedback, not a person

@@ -52,6 +52,7 @@ BUILTIN_EVENT_TYPES = (
     "social_follow",
     "referral",
     "complaint",  # also a surprise-gift trigger (a gesture after something went wrong)
+    "order_delivered",  # its `order` property names the order: surveys sent after delivery count from it
 )
 MAX_RATE = Decimal(1000)
 MAX_MULTIPLIER = Decimal(100)

@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from service.core import db, idempotency
 from service.core.clock import Clock, SystemClock
+from service.feedback import jobs as feedback_jobs
 from service.gifts import jobs as gift_jobs
 from service.ledger import jobs as ledger_jobs
 from service.messaging import jobs as message_jobs
@@ -192,6 +193,10 @@ class Worker:
             entered = await outreach_jobs.enter_scheduled(clock.now())
             return Done(entered, f"{_plural(entered, 'customer')} entered scheduled journeys")
 
+        async def feedback_follow_ups() -> Done:
+            queued = await feedback_jobs.follow_ups(clock.now())
+            return Done(queued, f"{_plural(queued, 'follow-up survey')} queued after closed cases")
+
         async def gift_occasions() -> Done:
             r = await gift_jobs.occasions(clock.now())
             failed = f", {_plural(r.problems, 'rule')} failed" if r.problems else ""
@@ -303,6 +308,12 @@ class Worker:
                 s.outreach_interval_seconds,
                 outreach,
                 "enter customers into scheduled journeys: inactivity, birthdays, anniversaries, reorders",
+            ),
+            Job(
+                "feedback.follow_ups",
+                s.outreach_interval_seconds,
+                feedback_follow_ups,
+                'queue the "did we put it right?" survey some days after a detractor\'s case was closed',
             ),
             Job(
                 "gifts.occasions",

@@ -132,6 +132,7 @@ MESSAGING = {
 }
 
 
+SURVEY = {"key": "nps", "name": "After an order", "kind": "nps", "delay_days": 5, "ask_promoters": "review"}
 RECOVERY_SETTINGS = {
     "monthly_budget": {"amount": 100000, "currency": "EUR"},
     "agent_monthly_budget": {"amount": 20000, "currency": "EUR"},
@@ -231,6 +232,14 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             headers={**h, **idempotency()},
         )
     )
+    await _ok(await c.post("/v1/surveys", json=SURVEY, headers={**h, **idempotency()}))
+    feedback = await _ok(
+        await c.post(
+            "/v1/feedback",
+            json={"customer": "c-1", "survey": "nps", "score": 3, "comment": "late", "order": "o-1"},
+            headers={**h, **idempotency()},
+        )
+    )
     messages = await _ok(await c.get("/v1/messages?customer=c-1", headers=h))
     assert messages["items"], "the thank-you should be queued"
     return Seeded(
@@ -250,6 +259,7 @@ async def seed(api: Api, clock: FrozenClock) -> Seeded:
             "event_id": received["id"],
             "gift_rule_id": gift_rule["id"],
             "case_id": case["id"],
+            "feedback_id": feedback["id"],
         }
     )
 
@@ -286,7 +296,13 @@ def path_values(path: str, seeded: Seeded) -> dict[str, str]:
     """Values for the path parameters of `path`: the seeded program's own things."""
     values = dict(seeded.path)
     values["external_id"] = seeded.order if path.startswith("/v1/orders/") else seeded.customer
-    values["key"] = "welcome" if path.startswith("/v1/journeys/") else "gold"
+    values["key"] = (
+        "welcome"
+        if path.startswith("/v1/journeys/")
+        else "nps"
+        if path.startswith("/v1/surveys/")
+        else "gold"
+    )
     return values
 
 
@@ -485,6 +501,46 @@ REQUESTS: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {
     ("GET", "/v1/cases/{case_id}"): (None, {}),
     ("POST", "/v1/cases/{case_id}/notes"): ({"text": "called back"}, {}),
     ("POST", "/v1/cases/{case_id}/close"): ({"note": "shipping refunded"}, {}),
+    ("POST", "/v1/surveys"): (
+        {
+            "key": "service",
+            "name": "Our service",
+            "kind": "csat",
+            "questions": {"en": "How did {shop} do?"},
+            "dimensions": [{"key": "speed"}, {"key": "accuracy", "labels": {"en": "Got it right"}}],
+            "send_after": "delivery",
+            "delay_days": 2,
+            "alarm_below": 3,
+            "ask_promoters": "review",
+            "follow_up": True,
+        },
+        {},
+    ),
+    ("GET", "/v1/surveys"): (None, {"status": "active"}),
+    ("GET", "/v1/surveys/{key}"): (None, {}),
+    ("PATCH", "/v1/surveys/{key}"): ({"name": "After an order, v2", "alarm_below": 6}, {}),
+    ("POST", "/v1/feedback"): (
+        {
+            "customer": "c-1",
+            "survey": "nps",
+            "score": 9,
+            "comment": "lovely",
+            "order": "o-1",
+            "channel": "web",
+        },
+        {},
+    ),
+    ("GET", "/v1/feedback"): (
+        None,
+        {"customer": "c-1", "survey": "nps", "category": "detractor", "alarm": "true", "limit": "10"},
+    ),
+    ("GET", "/v1/feedback/{feedback_id}"): (None, {}),
+    ("GET", "/v1/reports/nps"): (
+        None,
+        {"from": "2026-02-01", "to": "2026-03-31", "period": "week", "segment": "tier", "kind": "nps"},
+    ),
+    ("GET", "/v1/answer/{token}"): (None, {"score": "3"}),
+    ("POST", "/v1/answer/{token}"): (None, {}),
     # Without a signature: every walked variant is refused (400) and stores nothing.
     ("POST", "/v1/stripe/webhooks/{program_id}"): ({"id": "evt_1", "type": "customer.created"}, {}),
 }

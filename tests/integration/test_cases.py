@@ -102,6 +102,7 @@ async def test_an_agent_opens_a_case_as_its_first_action(api: Api, clock: Frozen
         "closed_at": None,
         "time_to_resolution_seconds": None,
         "resolution": None,
+        "reopened": 0,
         "recoveries": 0,
         "recovery_cost": EUR0,
     }
@@ -199,6 +200,7 @@ async def test_a_complaint_opens_a_case_at_its_own_time(api: Api, clock: FrozenC
         "closed_at": None,
         "time_to_resolution_seconds": None,
         "resolution": None,
+        "reopened": 0,
         "recoveries": 0,
         "recovery_cost": EUR0,
     }
@@ -337,6 +339,7 @@ async def test_close_needs_a_note_and_measures_the_times(api: Api, clock: Frozen
         "opened_at": iso(START),
         "closed_at": at,
         "resolution": "exchange sent",
+        "reopened": 0,
         "time_to_first_action_seconds": 1800,
         "time_to_resolution_seconds": 1800,
         "recoveries": 0,

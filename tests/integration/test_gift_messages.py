@@ -163,7 +163,7 @@ async def test_a_gift_announced_by_message_goes_out_in_latvian_with_its_note_and
 
     # The rest of the shipped journeys arrive on the first read, all off; surprise stays as it was.
     listed = (await api.client.get("/v1/journeys", headers=api.headers())).json()["items"]
-    assert len(listed) == 11 and [j["key"] for j in listed if j["enabled"]] == ["surprise"]
+    assert len(listed) == 13 and [j["key"] for j in listed if j["enabled"]] == ["surprise"]
 
 
 async def test_a_gift_kept_for_the_parcel_sends_nothing_and_its_code_never_starts_reward_issued(

@@ -134,6 +134,14 @@ OPERATIONS: dict[str, Permission] = {
     "GET /v1/cases/{case_id:str}": READ,
     "POST /v1/cases/{case_id:str}/notes": RECOVER,
     "POST /v1/cases/{case_id:str}/close": RECOVER,
+    "POST /v1/surveys": CONFIGURE,
+    "GET /v1/surveys": READ,
+    "GET /v1/surveys/{key:str}": READ,
+    "PATCH /v1/surveys/{key:str}": CONFIGURE,
+    "POST /v1/feedback": RECORD,
+    "GET /v1/feedback": READ,
+    "GET /v1/feedback/{feedback_id:str}": READ,
+    "GET /v1/reports/nps": READ,
 }
 
 
