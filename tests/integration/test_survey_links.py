@@ -269,3 +269,25 @@ async def test_a_promoter_is_asked_for_a_review(
     [mail] = mailbox.take()
     text, _ = parts(mail)
     assert "kind score of 10" in text and "Write a review: https://trail.example/review" in text
+
+
+async def test_hostile_form_posts_change_nothing_and_never_answer_a_500(
+    api: Api, clock: FrozenClock, sender: Sender, mailbox: Mailbox
+) -> None:
+    token = _link(await _asked(api, clock, sender, mailbox), 3).split("?")[0]
+    csrf = _csrf((await api.client.get(token)).text)
+    before = table_counts(api.client)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body, headers in (
+        (f"score=%FF%FE&csrf={csrf}".encode(), form),
+        (f"score=3&comment=a%00b&csrf={csrf}".encode(), form),
+        (f"score=3&score=99&dimension.nope=4&csrf={csrf}".encode(), form),
+        (f"score=99999999999999999999999&csrf={csrf}".encode(), form),
+        (b"\xff\xfe\x00garbage", form),
+        (b'{"score": 3}', {"Content-Type": "application/json"}),
+    ):
+        response = await api.client.post(token, content=body, headers=headers)
+        assert response.status_code < 500 and response.status_code != 200, (body, response.text)
+    files = await api.client.post(token, data={"csrf": csrf}, files={"score": ("s.txt", b"3")})
+    assert files.status_code < 500 and files.status_code != 200, files.text
+    assert table_counts(api.client) == before
