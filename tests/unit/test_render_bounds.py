@@ -224,3 +224,23 @@ def test_ordinary_templates_render_as_in_jinjas_sandbox(
     template = rendering._compiled(environment, environment.parse(source))
     with bounds.render_budget():
         assert template.render(context) == expected
+
+
+def test_a_garbage_collection_is_not_charged_to_the_render() -> None:
+    """A collection runs in whichever thread allocates next; in a large process one can take longer than a
+    template's whole budget, and it is not the template's CPU."""
+    import gc
+    import time
+
+    from service.messaging import bounds
+
+    heap = [[] for _ in range(300_000)]
+    for cell in heap:
+        cell.append(cell)  # cycles: a full collection walks them all
+    started = time.thread_time()
+    gc.collect()
+    took = time.thread_time() - started
+    assert took > 0.01, "the heap is too small to show anything"
+    with bounds.render_budget(cpu_seconds=took / 2):
+        gc.collect()  # the budget closes with a clock check: it would raise if this counted
+    del heap
