@@ -3,6 +3,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -252,16 +253,16 @@ class AnswerController(Controller):
         settings: NamedDependency[Settings],
         clock: NamedDependency[Clock],
     ) -> Response[str]:
-        form = await request.form()
-        csrf = str(form.get("csrf") or "")
+        fields = await _form_fields(request)
+        csrf = fields.get("csrf", "")
         cookie = request.cookies.get(ANSWER_COOKIE) or ""
         values = service.LinkAnswer(
-            score=_text(form.get("score")),
-            comment=_text(form.get("comment")),
+            score=fields.get("score"),
+            comment=fields.get("comment"),
             dimensions={
-                str(name).removeprefix("dimension."): _text(value) or ""
-                for name, value in form.multi_items()
-                if str(name).startswith("dimension.")
+                name.removeprefix("dimension."): value
+                for name, value in fields.items()
+                if name.startswith("dimension.")
             },
         )
         key, now = settings.signing_key(), clock.now()
@@ -313,8 +314,16 @@ class AnswerController(Controller):
         return Response(body, media_type=MediaType.HTML, headers=_NO_STORE)
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+async def _form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The page's form, which is url-encoded: each field's first value. Decoded here, leniently (bytes
+    that are not UTF-8 become U+FFFD), not by the framework, whose multipart decoding fails on a part in
+    an unknown charset; any other body is no form (so no csrf: refused)."""
+    if request.content_type[0] != "application/x-www-form-urlencoded":
+        return {}
+    fields: dict[str, str] = {}
+    for name, value in parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True):
+        fields.setdefault(name, value)
+    return fields
 
 
 def _cookie(request: Request[Any, Any, Any], value: str) -> Cookie:

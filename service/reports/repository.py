@@ -54,7 +54,7 @@ async def feedback_by_period(
         FROM feedback f
         JOIN customer c ON c.id = f.customer_id AND c.program_id = $1
         {join}
-        LEFT JOIN service_case sc ON sc.id = f.case_id AND sc.program_id = $1
+        LEFT JOIN service_case sc ON sc.id = coalesce(f.case_id, f.follows_up_case_id) AND sc.program_id = $1
         WHERE f.program_id = $1 AND f.kind = $4 AND f.answered_at >= $5 AND f.answered_at < $6
           AND ($7::uuid IS NULL OR f.survey_id = $7)
         GROUP BY 1, 2

@@ -290,4 +290,13 @@ async def test_hostile_form_posts_change_nothing_and_never_answer_a_500(
         assert response.status_code < 500 and response.status_code != 200, (body, response.text)
     files = await api.client.post(token, data={"csrf": csrf}, files={"score": ("s.txt", b"3")})
     assert files.status_code < 500 and files.status_code != 200, files.text
+    for part in (b"\xff\xfe", b"Content-Type: text/plain; charset=bogus\r\n\r\n3"):
+        multipart = (
+            b'--b\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n' + csrf.encode() + b"\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="comment"\r\n' + part + b"\r\n--b--\r\n"
+        )
+        response = await api.client.post(
+            token, content=multipart, headers={"Content-Type": "multipart/form-data; boundary=b"}
+        )
+        assert response.status_code < 500 and response.status_code != 200, response.text
     assert table_counts(api.client) == before
