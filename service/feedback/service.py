@@ -491,6 +491,7 @@ class Link:
     message: dict[str, Any]  # the survey message the link was sent in (its context: what it asked)
     program: Program
     survey: SurveyOut  # the survey as it is now (its dimensions, their labels)
+    survey_row: dict[str, Any]  # the same, as stored (what an answer is recorded against)
     kind: domain.Kind
     locale: str  # the message's: the page speaks it
     question: str
@@ -548,7 +549,9 @@ async def open_link(conn: Connection, key: bytes, token: str, now: datetime) -> 
         raise LinkRefused("expired", locale)
     questions: dict[str, str] = asked.get("questions") or {}
     question = (questions.get(locale) or questions.get("en") or "").replace("{shop}", program.name)
-    return Link(message, program, _survey_out(survey_row), survey_row["kind"], locale, question, answer)
+    return Link(
+        message, program, _survey_out(survey_row), survey_row, survey_row["kind"], locale, question, answer
+    )
 
 
 def _form_int(value: str | None, field: str, low: int, high: int, what: str) -> int:
@@ -597,8 +600,7 @@ async def answer_link(
     order_id = UUID(context["order_id"]) if context.get("order_id") else None
     case_id = UUID(context["follow_up_case_id"]) if context.get("follow_up_case_id") else None
     follow_up = None if case_id is None else await recovery.case_row(conn, program, case_id, "follow_up")
-    survey_row = await repository.get_survey(conn, program.id, survey_id=link.survey.id)
-    assert survey_row is not None
+    survey_row = link.survey_row
     source_key = f"link:{message['id']}"
     feedback_id = uuid4()
     if await _insert(
